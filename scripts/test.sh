@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# THE test command (README and CI call exactly this):
+#   scripts/test.sh [extra `cargo test` args, e.g. a test-name filter]
+# Uses $DATABASE_URL if set, else starts the private cluster (scripts/pg.sh),
+# drops leftover chat_test_* databases, then runs all tests and doctests.
+set -euo pipefail
+# Resolve a relative CHAT_PG_DIR against the caller's cwd before we cd.
+case ${CHAT_PG_DIR:-} in '' | /*) ;; *) export CHAT_PG_DIR=$PWD/$CHAT_PG_DIR ;; esac
+cd "$(dirname "$0")/.."
+
+if [ -z "${DATABASE_URL:-}" ]; then
+  DATABASE_URL=$(scripts/pg.sh start) # separate from `export` so failure aborts
+fi
+export DATABASE_URL
+export CHAT_TEST_DATABASE_URL="$DATABASE_URL"
+
+# Tests create chat_test_* databases; drop any left by crashed/aborted runs.
+# pg.sh psql picks a psql (PATH or the server's bin dir); the URL wins over its defaults.
+echo "test.sh: dropping leftover chat_test_* databases" >&2
+scripts/pg.sh psql "$DATABASE_URL" -q -v ON_ERROR_STOP=1 <<'SQL'
+SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', datname)
+FROM pg_database WHERE datname LIKE 'chat\_test\_%' \gexec
+SQL
+
+cargo test --workspace --all-targets "$@"
+cargo test --workspace --doc

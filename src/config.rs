@@ -1,0 +1,221 @@
+//! Server settings: every limit and tuning knob, each a flag with an
+//! environment variable and a documented default (`chat_server --help`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Settings of a running server. Built by clap from flags and environment,
+/// or by tests with [`Config::for_tests`].
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address every shard listens on (SO_REUSEPORT).
+    #[arg(long = "bind", env = "WS_BIND_ADDR", default_value = "127.0.0.1:9001")]
+    pub bind: SocketAddr,
+
+    /// PostgreSQL connection string.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Shared secret for HS256 tokens (required).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+
+    /// Clock skew tolerated on a token's `exp` and `nbf`, in seconds.
+    #[arg(long, env = "CHAT_JWT_LEEWAY_SECS", default_value_t = 0)]
+    pub jwt_leeway_secs: u64,
+
+    /// Number of shards: one OS thread with its own single-threaded runtime
+    /// and listening socket each. Default: available cores.
+    #[arg(long, env = "CHAT_CORES")]
+    pub cores: Option<usize>,
+
+    /// Writer threads persisting messages to PostgreSQL, each with its own connection.
+    #[arg(long, env = "CHAT_WRITERS", default_value_t = 1)]
+    pub writers: usize,
+
+    /// Most rows in one insert batch (one statement per batch).
+    #[arg(long, env = "CHAT_BATCH_MAX", default_value_t = 1000)]
+    pub batch_max: usize,
+
+    /// How long a writer waits for more messages to fill a batch, in ms
+    /// (0: take what is queued and go).
+    #[arg(long, env = "CHAT_BATCH_LINGER_MS", default_value_t = 1)]
+    pub batch_linger_ms: u64,
+
+    /// Messages waiting for each writer before senders get "server busy".
+    #[arg(long, env = "CHAT_WRITER_QUEUE", default_value_t = 65_536)]
+    pub writer_queue: usize,
+
+    /// Events waiting in each shard's inbox before producers must wait.
+    #[arg(long, env = "CHAT_SHARD_QUEUE", default_value_t = 65_536)]
+    pub shard_queue: usize,
+
+    /// Longest message content, in characters.
+    #[arg(long, env = "CHAT_MAX_CONTENT", default_value_t = 4096)]
+    pub max_content: usize,
+
+    /// Largest incoming WebSocket message (and frame), in bytes.
+    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// History entries returned when a request gives no `limit`.
+    #[arg(long, env = "CHAT_HISTORY_DEFAULT", default_value_t = 50)]
+    pub history_default: i64,
+
+    /// Most history entries one request may return (larger limits are capped).
+    #[arg(long, env = "CHAT_HISTORY_MAX", default_value_t = 500)]
+    pub history_max: i64,
+
+    /// Most rooms one user may belong to.
+    #[arg(long, env = "CHAT_MAX_ROOMS_PER_USER", default_value_t = 1000)]
+    pub max_rooms_per_user: usize,
+
+    /// Frames queued for one connection before it counts as a slow consumer
+    /// and is disconnected.
+    #[arg(long, env = "CHAT_OUTBOX_FRAMES", default_value_t = 4096)]
+    pub outbox_frames: usize,
+
+    /// Bytes queued for one connection before it counts as a slow consumer.
+    #[arg(long, env = "CHAT_OUTBOX_BYTES", default_value_t = 4 << 20)]
+    pub outbox_bytes: usize,
+
+    /// WebSocket read buffer per connection, in bytes (tungstenite's default
+    /// of 128 KiB costs far too much per idle connection).
+    #[arg(long, env = "CHAT_WS_READ_BUFFER", default_value_t = 4096)]
+    pub ws_read_buffer: usize,
+
+    /// WebSocket write buffer target per connection, in bytes (frames are
+    /// written once this fills, and always on flush).
+    #[arg(long, env = "CHAT_WS_WRITE_BUFFER", default_value_t = 16 * 1024)]
+    pub ws_write_buffer: usize,
+
+    /// Give up on a connection whose socket accepts no bytes for this long, in ms.
+    #[arg(long, env = "CHAT_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_timeout_ms: u64,
+
+    /// Set TCP_NODELAY on accepted sockets.
+    #[arg(long, env = "CHAT_TCP_NODELAY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub tcp_nodelay: bool,
+
+    /// Listen backlog of each shard's socket.
+    #[arg(long, env = "CHAT_BACKLOG", default_value_t = 4096)]
+    pub backlog: u32,
+
+    /// Largest HTTP upgrade request accepted, in bytes.
+    #[arg(long, env = "CHAT_MAX_HANDSHAKE_BYTES", default_value_t = 16 * 1024)]
+    pub max_handshake_bytes: usize,
+
+    /// Time a client has to complete its HTTP upgrade request, in ms.
+    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+
+    /// PostgreSQL connections per shard, for handshakes, joins and history.
+    #[arg(long, env = "CHAT_DB_POOL_SIZE", default_value_t = 4)]
+    pub db_pool_size: usize,
+
+    /// A message not committed within this many ms (database down) is
+    /// refused with an error frame and never delivered.
+    #[arg(long, env = "CHAT_PERSIST_TIMEOUT_MS", default_value_t = 5_000)]
+    pub persist_timeout_ms: u64,
+
+    /// Time allowed for a graceful shutdown, in ms.
+    #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+
+    /// tokio `event_interval` of each shard runtime (ticks between I/O polls).
+    #[arg(long, env = "CHAT_EVENT_INTERVAL", default_value_t = 61)]
+    pub event_interval: u32,
+}
+
+impl Config {
+    /// Number of shards to start.
+    pub fn shard_count(&self) -> usize {
+        self.cores
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+            .max(1)
+    }
+
+    /// Number of writer threads to start.
+    pub fn writer_count(&self) -> usize {
+        self.writers.max(1)
+    }
+
+    /// Batch linger as a duration.
+    pub fn batch_linger(&self) -> Duration {
+        Duration::from_millis(self.batch_linger_ms)
+    }
+
+    /// Persist timeout as a duration.
+    pub fn persist_timeout(&self) -> Duration {
+        Duration::from_millis(self.persist_timeout_ms)
+    }
+
+    /// Socket write timeout as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+
+    /// Handshake timeout as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// Shutdown timeout as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// Clamps a client's requested history size to `[1, history_max]`.
+    pub fn history_limit(&self, requested: Option<i64>) -> Result<i64, &'static str> {
+        match requested {
+            None => Ok(self.history_default.min(self.history_max)),
+            Some(n) if n < 1 => Err("limit must be a positive integer"),
+            Some(n) => Ok(n.min(self.history_max)),
+        }
+    }
+
+    /// Defaults with the given database, secret and address: what the
+    /// integration tests start from. Environment variables are not read.
+    pub fn for_tests(database_url: &str, jwt_secret: &str, bind: SocketAddr) -> Config {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let mut config = <Wrapper as clap::Parser>::try_parse_from([
+            "chat_server",
+            "--database-url",
+            database_url,
+            "--jwt-secret",
+            jwt_secret,
+        ])
+        .expect("default configuration parses")
+        .config;
+        // Defaults are what clap gives, but the environment may have leaked in.
+        config.bind = bind;
+        config.database_url = database_url.to_owned();
+        config.jwt_secret = jwt_secret.to_owned();
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_limit_defaults_caps_and_refuses() {
+        let c = Config::for_tests("postgres://x", "s", "127.0.0.1:0".parse().unwrap());
+        assert_eq!(c.history_limit(None), Ok(50));
+        assert_eq!(c.history_limit(Some(10)), Ok(10));
+        assert_eq!(c.history_limit(Some(100_000)), Ok(500));
+        assert!(c.history_limit(Some(0)).is_err());
+        assert!(c.history_limit(Some(-3)).is_err());
+    }
+}

@@ -1,0 +1,255 @@
+//! The HTTP side of a connection: reading the upgrade request, finding the
+//! token, and writing the `101` (or the refusal).
+//!
+//! The server writes its own `101 Switching Protocols` so that the shard can
+//! verify the token, upsert the user and register the connection for
+//! delivery *before* the client can see the WebSocket open.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+/// Most headers accepted in an upgrade request.
+const MAX_HEADERS: usize = 48;
+
+/// A parsed WebSocket upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeRequest {
+    /// The path, without the query string.
+    pub path: String,
+    /// `Sec-WebSocket-Key`.
+    pub key: String,
+    /// The bearer token, from `Authorization: Bearer` or `?token=`.
+    pub token: Option<String>,
+}
+
+/// Why an upgrade request was refused before authentication.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The socket failed or closed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client did not finish its request in time.
+    #[error("handshake timed out")]
+    Timeout,
+    /// The request headers exceed the configured size.
+    #[error("request headers too large")]
+    TooLarge,
+    /// Not parseable HTTP, or not a WebSocket upgrade.
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// A path other than `/` or `/ws`.
+    #[error("not found")]
+    NotFound,
+}
+
+impl HandshakeError {
+    /// The HTTP status to answer with, if the socket can still take one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HandshakeError::Io(_) => None,
+            HandshakeError::Timeout => Some(408),
+            HandshakeError::TooLarge => Some(431),
+            HandshakeError::BadRequest(_) => Some(400),
+            HandshakeError::NotFound => Some(404),
+        }
+    }
+}
+
+/// Reads one HTTP request (at most `max_bytes` of headers, within
+/// `timeout`) and checks that it is a WebSocket upgrade. Returns it with
+/// any bytes the client sent after the headers.
+pub async fn read_upgrade<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max_bytes: usize,
+    timeout: Duration,
+) -> Result<(UpgradeRequest, Vec<u8>), HandshakeError> {
+    tokio::time::timeout(timeout, read_inner(stream, max_bytes))
+        .await
+        .map_err(|_| HandshakeError::Timeout)?
+}
+
+async fn read_inner<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max_bytes: usize,
+) -> Result<(UpgradeRequest, Vec<u8>), HandshakeError> {
+    let mut buf = Vec::with_capacity(1024.min(max_bytes));
+    loop {
+        if buf.len() >= max_bytes {
+            return Err(HandshakeError::TooLarge);
+        }
+        if buf.capacity() == buf.len() {
+            buf.reserve((buf.len()).min(max_bytes - buf.len()).max(512));
+        }
+        let n = stream.read_buf(&mut buf).await?;
+        if n == 0 {
+            return Err(HandshakeError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        if let Some((req, consumed)) = parse(&buf)? {
+            let rest = buf.split_off(consumed);
+            return Ok((req, rest));
+        }
+    }
+}
+
+/// Parses a complete request from `buf`; `None` when more bytes are needed.
+pub fn parse(buf: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let consumed = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooLarge),
+        Err(_) => return Err(HandshakeError::BadRequest("malformed HTTP request")),
+    };
+    if req.method != Some("GET") {
+        return Err(HandshakeError::BadRequest("expected GET"));
+    }
+    let target = req.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    if path != "/" && path != "/ws" {
+        return Err(HandshakeError::NotFound);
+    }
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    let has_token = |value: Option<&str>, token: &str| {
+        value.is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has_token(header("upgrade"), "websocket") || !has_token(header("connection"), "upgrade") {
+        return Err(HandshakeError::BadRequest("expected a WebSocket upgrade"));
+    }
+    if header("sec-websocket-version").map(str::trim) != Some("13") {
+        return Err(HandshakeError::BadRequest("unsupported WebSocket version"));
+    }
+    let key = header("sec-websocket-key")
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or(HandshakeError::BadRequest("missing Sec-WebSocket-Key"))?
+        .to_owned();
+    let bearer = header("authorization").and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+    });
+    let token = bearer.or_else(|| {
+        form_urlencoded::parse(query?.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
+    Ok(Some((
+        UpgradeRequest {
+            path: path.to_owned(),
+            key,
+            token: token.filter(|t| !t.is_empty()),
+        },
+        consumed,
+    )))
+}
+
+/// The `101` that opens the WebSocket, naming the shard that owns it.
+pub fn switching_protocols(key: &str, shard: usize) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\n\
+         Upgrade: websocket\r\n\
+         Connection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\
+         X-Chat-Shard: {shard}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    )
+}
+
+/// A plain-text refusal; the connection closes after it.
+pub fn refusal(status: u16, reason: &str) -> String {
+    let text = match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let body = format!("{reason}\n");
+    format!(
+        "HTTP/1.1 {status} {text}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Writes a refusal and shuts the socket's write side, ignoring errors (the
+/// client may be gone already).
+pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, reason: &str) {
+    let _ = stream.write_all(refusal(status, reason).as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(target: &str, extra: &str) -> String {
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+        )
+    }
+
+    #[test]
+    fn finds_token_in_header_or_query() {
+        let (r, n) = parse(request("/?token=abc%2Ed", "").as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.token.as_deref(), Some("abc.d"));
+        assert_eq!(n, request("/?token=abc%2Ed", "").len());
+        let (r, _) = parse(request("/ws", "Authorization: Bearer tok\r\n").as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.path.as_str(), r.token.as_deref()), ("/ws", Some("tok")));
+        let (r, _) = parse(request("/", "").as_bytes()).unwrap().unwrap();
+        assert_eq!(r.token, None);
+    }
+
+    #[test]
+    fn partial_then_complete() {
+        let full = request("/", "");
+        assert!(parse(&full.as_bytes()[..20]).unwrap().is_none());
+        assert!(parse(full.as_bytes()).unwrap().is_some());
+    }
+
+    #[test]
+    fn refuses_non_upgrades() {
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Err(HandshakeError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse(request("/other", "").as_bytes()),
+            Err(HandshakeError::NotFound)
+        ));
+        assert!(matches!(
+            parse(b"\x16\x03\x01garbage\r\n\r\n"),
+            Err(HandshakeError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn accept_key_matches_rfc_example() {
+        let r = switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", 1);
+        assert!(r.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(r.contains("X-Chat-Shard: 1\r\n"));
+        assert!(refusal(401, "token expired").ends_with("token expired\n"));
+    }
+}

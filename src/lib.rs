@@ -1,0 +1,42 @@
+//! A runtime-per-core WebSocket chat server with its history in PostgreSQL.
+//!
+//! # Layout
+//!
+//! The file tree follows a message from socket to socket:
+//!
+//! - [`server`]: start-up. Binds one `SO_REUSEPORT` socket per shard, builds
+//!   the mesh (shard inboxes, [`router::Router`], writer queues) once, starts
+//!   the writer threads and the shard threads; graceful shutdown.
+//! - [`shard`]: one OS thread with one single-threaded tokio runtime. It
+//!   accepts on its own socket and owns every connection it accepted and the
+//!   local indexes ([`shard::registry`]) used to deliver to them.
+//! - [`handshake`]: reads the HTTP upgrade, finds the token; [`auth`]
+//!   verifies it. The shard registers the connection *before* writing `101`.
+//! - [`connection`]: the transport of one WebSocket: reads frames, writes its
+//!   [`shard::outbox`] (feed everything queued, flush once).
+//! - [`session`]: the rules of each request; [`protocol`] decodes requests and
+//!   encodes replies (the only module that knows JSON).
+//! - [`store::writer`]: writer threads take messages from bounded
+//!   [`mesh`] mailboxes, insert them in batches, and only after the commit
+//!   encode each one once and publish it through the [`router`] to every
+//!   shard's inbox; each shard writes it to its local recipients.
+//! - [`store`]: the only module that touches PostgreSQL (pools, queries,
+//!   migrations from `sql/`).
+//! - [`config`]: every setting, as flags and environment variables.
+//!
+//! See `docs/ARCHITECTURE.md` for the life of one message and the invariants.
+
+pub mod auth;
+pub mod config;
+pub mod connection;
+pub mod handshake;
+pub mod mesh;
+pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod shard;
+pub mod store;
+
+pub use config::Config;
+pub use server::{start, ServerHandle, StartError};

@@ -1,0 +1,178 @@
+//! The `chat_server` binary: serves by default; `room` and `token` are
+//! operator commands.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chat_server::{auth, store, Config};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Runtime-per-core WebSocket chat server with PostgreSQL history.
+#[derive(Parser)]
+#[command(name = "chat_server", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve WebSockets (the default when no command is given).
+    ///
+    /// Every flag can also be set by the environment variable shown with it.
+    /// Other commands: `chat_server room create NAME`, `chat_server room list`,
+    /// `chat_server token --user-id N --username NAME [--ttl 1h]`,
+    /// `chat_server migrate`.
+    Serve(Box<Config>),
+    /// Manage rooms.
+    #[command(subcommand)]
+    Room(RoomCommand),
+    /// Print a token signed with JWT_SECRET, for trying the server out.
+    Token {
+        /// User id (the `user_id` and `sub` claims).
+        #[arg(long)]
+        user_id: i64,
+        /// Username claim.
+        #[arg(long)]
+        username: String,
+        /// Lifetime, e.g. `30m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Shared secret.
+        #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+        jwt_secret: String,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        /// PostgreSQL connection string.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoomCommand {
+    /// Create a room (a no-op, with a note, when it exists).
+    Create {
+        /// Room name: 1 to 64 bytes, no control characters.
+        name: String,
+        /// PostgreSQL connection string.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
+    /// List rooms with member and message counts.
+    List {
+        /// PostgreSQL connection string.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn,refinery_core=warn")),
+        )
+        .with_target(true)
+        .init();
+    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
+    let result = match cli.command {
+        Command::Serve(config) => serve(*config),
+        Command::Token {
+            user_id,
+            username,
+            ttl,
+            jwt_secret,
+        } => {
+            let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+            println!(
+                "{}",
+                auth::sign_hs256(jwt_secret.as_bytes(), user_id, &username, ttl)
+            );
+            Ok(())
+        }
+        Command::Migrate { database_url } => admin(&database_url, |_| async { Ok(()) }),
+        Command::Room(RoomCommand::Create { name, database_url }) => {
+            if !chat_server::protocol::valid_room_name(&name) {
+                Err("invalid room name: 1 to 64 bytes, no control characters".into())
+            } else {
+                admin(&database_url, |client| async move {
+                    if store::create_room(&client, &name).await? {
+                        println!("created room '{name}'");
+                    } else {
+                        println!("room '{name}' already exists");
+                    }
+                    Ok(())
+                })
+            }
+        }
+        Command::Room(RoomCommand::List { database_url }) => {
+            admin(&database_url, |client| async move {
+                println!("{:<32} {:>8} {:>10}", "room", "members", "messages");
+                for (name, members, messages) in store::list_rooms(&client).await? {
+                    println!("{name:<32} {members:>8} {messages:>10}");
+                }
+                Ok(())
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `chat_server [FLAGS]` means `chat_server serve [FLAGS]`, so that
+/// `chat_server --help` documents every server flag.
+fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).map(str::to_owned);
+    let is_command = matches!(
+        first.as_deref(),
+        Some("serve" | "room" | "token" | "migrate" | "help" | "-V" | "--version")
+    );
+    if !is_command {
+        args.insert(1.min(args.len()), "serve".into());
+    }
+    args
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn serve(config: Config) -> Result<(), BoxError> {
+    let server = chat_server::start(config)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
+    server.shutdown();
+    Ok(())
+}
+
+/// Connects, migrates, and runs one admin action.
+fn admin<F, Fut>(database_url: &str, action: F) -> Result<(), BoxError>
+where
+    F: FnOnce(tokio_postgres::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(), store::StoreError>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut client = store::connect(database_url).await?;
+        store::migrate(&mut client).await?;
+        action(client).await
+    })?;
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Routing: where an event goes once it exists.
+//!
+//! Every delivery crosses one seam, [`Router`]: "this shard", "another
+//! shard" and (later) "another node" are decided here and nowhere else.
+//! Writers publish committed messages through it; shards announce
+//! membership changes through it. Today it fans out to the shard inboxes
+//! of this process; a cluster transport plugs in beside them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::mesh::{MailboxSender, PushError};
+use crate::protocol::{Frame, UserId};
+
+/// Identifies a connection within its shard.
+pub type ConnId = u64;
+
+/// Where a reply for one connection must go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Index of the shard owning the connection.
+    pub shard: usize,
+    /// The connection, within that shard.
+    pub conn: ConnId,
+}
+
+/// What a shard's inbox carries.
+#[derive(Debug, Clone)]
+pub enum ShardEvent {
+    /// A committed room message: write `frame` to every local member connection.
+    Room {
+        /// Room name.
+        room: Arc<str>,
+        /// The encoded `message` frame, shared.
+        frame: Frame,
+    },
+    /// A committed DM: write `frame` to every local connection of both users.
+    Users {
+        /// Sender and recipient (may be equal).
+        users: [UserId; 2],
+        /// The encoded `dm` frame, shared.
+        frame: Frame,
+    },
+    /// A frame for one connection (e.g. "message not stored").
+    Conn {
+        /// The target connection on the receiving shard.
+        conn: ConnId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// A user joined a room on another shard: subscribe the user's local connections.
+    Joined {
+        /// Who joined.
+        user: UserId,
+        /// Which room.
+        room: Arc<str>,
+    },
+}
+
+/// Fans events out to shard inboxes. Cloned into every writer and shard.
+#[derive(Debug, Clone)]
+pub struct Router {
+    shards: Arc<[MailboxSender<ShardEvent>]>,
+}
+
+/// How long a producer waits before retrying a full inbox.
+const FULL_INBOX_BACKOFF: Duration = Duration::from_micros(200);
+
+impl Router {
+    /// A router over the inboxes of shards `0..n`, in shard order.
+    pub fn new(shards: Vec<MailboxSender<ShardEvent>>) -> Router {
+        Router {
+            shards: shards.into(),
+        }
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Queues a committed message for every shard (each delivers to its
+    /// local recipients). Waits, without blocking the thread, while an
+    /// inbox is full: only writers call this, and a shard drains its inbox
+    /// independently of them. Call [`flush`](Self::flush) after a batch.
+    pub async fn publish(&self, event: ShardEvent) {
+        let (last, rest) = self.shards.split_last().expect("at least one shard");
+        for shard in rest {
+            // Each copy is a reference-count bump of the shared frame.
+            push_waiting(shard, event.clone()).await;
+        }
+        push_waiting(last, event).await;
+    }
+
+    /// Queues an event for one shard (waiting while its inbox is full).
+    pub async fn send_to(&self, shard: usize, event: ShardEvent) {
+        if let Some(s) = self.shards.get(shard) {
+            push_waiting(s, event).await;
+        }
+    }
+
+    /// Queues an event for every shard but `from`, without waiting: a shard
+    /// never blocks on another. Returns the events that found a full inbox,
+    /// with their target, for the caller to retry later.
+    pub fn broadcast_from(&self, from: usize, event: &ShardEvent) -> Vec<(usize, ShardEvent)> {
+        let mut refused = Vec::new();
+        for (i, shard) in self.shards.iter().enumerate() {
+            if i == from {
+                continue;
+            }
+            match shard.send(event.clone()) {
+                Ok(()) => {}
+                Err(PushError::Full(ev)) => refused.push((i, ev)),
+                Err(PushError::Closed(_)) => {}
+            }
+        }
+        refused
+    }
+
+    /// Wakes every shard that was sent something since its last wake-up.
+    pub fn flush(&self) {
+        for shard in self.shards.iter() {
+            shard.ring();
+        }
+    }
+
+    /// Total events waiting in all shard inboxes.
+    pub fn queued(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+}
+
+async fn push_waiting(shard: &MailboxSender<ShardEvent>, mut event: ShardEvent) {
+    loop {
+        match shard.push(event) {
+            Ok(()) => return,
+            Err(PushError::Closed(_)) => return,
+            Err(PushError::Full(ev)) => {
+                event = ev;
+                shard.ring();
+                tokio::time::sleep(FULL_INBOX_BACKOFF).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Start-up and shutdown: migrates the database, binds one `SO_REUSEPORT`
+//! socket per shard, builds the mesh (shard inboxes, router, writer queues)
+//! once, and starts the writer and shard threads.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::mesh::mailbox;
+use crate::router::Router;
+use crate::shard::{self, Phase, ShardParts};
+use crate::store::writer::{self, WriterPool, WriterSettings};
+use crate::store::{self, StoreError};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A required setting is missing or invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The database could not be reached or migrated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Binding the listeners or starting threads failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A shard failed to start.
+    #[error("shard failed to start: {0}")]
+    Shard(String),
+}
+
+/// A running server. Dropping it without [`shutdown`](Self::shutdown)
+/// leaves its threads running until the process exits.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    phase: watch::Sender<Phase>,
+    shards: Vec<std::thread::JoinHandle<()>>,
+    writers: WriterPool,
+}
+
+/// How long start-up keeps retrying an unreachable database.
+const STARTUP_DB_WAIT: Duration = Duration::from_secs(60);
+
+/// Starts the server: returns once every shard accepts connections.
+/// Blocking; call it from a plain thread (or `spawn_blocking`).
+pub fn start(config: Config) -> Result<ServerHandle, StartError> {
+    start_with_db_wait(config, STARTUP_DB_WAIT)
+}
+
+/// [`start`], giving up on an unreachable database after `db_wait`.
+pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHandle, StartError> {
+    if config.jwt_secret.is_empty() {
+        return Err(StartError::Config(
+            "JWT_SECRET (or --jwt-secret) is required".into(),
+        ));
+    }
+    if config.database_url.is_empty() {
+        return Err(StartError::Config(
+            "DATABASE_URL (or --database-url) is required".into(),
+        ));
+    }
+    let fd_limit = raise_fd_limit();
+    prepare_database(&config.database_url, db_wait)?;
+
+    let shards = config.shard_count();
+    let writers = config.writer_count();
+    let listeners = bind_listeners(config.bind, shards, config.backlog)?;
+    let addr = listeners[0].local_addr()?;
+
+    let (inbox_senders, inboxes): (Vec<_>, Vec<_>) =
+        (0..shards).map(|_| mailbox(config.shard_queue)).unzip();
+    let router = Router::new(inbox_senders);
+    let (writer_handles, writer_pool) = writer::spawn(
+        writers,
+        WriterSettings {
+            database_url: config.database_url.clone(),
+            batch_max: config.batch_max.max(1),
+            batch_linger: config.batch_linger(),
+            persist_timeout: config.persist_timeout(),
+            queue: config.writer_queue,
+        },
+        router.clone(),
+    )?;
+
+    let config = Arc::new(config);
+    let verifier = Arc::new(Verifier::hs256(
+        config.jwt_secret.as_bytes(),
+        config.jwt_leeway_secs,
+    ));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::with_capacity(shards);
+    for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
+        threads.push(shard::spawn(
+            ShardParts {
+                index,
+                config: config.clone(),
+                verifier: verifier.clone(),
+                listener,
+                inbox,
+                router: router.clone(),
+                writers: writer_handles.clone(),
+                phase: phase_rx.clone(),
+            },
+            ready_tx.clone(),
+        )?);
+    }
+    drop(ready_tx);
+    let handle = ServerHandle {
+        addr,
+        phase: phase_tx,
+        shards: threads,
+        writers: writer_pool,
+    };
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                handle.shutdown();
+                return Err(StartError::Shard(e));
+            }
+            Err(_) => {
+                handle.shutdown();
+                return Err(StartError::Shard("a shard thread exited".into()));
+            }
+        }
+    }
+    info!(
+        %addr,
+        shards,
+        writers,
+        batch_max = config.batch_max,
+        batch_linger_ms = config.batch_linger_ms,
+        fd_limit,
+        connection_ceiling = fd_limit.saturating_sub(64 + (shards * config.db_pool_size + writers) as u64),
+        "chat server ready"
+    );
+    Ok(handle)
+}
+
+impl ServerHandle {
+    /// The address the shards listen on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Graceful stop: stop accepting and reading requests, let the writers
+    /// commit and publish everything queued, deliver it, close every
+    /// connection with 1001 `going away`, and join all threads. Blocking.
+    pub fn shutdown(self) {
+        let _ = self.phase.send(Phase::Draining);
+        // Requests already read may still be submitting (e.g. after a user
+        // check); give them a moment before the writers drain.
+        std::thread::sleep(Duration::from_millis(20));
+        self.writers.stop_and_join();
+        let _ = self.phase.send(Phase::Closing);
+        for t in self.shards {
+            let _ = t.join();
+        }
+        info!("chat server stopped");
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit; returns the result.
+fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %e, "could not raise the open-files limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(1024)
+        }
+    }
+}
+
+/// Connects (retrying while the database is down) and applies migrations,
+/// on a private runtime so that callers need none.
+fn prepare_database(url: &str, wait: Duration) -> Result<(), StoreError> {
+    let url = url.to_owned();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("setup runtime");
+            rt.block_on(async {
+                let mut client = store::connect_with_retry(&url, wait).await?;
+                store::migrate(&mut client).await
+            })
+        })
+        .join()
+        .expect("setup thread")
+    })
+}
+
+/// Binds `n` listeners on `addr` with `SO_REUSEPORT`, so the kernel spreads
+/// incoming connections over the shards. Port 0 picks one free port for all.
+fn bind_listeners(
+    addr: SocketAddr,
+    n: usize,
+    backlog: u32,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut addr = addr;
+    if addr.port() != 0 {
+        // SO_REUSEPORT would silently share the port with another running
+        // server of the same user: make sure nobody holds it first.
+        drop(std::net::TcpListener::bind(addr)?);
+    }
+    let mut listeners = Vec::with_capacity(n);
+    for _ in 0..n {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+        let listener: std::net::TcpListener = socket.into();
+        if addr.port() == 0 {
+            addr = listener.local_addr()?;
+        }
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}

@@ -1,0 +1,425 @@
+//! A shard: one OS thread running one single-threaded tokio runtime that
+//! owns a listening socket (`SO_REUSEPORT`), every connection it accepts,
+//! and the local indexes used to deliver to them.
+//!
+//! Nothing here is shared with another thread except through the shard's
+//! inbox (events from writers and other shards) and the writer queues.
+
+pub mod outbox;
+pub mod registry;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::LocalSet;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, debug_span, info, warn, Instrument};
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::connection;
+use crate::handshake::{read_upgrade, refuse, switching_protocols};
+use crate::mesh::Mailbox;
+use crate::protocol::UserId;
+use crate::router::{ConnId, Origin, Router, ShardEvent};
+use crate::session::Session;
+use crate::store::writer::Writers;
+use crate::store::{Store, StoreError};
+use outbox::{Outbox, OutboxLimits};
+use registry::Registry;
+
+/// Where the server is in its life; shards watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepting and serving.
+    Running,
+    /// Not accepting, not reading new requests; still delivering.
+    Draining,
+    /// Deliver what is left, close every connection with 1001, exit.
+    Closing,
+}
+
+/// Most entries in a shard's cache of known users before it is reset.
+const USER_CACHE_MAX: usize = 100_000;
+
+/// Everything a shard's tasks share. Lives in an `Rc` on the shard thread.
+pub struct Shard {
+    /// This shard's index.
+    pub index: usize,
+    /// Server settings.
+    pub config: Arc<Config>,
+    /// Token verification.
+    pub verifier: Arc<Verifier>,
+    /// This shard's database pool.
+    pub store: Store,
+    /// Submission side of the writer queues.
+    pub writers: Writers,
+    /// Fan-out to shards.
+    pub router: Router,
+    /// Local connections, users and room subscriptions.
+    pub registry: RefCell<Registry>,
+    /// Users known to exist, with the username last upserted from a token
+    /// (`None`: known only to exist). Bounded by [`USER_CACHE_MAX`].
+    known_users: RefCell<HashMap<UserId, Option<Box<str>>>>,
+    next_conn: Cell<ConnId>,
+    draining: Cell<bool>,
+    ws_config: WebSocketConfig,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a shard thread is started with.
+pub struct ShardParts {
+    /// Index of the shard.
+    pub index: usize,
+    /// Settings.
+    pub config: Arc<Config>,
+    /// Token verification.
+    pub verifier: Arc<Verifier>,
+    /// The shard's bound, non-blocking listener.
+    pub listener: std::net::TcpListener,
+    /// The shard's inbox.
+    pub inbox: Mailbox<ShardEvent>,
+    /// Fan-out to shards.
+    pub router: Router,
+    /// Writer queues.
+    pub writers: Writers,
+    /// Server phase.
+    pub phase: watch::Receiver<Phase>,
+}
+
+/// Starts the shard thread; `ready` receives `Ok` once it accepts.
+pub fn spawn(
+    parts: ShardParts,
+    ready: std::sync::mpsc::Sender<Result<usize, String>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("shard-{}", parts.index))
+        .spawn(move || {
+            let index = parts.index;
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .event_interval(parts.config.event_interval)
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready.send(Err(format!("shard {index}: runtime: {e}")));
+                    return;
+                }
+            };
+            let local = LocalSet::new();
+            local.block_on(&rt, run(parts, ready));
+        })
+}
+
+async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, String>>) {
+    let ShardParts {
+        index,
+        config,
+        verifier,
+        listener,
+        inbox,
+        router,
+        writers,
+        mut phase,
+    } = parts;
+    let setup = (|| {
+        let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+        let store =
+            Store::new(&config.database_url, config.db_pool_size).map_err(|e| e.to_string())?;
+        Ok::<_, String>((listener, store))
+    })();
+    let (listener, store) = match setup {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {index}: {e}")));
+            return;
+        }
+    };
+    let limits = OutboxLimits {
+        frames: config.outbox_frames,
+        bytes: config.outbox_bytes,
+    };
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(config.ws_read_buffer)
+        .write_buffer_size(config.ws_write_buffer)
+        .max_write_buffer_size(
+            config.ws_write_buffer + config.max_message_bytes * 2 + config.outbox_bytes,
+        )
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes));
+    let shard = Rc::new(Shard {
+        index,
+        config,
+        verifier,
+        store,
+        writers,
+        router,
+        registry: RefCell::new(Registry::new(limits)),
+        known_users: RefCell::new(HashMap::new()),
+        next_conn: Cell::new(0),
+        draining: Cell::new(false),
+        ws_config,
+    });
+    let inbox = Rc::new(inbox);
+    let inbox_task = tokio::task::spawn_local(drain_inbox(shard.clone(), inbox.clone()));
+    let _ = ready.send(Ok(index));
+    debug!(shard = index, "shard accepting");
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    tokio::task::spawn_local(accept(shard.clone(), stream));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(shard = index, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            changed = phase.changed() => {
+                if changed.is_err() || *phase.borrow() != Phase::Running {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    shard.draining.set(true);
+    for conn in shard.registry.borrow().connections() {
+        conn.nudge();
+    }
+    while *phase.borrow() != Phase::Closing {
+        if phase.changed().await.is_err() {
+            break;
+        }
+    }
+    // Writers have stopped: whatever they committed is in the inbox.
+    inbox_task.abort();
+    while let Some(event) = inbox.try_pop() {
+        shard.apply(event);
+    }
+    for conn in shard.registry.borrow().connections() {
+        conn.go_away();
+    }
+    let deadline = tokio::time::Instant::now() + shard.config.shutdown_timeout();
+    while shard.registry.borrow().connection_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    info!(
+        shard = index,
+        left = shard.registry.borrow().connection_count(),
+        "shard stopped"
+    );
+}
+
+/// Applies inbox events as they arrive, yielding now and then so that
+/// connections get to write what was queued for them.
+async fn drain_inbox(shard: Rc<Shard>, inbox: Rc<Mailbox<ShardEvent>>) {
+    const BURST: usize = 1024;
+    loop {
+        inbox.rung().await;
+        let mut n = 0;
+        while let Some(event) = inbox.try_pop() {
+            shard.apply(event);
+            n += 1;
+            if n % BURST == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// Takes one TCP connection through the handshake and, if it is accepted,
+/// serves it until it closes.
+async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
+    if shard.config.tcp_nodelay {
+        let _ = stream.set_nodelay(true);
+    }
+    let cfg = &shard.config;
+    let (request, rest) = match read_upgrade(
+        &mut stream,
+        cfg.max_handshake_bytes,
+        cfg.handshake_timeout(),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(shard = shard.index, error = %e, "handshake failed");
+            if let Some(status) = e.status() {
+                refuse(&mut stream, status, &e.to_string()).await;
+            }
+            return;
+        }
+    };
+    if shard.draining.get() {
+        refuse(&mut stream, 503, "server shutting down").await;
+        return;
+    }
+    let Some(token) = request.token else {
+        info!(
+            shard = shard.index,
+            reason = "missing token",
+            "handshake refused"
+        );
+        refuse(&mut stream, 401, "missing token").await;
+        return;
+    };
+    let identity = match shard.verifier.verify(&token) {
+        Ok(identity) => identity,
+        Err(e) => {
+            info!(shard = shard.index, reason = %e, "handshake refused");
+            refuse(&mut stream, 401, &e.to_string()).await;
+            return;
+        }
+    };
+    let rooms = match shard.open_session(&identity).await {
+        Ok(rooms) => rooms,
+        Err(StoreError::UsernameTaken) => {
+            info!(
+                shard = shard.index,
+                user = identity.user_id,
+                "username taken"
+            );
+            refuse(&mut stream, 409, "username already taken by another user").await;
+            return;
+        }
+        Err(e) => {
+            warn!(shard = shard.index, error = %e, "handshake: database error");
+            refuse(&mut stream, 503, "database unavailable").await;
+            return;
+        }
+    };
+    let id = shard.next_conn.get();
+    shard.next_conn.set(id + 1);
+    let outbox = Rc::new(Outbox::new(id, identity.user_id));
+    // Registered before the client can see the socket open: nothing sent
+    // to this user from now on is missed.
+    shard
+        .registry
+        .borrow_mut()
+        .register(outbox.clone(), rooms.into_iter().map(Arc::from));
+    let span = debug_span!("conn", shard = shard.index, id, user = identity.user_id);
+    let response = switching_protocols(&request.key, shard.index);
+    if tokio::io::AsyncWriteExt::write_all(&mut stream, response.as_bytes())
+        .await
+        .is_ok()
+    {
+        let ws =
+            WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(shard.ws_config))
+                .await;
+        let session = Session::new(
+            shard.clone(),
+            Origin {
+                shard: shard.index,
+                conn: id,
+            },
+            &identity,
+        );
+        connection::serve(shard.clone(), ws, outbox, session)
+            .instrument(span)
+            .await;
+    }
+    shard.registry.borrow_mut().unregister(id);
+}
+
+impl Shard {
+    /// True once the server stopped taking new requests.
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Bounds of every outbox on this shard.
+    pub fn outbox_limits(&self) -> OutboxLimits {
+        OutboxLimits {
+            frames: self.config.outbox_frames,
+            bytes: self.config.outbox_bytes,
+        }
+    }
+
+    /// Applies one inbox event to the local indexes.
+    pub fn apply(&self, event: ShardEvent) {
+        let mut registry = self.registry.borrow_mut();
+        match event {
+            ShardEvent::Room { room, frame } => registry.deliver_room(&room, &frame),
+            ShardEvent::Users { users, frame } => registry.deliver_users(users, &frame),
+            ShardEvent::Conn { conn, frame } => registry.deliver_conn(conn, frame),
+            ShardEvent::Joined { user, room } => {
+                registry.join(user, room);
+            }
+        }
+    }
+
+    /// The handshake's database work: upsert the user (unless this shard
+    /// already did with the same username) and load its rooms (unless the
+    /// user is already connected here, whose rooms are then known).
+    async fn open_session(
+        &self,
+        identity: &crate::auth::Identity,
+    ) -> Result<Vec<String>, StoreError> {
+        let upsert = !matches!(
+            self.known_users.borrow().get(&identity.user_id),
+            Some(Some(name)) if **name == *identity.username
+        );
+        if !upsert && self.registry.borrow().has_user(identity.user_id) {
+            return Ok(Vec::new());
+        }
+        let rooms = self
+            .store
+            .open_session(identity, upsert, self.config.max_rooms_per_user)
+            .await?;
+        self.remember_user(identity.user_id, Some(&identity.username));
+        Ok(rooms)
+    }
+
+    /// True when the user is known to exist without asking the database.
+    pub fn user_known(&self, user: UserId) -> bool {
+        self.known_users.borrow().contains_key(&user)
+    }
+
+    /// Records that a user exists (with the username upserted, if any).
+    pub fn remember_user(&self, user: UserId, username: Option<&str>) {
+        let mut known = self.known_users.borrow_mut();
+        if known.len() >= USER_CACHE_MAX && !known.contains_key(&user) {
+            known.clear();
+        }
+        match username {
+            Some(name) => {
+                known.insert(user, Some(name.into()));
+            }
+            None => {
+                known.entry(user).or_insert(None);
+            }
+        }
+    }
+
+    /// Tells the other shards that `user` joined `room`, without waiting on
+    /// them: an inbox that is full gets the event from a retrying task.
+    pub fn announce_join(&self, user: UserId, room: Arc<str>) {
+        let refused = self
+            .router
+            .broadcast_from(self.index, &ShardEvent::Joined { user, room });
+        for (target, event) in refused {
+            let router = self.router.clone();
+            tokio::task::spawn_local(async move {
+                router.send_to(target, event).await;
+                router.flush();
+            });
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! A shard's local indexes: its connections, the users they belong to, and
+//! which local connections follow which room. Owned by one shard thread and
+//! never shared, so no locks.
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::outbox::{Outbox, OutboxLimits};
+use crate::protocol::{Frame, UserId};
+use crate::router::ConnId;
+
+/// One user with at least one connection on this shard.
+#[derive(Debug, Default)]
+struct LocalUser {
+    conns: Vec<Rc<Outbox>>,
+    rooms: HashSet<Arc<str>>,
+}
+
+/// The shard's connections, users and room subscriptions.
+#[derive(Debug)]
+pub struct Registry {
+    conns: HashMap<ConnId, Rc<Outbox>>,
+    users: HashMap<UserId, LocalUser>,
+    /// Room -> local connections of its members.
+    rooms: HashMap<Arc<str>, Vec<Rc<Outbox>>>,
+    limits: OutboxLimits,
+    slow_consumers: u64,
+}
+
+impl Registry {
+    /// An empty registry whose outboxes are bounded by `limits`.
+    pub fn new(limits: OutboxLimits) -> Registry {
+        Registry {
+            conns: HashMap::new(),
+            users: HashMap::new(),
+            rooms: HashMap::new(),
+            limits,
+            slow_consumers: 0,
+        }
+    }
+
+    /// Adds a connection for delivery, subscribed to `rooms` (the user's
+    /// stored memberships) and to whatever its user already follows here.
+    pub fn register(&mut self, outbox: Rc<Outbox>, rooms: impl IntoIterator<Item = Arc<str>>) {
+        let user = self.users.entry(outbox.user).or_default();
+        for room in rooms {
+            // Share the room's name with the room index where it exists.
+            let room = match self.rooms.get_key_value(&*room) {
+                Some((name, _)) => name.clone(),
+                None => room,
+            };
+            user.rooms.insert(room);
+        }
+        user.conns.push(outbox.clone());
+        for room in &user.rooms {
+            self.rooms
+                .entry(room.clone())
+                .or_default()
+                .push(outbox.clone());
+        }
+        self.conns.insert(outbox.id, outbox);
+    }
+
+    /// Removes a connection from every index.
+    pub fn unregister(&mut self, id: ConnId) {
+        let Some(outbox) = self.conns.remove(&id) else {
+            return;
+        };
+        let Some(user) = self.users.get_mut(&outbox.user) else {
+            return;
+        };
+        user.conns.retain(|c| c.id != id);
+        for room in &user.rooms {
+            if let Some(members) = self.rooms.get_mut(room) {
+                members.retain(|c| c.id != id);
+                if members.is_empty() {
+                    self.rooms.remove(room);
+                }
+            }
+        }
+        if user.conns.is_empty() {
+            self.users.remove(&outbox.user);
+        }
+    }
+
+    /// Records that `user` belongs to `room` and subscribes its local
+    /// connections. False when the user has no connection here or already
+    /// followed the room.
+    pub fn join(&mut self, user: UserId, room: Arc<str>) -> bool {
+        let Some(local) = self.users.get_mut(&user) else {
+            return false;
+        };
+        if !local.rooms.insert(room.clone()) {
+            return false;
+        }
+        self.rooms
+            .entry(room)
+            .or_default()
+            .extend(local.conns.iter().cloned());
+        true
+    }
+
+    /// True when the (locally connected) user belongs to the room.
+    pub fn is_member(&self, user: UserId, room: &str) -> bool {
+        self.users
+            .get(&user)
+            .is_some_and(|u| u.rooms.contains(room))
+    }
+
+    /// The shared name of a room the user belongs to (saves an allocation per message).
+    pub fn member_room(&self, user: UserId, room: &str) -> Option<Arc<str>> {
+        self.users.get(&user)?.rooms.get(room).cloned()
+    }
+
+    /// How many rooms the user belongs to.
+    pub fn room_count(&self, user: UserId) -> usize {
+        self.users.get(&user).map_or(0, |u| u.rooms.len())
+    }
+
+    /// True when the user has a connection on this shard.
+    pub fn has_user(&self, user: UserId) -> bool {
+        self.users.contains_key(&user)
+    }
+
+    /// Queues `frame` for every local member connection of `room`.
+    pub fn deliver_room(&mut self, room: &str, frame: &Frame) {
+        let Some(members) = self.rooms.get(room) else {
+            return;
+        };
+        let mut overflowed = 0;
+        for conn in members {
+            if !conn.push(frame.clone(), self.limits) {
+                overflowed += 1;
+            }
+        }
+        self.slow_consumers += overflowed;
+    }
+
+    /// Queues `frame` for every local connection of each listed user (once
+    /// per connection, also when both users are the same).
+    pub fn deliver_users(&mut self, users: [UserId; 2], frame: &Frame) {
+        let distinct = if users[0] == users[1] {
+            &users[..1]
+        } else {
+            &users[..]
+        };
+        for user in distinct {
+            if let Some(local) = self.users.get(user) {
+                for conn in &local.conns {
+                    if !conn.push(frame.clone(), self.limits) {
+                        self.slow_consumers += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues `frame` for one connection, if it is still here.
+    pub fn deliver_conn(&mut self, id: ConnId, frame: Frame) {
+        if let Some(conn) = self.conns.get(&id) {
+            if !conn.push(frame, self.limits) {
+                self.slow_consumers += 1;
+            }
+        }
+    }
+
+    /// Every connection, for shutdown.
+    pub fn connections(&self) -> impl Iterator<Item = &Rc<Outbox>> {
+        self.conns.values()
+    }
+
+    /// Number of connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Connections disconnected so far for not reading fast enough.
+    pub fn slow_consumers(&self) -> u64 {
+        self.slow_consumers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: OutboxLimits = OutboxLimits {
+        frames: 16,
+        bytes: 1 << 20,
+    };
+
+    fn conn(id: ConnId, user: UserId) -> Rc<Outbox> {
+        Rc::new(Outbox::new(id, user))
+    }
+
+    #[test]
+    fn room_delivery_reaches_members_only() {
+        let mut r = Registry::new(LIMITS);
+        let (a1, a2, b, c) = (conn(1, 10), conn(2, 10), conn(3, 20), conn(4, 30));
+        r.register(a1.clone(), [Arc::from("general")]);
+        r.register(a2.clone(), []);
+        r.register(b.clone(), []);
+        r.register(c.clone(), []);
+        assert!(r.is_member(10, "general"), "stored membership");
+        assert!(r.join(20, "general".into()));
+        assert!(!r.join(20, "general".into()), "idempotent");
+        r.deliver_room("general", &Frame::from("m1"));
+        assert_eq!((a1.len(), a2.len(), b.len(), c.len()), (1, 1, 1, 0));
+        r.deliver_users([30, 10], &Frame::from("dm"));
+        assert_eq!((a1.len(), a2.len(), b.len(), c.len()), (2, 2, 1, 1));
+        r.deliver_users([30, 30], &Frame::from("self"));
+        assert_eq!(c.len(), 2, "a DM to oneself arrives once per connection");
+    }
+
+    #[test]
+    fn unregister_cleans_every_index() {
+        let mut r = Registry::new(LIMITS);
+        let a = conn(1, 10);
+        r.register(a.clone(), [Arc::from("x")]);
+        r.unregister(1);
+        assert!(!r.has_user(10));
+        assert_eq!(r.connection_count(), 0);
+        r.deliver_room("x", &Frame::from("m"));
+        assert!(a.is_empty());
+        assert!(
+            !r.join(10, "x".into()),
+            "no local connection, nothing to subscribe"
+        );
+    }
+}

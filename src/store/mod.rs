@@ -1,0 +1,301 @@
+//! PostgreSQL: the only module that touches the database.
+//!
+//! - [`Store`]: one small connection pool per shard, for the handshake's
+//!   user upsert, joins, existence checks and history reads. All of it is
+//!   asynchronous: a shard never waits on the database.
+//! - [`writer`]: the writer threads that batch message inserts.
+//! - Migrations (`sql/`, embedded at build time) and the admin helpers the
+//!   CLI uses.
+
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Row};
+
+use crate::auth::Identity;
+use crate::protocol::{StoredMessage, Target, UserId};
+
+mod embedded {
+    refinery::embed_migrations!("sql");
+}
+
+/// What went wrong talking to PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `DATABASE_URL` does not parse.
+    #[error("invalid database url: {0}")]
+    Url(#[source] tokio_postgres::Error),
+    /// A statement or connection failed.
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    /// No pooled connection could be had in time.
+    #[error("database unavailable: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// Applying the schema migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+    /// The token's username belongs to another user id.
+    #[error("username already taken by another user")]
+    UsernameTaken,
+    /// Gave up connecting at start-up.
+    #[error("database unreachable after {0:?}: {1}")]
+    Unreachable(Duration, #[source] tokio_postgres::Error),
+}
+
+/// A shard's handle on the database: a small pool whose connections are
+/// driven by the shard's own runtime.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+const UPSERT_USER: &str = "INSERT INTO users (id, username) VALUES ($1, $2) \
+     ON CONFLICT (id) DO UPDATE SET username = EXCLUDED.username \
+     WHERE users.username IS DISTINCT FROM EXCLUDED.username";
+const USER_ROOMS: &str = "SELECT room FROM room_members WHERE user_id = $1 ORDER BY room LIMIT $2";
+const JOIN_ROOM: &str = "WITH r AS (SELECT name FROM rooms WHERE name = $2), \
+     ins AS (INSERT INTO room_members (user_id, room) SELECT $1, name FROM r \
+             ON CONFLICT DO NOTHING) \
+     SELECT count(*) FROM r";
+const USER_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)";
+const ROOM_HISTORY: &str =
+    "SELECT m.id, m.from_user, u.username, m.content, m.\"timestamp\", m.room, m.to_user \
+     FROM (SELECT id, from_user, content, \"timestamp\", room, to_user FROM messages \
+           WHERE room = $1 ORDER BY id DESC LIMIT $2) m \
+     JOIN users u ON u.id = m.from_user ORDER BY m.id";
+const DM_HISTORY: &str =
+    "SELECT m.id, m.from_user, u.username, m.content, m.\"timestamp\", m.room, m.to_user \
+     FROM (SELECT id, from_user, content, \"timestamp\", room, to_user FROM messages \
+           WHERE to_user IS NOT NULL \
+             AND LEAST(from_user, to_user) = $1 AND GREATEST(from_user, to_user) = $2 \
+           ORDER BY id DESC LIMIT $3) m \
+     JOIN users u ON u.id = m.from_user ORDER BY m.id";
+
+impl Store {
+    /// A pool of at most `size` connections. Connections are opened lazily,
+    /// on the runtime that first uses the pool, so build it on that runtime.
+    pub fn new(database_url: &str, size: usize) -> Result<Store, StoreError> {
+        let pg: tokio_postgres::Config = database_url.parse().map_err(StoreError::Url)?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(3)))
+            .recycle_timeout(Some(Duration::from_secs(3)))
+            .build()
+            .expect("pool with a runtime and timeouts builds");
+        Ok(Store { pool })
+    }
+
+    /// Handshake work in one round trip: upserts the user row from the
+    /// token's claims (when `upsert`) and returns the rooms the user belongs to.
+    pub async fn open_session(
+        &self,
+        identity: &Identity,
+        upsert: bool,
+        max_rooms: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let client = self.pool.get().await?;
+        let (upsert_stmt, rooms_stmt) = tokio::try_join!(
+            client.prepare_cached(UPSERT_USER),
+            client.prepare_cached(USER_ROOMS)
+        )?;
+        let max_rooms = i64::try_from(max_rooms).unwrap_or(i64::MAX);
+        let upsert_fut = async {
+            if upsert {
+                client
+                    .execute(&upsert_stmt, &[&identity.user_id, &identity.username])
+                    .await
+                    .map(|_| ())
+            } else {
+                Ok(())
+            }
+        };
+        // Both statements are in flight at once: tokio-postgres pipelines them.
+        let rooms_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&identity.user_id, &max_rooms];
+        let rooms_fut = client.query(&rooms_stmt, &rooms_params);
+        let (upserted, rooms) = tokio::join!(upsert_fut, rooms_fut);
+        if let Err(e) = upserted {
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                return Err(StoreError::UsernameTaken);
+            }
+            return Err(e.into());
+        }
+        Ok(rooms?.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    /// Adds the user to the room's members. False when the room does not exist.
+    pub async fn join_room(&self, user: UserId, room: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(JOIN_ROOM).await?;
+        let row = client.query_one(&stmt, &[&user, &room]).await?;
+        Ok(row.get::<_, i64>(0) > 0)
+    }
+
+    /// True when a `users` row has this id.
+    pub async fn user_exists(&self, user: UserId) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(USER_EXISTS).await?;
+        Ok(client.query_one(&stmt, &[&user]).await?.get(0))
+    }
+
+    /// The latest `limit` messages of a room, oldest first.
+    pub async fn room_history(
+        &self,
+        room: &str,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(ROOM_HISTORY).await?;
+        let rows = client.query(&stmt, &[&room, &limit]).await?;
+        Ok(rows.iter().map(stored_message).collect())
+    }
+
+    /// The latest `limit` messages between two users (both directions), oldest first.
+    pub async fn dm_history(
+        &self,
+        a: UserId,
+        b: UserId,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(DM_HISTORY).await?;
+        let rows = client.query(&stmt, &[&a.min(b), &a.max(b), &limit]).await?;
+        Ok(rows.iter().map(stored_message).collect())
+    }
+}
+
+fn stored_message(row: &Row) -> StoredMessage {
+    let room: Option<String> = row.get(5);
+    let to: Option<UserId> = row.get(6);
+    StoredMessage {
+        id: row.get(0),
+        from_user: row.get(1),
+        username: row.get(2),
+        content: row.get(3),
+        timestamp: row.get::<_, DateTime<Utc>>(4),
+        target: match (room, to) {
+            (Some(room), _) => Target::Room(Arc::from(room)),
+            (None, Some(to)) => Target::User(to),
+            // The table's CHECK constraint rules this out.
+            (None, None) => Target::User(0),
+        },
+    }
+}
+
+/// Opens one connection, driven by a task on the current runtime.
+pub async fn connect(database_url: &str) -> Result<Client, StoreError> {
+    let (client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Connects, retrying with back-off until `wait` has passed.
+pub async fn connect_with_retry(database_url: &str, wait: Duration) -> Result<Client, StoreError> {
+    let _: tokio_postgres::Config = database_url.parse().map_err(StoreError::Url)?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match tokio_postgres::connect(database_url, NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "database connection ended");
+                    }
+                });
+                return Ok(client);
+            }
+            Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "database unreachable, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(StoreError::Unreachable(wait, e)),
+        }
+    }
+}
+
+/// Applies the embedded `sql/` migrations, serialized across concurrent
+/// starters by an advisory lock.
+pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    const LOCK_KEY: i64 = 0x6368_6174_5f73_7276; // "chat_srv"
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await?;
+    let result = embedded::migrations::runner().run_async(client).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await?;
+    let report = result?;
+    for m in report.applied_migrations() {
+        tracing::info!(migration = %m, "applied migration");
+    }
+    Ok(())
+}
+
+/// Creates a room; false when it already existed.
+pub async fn create_room(client: &Client, name: &str) -> Result<bool, StoreError> {
+    let n = client
+        .execute(
+            "INSERT INTO rooms (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+            &[&name],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// All rooms with their member and message counts, by name.
+pub async fn list_rooms(client: &Client) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT r.name, \
+                    (SELECT count(*) FROM room_members m WHERE m.room = r.name), \
+                    (SELECT count(*) FROM messages g WHERE g.room = r.name) \
+             FROM rooms r ORDER BY r.name",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// True for errors worth retrying: the connection or server went away, or
+/// the server is starting, stopping or out of resources.
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        None => true,
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") // connection exceptions
+                || c.starts_with("53") // insufficient resources
+                || c.starts_with("57P") // admin/crash shutdown, cannot connect now
+                || c == "40001"
+                || c == "40P01"
+        }
+    }
+}

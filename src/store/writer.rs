@@ -1,0 +1,440 @@
+//! The writer pool: dedicated threads that persist messages in batches and
+//! only then publish them for delivery.
+//!
+//! Each writer owns one PostgreSQL connection and one bounded mailbox. It
+//! takes up to `batch_max` queued messages (waiting `batch_linger` for more
+//! when the batch is short), gives them ids from a block it reserved from
+//! `messages_id_seq`, inserts them with one `INSERT ... SELECT FROM UNNEST`
+//! statement, and after the commit encodes each message once and hands it
+//! to the [`Router`]. A room always maps to the same writer and every DM goes
+//! through writer 0, so ids increase in commit order within a room and
+//! within each user's DMs, and delivery follows that order.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use tokio_postgres::{Client, NoTls, Statement};
+use tracing::{debug, info_span, warn, Instrument};
+
+use super::is_transient;
+use crate::mesh::{mailbox, Mailbox, MailboxSender, PushError};
+use crate::protocol::{encode_error, encode_message, StoredMessage, Target, UserId};
+use crate::router::{Origin, Router, ShardEvent};
+
+/// A message waiting to be persisted.
+#[derive(Debug)]
+pub struct PersistRequest {
+    /// Room or recipient.
+    pub target: Target,
+    /// Sender.
+    pub from: UserId,
+    /// Sender's username, as in the token.
+    pub username: Arc<str>,
+    /// Validated content.
+    pub content: String,
+    /// The sending connection, told if the message cannot be stored.
+    pub origin: Origin,
+    /// When it was queued; the persist timeout counts from here.
+    pub enqueued: Instant,
+}
+
+/// Why a message was not queued.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The writer's queue is full.
+    #[error("server busy, message not sent")]
+    Busy,
+    /// The writers have stopped (shutdown).
+    #[error("server shutting down, message not sent")]
+    Closed,
+}
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    /// PostgreSQL connection string.
+    pub database_url: String,
+    /// Most rows per insert.
+    pub batch_max: usize,
+    /// Wait for more rows when a batch is short.
+    pub batch_linger: Duration,
+    /// Give up on a message not committed this long after it was queued.
+    pub persist_timeout: Duration,
+    /// Capacity of each writer's queue.
+    pub queue: usize,
+}
+
+/// The shards' handle on the writers: it can only submit messages.
+#[derive(Debug, Clone)]
+pub struct Writers {
+    queues: Arc<[MailboxSender<PersistRequest>]>,
+}
+
+impl Writers {
+    /// Queues a message on the writer that owns its room (or the DM writer).
+    pub fn submit(&self, request: PersistRequest) -> Result<(), SubmitError> {
+        let queue = &self.queues[writer_for(&request.target, self.queues.len())];
+        queue.send(request).map_err(|e| match e {
+            PushError::Full(_) => SubmitError::Busy,
+            PushError::Closed(_) => SubmitError::Closed,
+        })
+    }
+
+    /// Messages waiting in all writer queues.
+    pub fn queued(&self) -> usize {
+        self.queues.iter().map(|q| q.len()).sum()
+    }
+}
+
+/// Which writer persists messages for `target`: rooms are spread by a hash
+/// of their name; all DMs go to writer 0 so a user's DM ids increase in
+/// commit order.
+pub fn writer_for(target: &Target, writers: usize) -> usize {
+    match target {
+        Target::Room(room) => (fnv1a(room.as_bytes()) % writers as u64) as usize,
+        Target::User(_) => 0,
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The running writer threads; stopping drains what is queued first.
+#[derive(Debug)]
+pub struct WriterPool {
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    queues: Arc<[MailboxSender<PersistRequest>]>,
+}
+
+/// Starts `count` writer threads publishing through `router`.
+pub fn spawn(
+    count: usize,
+    settings: WriterSettings,
+    router: Router,
+) -> std::io::Result<(Writers, WriterPool)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut queues = Vec::with_capacity(count);
+    let mut threads = Vec::with_capacity(count);
+    for index in 0..count {
+        let (tx, rx) = mailbox(settings.queue);
+        queues.push(tx);
+        let writer = Writer {
+            index,
+            mailbox: rx,
+            router: router.clone(),
+            settings: settings.clone(),
+            stop: stop.clone(),
+            db: None,
+            ids: VecDeque::new(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("writer-{index}"))
+                .spawn(move || writer.run_on_own_runtime())?,
+        );
+    }
+    let queues: Arc<[_]> = queues.into();
+    Ok((
+        Writers {
+            queues: queues.clone(),
+        },
+        WriterPool {
+            threads,
+            stop,
+            queues,
+        },
+    ))
+}
+
+impl WriterPool {
+    /// Asks every writer to persist and publish what is queued, then exit;
+    /// waits for them.
+    pub fn stop_and_join(self) {
+        self.stop.store(true, Ordering::Release);
+        for q in self.queues.iter() {
+            q.ring();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A connection and the statements prepared on it.
+struct Db {
+    client: Client,
+    insert: Statement,
+    next_ids: Statement,
+}
+
+struct Writer {
+    index: usize,
+    mailbox: Mailbox<PersistRequest>,
+    router: Router,
+    settings: WriterSettings,
+    stop: Arc<AtomicBool>,
+    db: Option<Db>,
+    /// Ids reserved from the sequence, ascending.
+    ids: VecDeque<i64>,
+}
+
+const INSERT: &str = "INSERT INTO messages (id, from_user, to_user, room, content, \"timestamp\") \
+     SELECT u.id, u.from_user, u.to_user, u.room, u.content, $6 \
+     FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[]) \
+          AS u(id, from_user, to_user, room, content) \
+     ON CONFLICT (id) DO NOTHING";
+const NEXT_IDS: &str = "SELECT nextval('messages_id_seq')::int8 FROM generate_series(1, $1::int8)";
+
+/// Why a batch was not stored.
+#[derive(Debug, thiserror::Error)]
+enum CommitError {
+    /// A permanent error, or a transient one that outlasted the persist timeout.
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    /// The database did not answer before the persist timeout.
+    #[error("no answer from the database before the persist timeout")]
+    Timeout,
+}
+
+/// Ids and time given to a batch before its first insert attempt, kept
+/// across retries so a retried insert is idempotent.
+struct Assigned {
+    ids: Vec<i64>,
+    at: DateTime<Utc>,
+}
+
+impl Writer {
+    fn run_on_own_runtime(self) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("writer runtime");
+        let span = info_span!("writer", index = self.index);
+        rt.block_on(self.run().instrument(span));
+    }
+
+    async fn run(mut self) {
+        let mut batch: Vec<PersistRequest> = Vec::with_capacity(self.settings.batch_max);
+        loop {
+            self.fill(&mut batch);
+            if batch.is_empty() {
+                if self.stop.load(Ordering::Acquire) {
+                    break;
+                }
+                self.mailbox.rung().await;
+                continue;
+            }
+            if batch.len() < self.settings.batch_max
+                && !self.settings.batch_linger.is_zero()
+                && !self.stop.load(Ordering::Acquire)
+            {
+                tokio::time::sleep(self.settings.batch_linger).await;
+                self.fill(&mut batch);
+            }
+            self.persist_and_publish(&mut batch).await;
+        }
+        debug!("writer stopped");
+    }
+
+    fn fill(&self, batch: &mut Vec<PersistRequest>) {
+        while batch.len() < self.settings.batch_max {
+            match self.mailbox.try_pop() {
+                Some(r) => batch.push(r),
+                None => break,
+            }
+        }
+    }
+
+    async fn persist_and_publish(&mut self, batch: &mut Vec<PersistRequest>) {
+        let span = info_span!("batch", rows = batch.len());
+        let started = Instant::now();
+        match self.commit(batch).instrument(span.clone()).await {
+            Ok(Assigned { ids, at }) => {
+                let _e = span.enter();
+                debug!(elapsed = ?started.elapsed(), "batch committed");
+                drop(_e);
+                for (req, id) in batch.drain(..).zip(ids) {
+                    let stored = StoredMessage {
+                        id,
+                        from_user: req.from,
+                        username: req.username.to_string(),
+                        content: req.content,
+                        timestamp: at,
+                        target: req.target,
+                    };
+                    let frame = encode_message(&stored);
+                    let event = match stored.target {
+                        Target::Room(room) => ShardEvent::Room { room, frame },
+                        Target::User(to) => ShardEvent::Users {
+                            users: [stored.from_user, to],
+                            frame,
+                        },
+                    };
+                    self.router.publish(event).await;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, rows = batch.len(), "batch not stored; senders told");
+                let frame = encode_error("message not stored: database unavailable");
+                for req in batch.drain(..) {
+                    let Origin { shard, conn } = req.origin;
+                    let event = ShardEvent::Conn {
+                        conn,
+                        frame: frame.clone(),
+                    };
+                    self.router.send_to(shard, event).await;
+                }
+            }
+        }
+        self.router.flush();
+    }
+
+    /// Inserts the batch, retrying transient failures with back-off until
+    /// the oldest message's persist timeout.
+    async fn commit(&mut self, batch: &[PersistRequest]) -> Result<Assigned, CommitError> {
+        let oldest = batch
+            .iter()
+            .map(|r| r.enqueued)
+            .min()
+            .unwrap_or_else(Instant::now);
+        let deadline = oldest + self.settings.persist_timeout;
+        let mut assigned: Option<Assigned> = None;
+        let mut backoff = Duration::from_millis(25);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(
+                remaining.max(Duration::from_millis(1)),
+                self.try_commit(batch, &mut assigned),
+            )
+            .await;
+            let err = match attempt {
+                Ok(Ok(())) => return Ok(assigned.expect("assigned before commit")),
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    // Outcome unknown: drop the connection; a retry is idempotent.
+                    self.db = None;
+                    if Instant::now() >= deadline {
+                        return Err(CommitError::Timeout);
+                    }
+                    continue;
+                }
+            };
+            if !is_transient(&err) {
+                return Err(CommitError::Db(err));
+            }
+            self.db = None;
+            if Instant::now() + backoff >= deadline {
+                return Err(CommitError::Db(err));
+            }
+            warn!(error = %err, retry_in = ?backoff, "database unavailable, retrying batch");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    async fn try_commit(
+        &mut self,
+        batch: &[PersistRequest],
+        assigned: &mut Option<Assigned>,
+    ) -> Result<(), tokio_postgres::Error> {
+        self.ensure_connected().await?;
+        if assigned.is_none() {
+            let ids = self.reserve_ids(batch.len()).await?;
+            // Stored with microsecond precision; send exactly what is stored.
+            let at = Utc::now().trunc_subsecs(6);
+            *assigned = Some(Assigned { ids, at });
+        }
+        let Assigned { ids, at } = assigned.as_ref().expect("just assigned");
+        let db = self.db.as_ref().expect("connected");
+        let mut from = Vec::with_capacity(batch.len());
+        let mut to: Vec<Option<UserId>> = Vec::with_capacity(batch.len());
+        let mut room: Vec<Option<&str>> = Vec::with_capacity(batch.len());
+        let mut content = Vec::with_capacity(batch.len());
+        for r in batch {
+            from.push(r.from);
+            match &r.target {
+                Target::Room(name) => {
+                    to.push(None);
+                    room.push(Some(name));
+                }
+                Target::User(u) => {
+                    to.push(Some(*u));
+                    room.push(None);
+                }
+            }
+            content.push(r.content.as_str());
+        }
+        db.client
+            .execute(&db.insert, &[ids, &from, &to, &room, &content, at])
+            .await?;
+        Ok(())
+    }
+
+    async fn reserve_ids(&mut self, n: usize) -> Result<Vec<i64>, tokio_postgres::Error> {
+        if self.ids.len() < n {
+            let want = n.max(self.settings.batch_max) as i64;
+            let db = self.db.as_ref().expect("connected");
+            let rows = db.client.query(&db.next_ids, &[&want]).await?;
+            let mut fresh: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+            fresh.sort_unstable();
+            self.ids.extend(fresh);
+        }
+        Ok(self.ids.drain(..n).collect())
+    }
+
+    async fn ensure_connected(&mut self) -> Result<(), tokio_postgres::Error> {
+        if self.db.as_ref().is_some_and(|db| !db.client.is_closed()) {
+            return Ok(());
+        }
+        self.db = None;
+        let mut cfg: tokio_postgres::Config = self
+            .settings
+            .database_url
+            .parse()
+            .expect("database url validated at start");
+        cfg.connect_timeout(Duration::from_secs(2));
+        cfg.application_name("chat_server writer");
+        let (client, connection) = cfg.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "writer connection ended");
+            }
+        });
+        let (insert, next_ids) =
+            tokio::try_join!(client.prepare(INSERT), client.prepare(NEXT_IDS))?;
+        self.db = Some(Db {
+            client,
+            insert,
+            next_ids,
+        });
+        debug!("writer connected");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_spread_over_writers_and_dms_stay_on_writer_zero() {
+        let mut seen = [0usize; 4];
+        for i in 0..400 {
+            let t = Target::Room(Arc::from(format!("room-{i}")));
+            let w = writer_for(&t, 4);
+            assert_eq!(w, writer_for(&t, 4), "stable");
+            seen[w] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+        assert_eq!(writer_for(&Target::User(99), 4), 0);
+        assert_eq!(writer_for(&Target::Room("x".into()), 1), 0);
+    }
+}

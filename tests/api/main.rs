@@ -1,0 +1,10 @@
+//! Integration tests: the real server (two shards) on a real PostgreSQL,
+//! driven by real WebSocket clients. Each test has its own database.
+
+mod helpers;
+
+mod auth;
+mod delivery;
+mod errors;
+mod history;
+mod load;
