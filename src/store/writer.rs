@@ -168,11 +168,81 @@ impl WriterPool {
     }
 }
 
-/// A connection and the statements prepared on it.
-struct Db {
+/// One PostgreSQL connection with the writer's statements prepared: the
+/// batch insert and the id reservation. Public so benchmarks measure the
+/// very statement the writers run.
+pub struct BatchInserter {
     client: Client,
     insert: Statement,
     next_ids: Statement,
+}
+
+impl BatchInserter {
+    /// Connects (driving the connection on the current runtime) and prepares.
+    pub async fn connect(database_url: &str) -> Result<BatchInserter, tokio_postgres::Error> {
+        let mut cfg: tokio_postgres::Config = database_url.parse()?;
+        cfg.connect_timeout(Duration::from_secs(2));
+        cfg.application_name("chat_server writer");
+        let (client, connection) = cfg.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "writer connection ended");
+            }
+        });
+        let (insert, next_ids) =
+            tokio::try_join!(client.prepare(INSERT), client.prepare(NEXT_IDS))?;
+        Ok(BatchInserter {
+            client,
+            insert,
+            next_ids,
+        })
+    }
+
+    /// True once the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Reserves `n` fresh ids from `messages_id_seq`, ascending.
+    pub async fn reserve_ids(&self, n: usize) -> Result<Vec<i64>, tokio_postgres::Error> {
+        let want = i64::try_from(n).unwrap_or(i64::MAX);
+        let rows = self.client.query(&self.next_ids, &[&want]).await?;
+        let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Inserts `batch` with the given ids and time in one statement (one
+    /// transaction). Rows whose id is already stored are skipped, which
+    /// makes a retry after an unknown outcome safe.
+    pub async fn insert(
+        &self,
+        batch: &[PersistRequest],
+        ids: &[i64],
+        at: DateTime<Utc>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let mut from = Vec::with_capacity(batch.len());
+        let mut to: Vec<Option<UserId>> = Vec::with_capacity(batch.len());
+        let mut room: Vec<Option<&str>> = Vec::with_capacity(batch.len());
+        let mut content = Vec::with_capacity(batch.len());
+        for r in batch {
+            from.push(r.from);
+            match &r.target {
+                Target::Room(name) => {
+                    to.push(None);
+                    room.push(Some(name));
+                }
+                Target::User(u) => {
+                    to.push(Some(*u));
+                    room.push(None);
+                }
+            }
+            content.push(r.content.as_str());
+        }
+        self.client
+            .execute(&self.insert, &[&ids, &from, &to, &room, &content, &at])
+            .await
+    }
 }
 
 struct Writer {
@@ -181,7 +251,7 @@ struct Writer {
     router: Router,
     settings: WriterSettings,
     stop: Arc<AtomicBool>,
-    db: Option<Db>,
+    db: Option<BatchInserter>,
     /// Ids reserved from the sequence, ascending.
     ids: VecDeque<i64>,
 }
@@ -345,77 +415,24 @@ impl Writer {
         batch: &[PersistRequest],
         assigned: &mut Option<Assigned>,
     ) -> Result<(), tokio_postgres::Error> {
-        self.ensure_connected().await?;
+        if self.db.as_ref().is_none_or(|db| db.is_closed()) {
+            self.db = None;
+            self.db = Some(BatchInserter::connect(&self.settings.database_url).await?);
+            debug!("writer connected");
+        }
+        let db = self.db.as_ref().expect("connected");
         if assigned.is_none() {
-            let ids = self.reserve_ids(batch.len()).await?;
+            if self.ids.len() < batch.len() {
+                let fresh = db.reserve_ids(batch.len().max(self.settings.batch_max)).await?;
+                self.ids.extend(fresh);
+            }
+            let ids = self.ids.drain(..batch.len()).collect();
             // Stored with microsecond precision; send exactly what is stored.
             let at = Utc::now().trunc_subsecs(6);
             *assigned = Some(Assigned { ids, at });
         }
         let Assigned { ids, at } = assigned.as_ref().expect("just assigned");
-        let db = self.db.as_ref().expect("connected");
-        let mut from = Vec::with_capacity(batch.len());
-        let mut to: Vec<Option<UserId>> = Vec::with_capacity(batch.len());
-        let mut room: Vec<Option<&str>> = Vec::with_capacity(batch.len());
-        let mut content = Vec::with_capacity(batch.len());
-        for r in batch {
-            from.push(r.from);
-            match &r.target {
-                Target::Room(name) => {
-                    to.push(None);
-                    room.push(Some(name));
-                }
-                Target::User(u) => {
-                    to.push(Some(*u));
-                    room.push(None);
-                }
-            }
-            content.push(r.content.as_str());
-        }
-        db.client
-            .execute(&db.insert, &[ids, &from, &to, &room, &content, at])
-            .await?;
-        Ok(())
-    }
-
-    async fn reserve_ids(&mut self, n: usize) -> Result<Vec<i64>, tokio_postgres::Error> {
-        if self.ids.len() < n {
-            let want = n.max(self.settings.batch_max) as i64;
-            let db = self.db.as_ref().expect("connected");
-            let rows = db.client.query(&db.next_ids, &[&want]).await?;
-            let mut fresh: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-            fresh.sort_unstable();
-            self.ids.extend(fresh);
-        }
-        Ok(self.ids.drain(..n).collect())
-    }
-
-    async fn ensure_connected(&mut self) -> Result<(), tokio_postgres::Error> {
-        if self.db.as_ref().is_some_and(|db| !db.client.is_closed()) {
-            return Ok(());
-        }
-        self.db = None;
-        let mut cfg: tokio_postgres::Config = self
-            .settings
-            .database_url
-            .parse()
-            .expect("database url validated at start");
-        cfg.connect_timeout(Duration::from_secs(2));
-        cfg.application_name("chat_server writer");
-        let (client, connection) = cfg.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "writer connection ended");
-            }
-        });
-        let (insert, next_ids) =
-            tokio::try_join!(client.prepare(INSERT), client.prepare(NEXT_IDS))?;
-        self.db = Some(Db {
-            client,
-            insert,
-            next_ids,
-        });
-        debug!("writer connected");
+        db.insert(batch, ids, *at).await?;
         Ok(())
     }
 }
