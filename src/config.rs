@@ -124,6 +124,45 @@ pub struct Config {
     #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
 
+    /// Requests per second one connection may make (token bucket refill; 0: no limit).
+    #[arg(long, env = "CHAT_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+
+    /// Requests one connection may make in a burst (token bucket size).
+    #[arg(long, env = "CHAT_RATE_BURST", default_value_t = 2000)]
+    pub rate_burst: u32,
+
+    /// A connection refused for rate at least once a second for this many
+    /// seconds is closed with 1008.
+    #[arg(long, env = "CHAT_FLOOD_CLOSE_SECS", default_value_t = 3)]
+    pub flood_close_secs: u64,
+
+    /// Most connections one shard holds; past it, handshakes get HTTP 503.
+    #[arg(
+        long,
+        env = "CHAT_MAX_CONNECTIONS_PER_SHARD",
+        default_value_t = 100_000
+    )]
+    pub max_connections_per_shard: usize,
+
+    /// Seconds between server pings on an otherwise quiet connection.
+    #[arg(long, env = "CHAT_PING_INTERVAL_SECS", default_value_t = 30)]
+    pub ping_interval_secs: u64,
+
+    /// A connection that sends nothing (no frame, no pong) for this many
+    /// seconds is closed.
+    #[arg(long, env = "CHAT_IDLE_TIMEOUT_SECS", default_value_t = 75)]
+    pub idle_timeout_secs: u64,
+
+    /// Longest accepted token, in bytes (longer: HTTP 401).
+    #[arg(long, env = "CHAT_MAX_TOKEN_BYTES", default_value_t = 4096)]
+    pub max_token_bytes: usize,
+
+    /// Browser origins allowed to connect (comma-separated). Empty: any.
+    /// Requests without an `Origin` header (non-browser clients) are always allowed.
+    #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// tokio `event_interval` of each shard runtime (ticks between I/O polls).
     #[arg(long, env = "CHAT_EVENT_INTERVAL", default_value_t = 61)]
     pub event_interval: u32,
@@ -164,6 +203,30 @@ impl Config {
     /// Handshake timeout as a duration.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// Ping interval as a duration.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs.max(1))
+    }
+
+    /// Idle timeout as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs.max(1))
+    }
+
+    /// True when a browser from `origin` may connect.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => true,
+            Some(o) => {
+                self.allowed_origins.is_empty()
+                    || self
+                        .allowed_origins
+                        .iter()
+                        .any(|a| a.trim().eq_ignore_ascii_case(o.trim()))
+            }
+        }
     }
 
     /// Shutdown timeout as a duration.

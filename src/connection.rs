@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -17,6 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
 use crate::protocol::encode_error;
+use crate::ratelimit::{RateLimiter, Verdict};
 use crate::session::{Deferred, Outcome, Session};
 use crate::shard::outbox::{Outbox, OutboxState};
 use crate::shard::Shard;
@@ -27,18 +29,53 @@ type Ws = WebSocketStream<TcpStream>;
 /// connection fails, or the server closes it.
 pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Session) {
     debug!("connection opened");
+    let config = &shard.config;
     let limits = shard.outbox_limits();
-    let write_timeout = shard.config.write_timeout();
+    let write_timeout = config.write_timeout();
     let mut pending: Option<Deferred> = None;
+    let now = Instant::now();
+    let mut limiter = RateLimiter::new(
+        config.rate_limit,
+        config.rate_burst,
+        Duration::from_secs(config.flood_close_secs),
+        now,
+    );
+    let mut clock = Heartbeat::new(config, session.expires_at(), now);
+    let ticker = tokio::time::sleep_until(clock.next_deadline());
+    tokio::pin!(ticker);
     let reason = loop {
         let reading = pending.is_none() && !shard.draining();
         tokio::select! {
-            _ = outbox.changed() => match outbox.state() {
-                OutboxState::Open => {
-                    if let Err(e) = write_queued(&mut ws, &outbox, write_timeout).await {
-                        break e;
+            () = &mut ticker => {
+                match clock.tick(Instant::now()) {
+                    Tick::Wait => {}
+                    Tick::Ping => {
+                        let ping = ws.send(Message::Ping(Default::default()));
+                        if tokio::time::timeout(write_timeout, ping).await.is_err() {
+                            break "write timed out";
+                        }
+                    }
+                    Tick::Idle => {
+                        close(&mut ws, CloseCode::Away, "idle timeout").await;
+                        break "idle timeout";
+                    }
+                    Tick::Expired => {
+                        close(&mut ws, CloseCode::from(TOKEN_EXPIRED), "token expired").await;
+                        break "token expired";
                     }
                 }
+                ticker.as_mut().reset(clock.next_deadline());
+            }
+            _ = outbox.changed() => match outbox.state() {
+                OutboxState::Open => match write_queued(&mut ws, &outbox, write_timeout).await {
+                    Ok(()) => {}
+                    Err(WriteError::SlowConsumer) => {
+                        close(&mut ws, CloseCode::Policy, "slow consumer").await;
+                        break "slow consumer";
+                    }
+                    Err(WriteError::Failed) => break "write failed",
+                    Err(WriteError::TimedOut) => break "write timed out",
+                },
                 OutboxState::SlowConsumer => {
                     close(&mut ws, CloseCode::Policy, "slow consumer").await;
                     break "slow consumer";
@@ -57,18 +94,37 @@ pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Se
             }
             incoming = ws.next(), if reading => match incoming {
                 None => break "closed by client",
-                Some(Ok(Message::Text(text))) => match session.handle(text.as_str()) {
-                    Outcome::Reply(frame) => {
-                        outbox.push(frame, limits);
+                Some(Ok(message)) => {
+                    let now = Instant::now();
+                    clock.heard_from_client(now);
+                    if !matches!(message, Message::Text(_) | Message::Binary(_)) {
+                        // tungstenite answers pings and close frames itself.
+                        continue;
                     }
-                    Outcome::Queued => {}
-                    Outcome::Later(deferred) => pending = Some(deferred),
-                },
-                Some(Ok(Message::Binary(_))) => {
-                    outbox.push(encode_error("binary frames are not supported; send JSON text frames"), limits);
+                    match limiter.check(now) {
+                        Verdict::Allow => {}
+                        Verdict::Refuse => {
+                            outbox.push(encode_error("rate limited"), limits);
+                            continue;
+                        }
+                        Verdict::Disconnect => {
+                            close(&mut ws, CloseCode::Policy, "rate limit exceeded").await;
+                            break "rate limit exceeded";
+                        }
+                    }
+                    match message {
+                        Message::Text(text) => match session.handle(text.as_str()) {
+                            Outcome::Reply(frame) => {
+                                outbox.push(frame, limits);
+                            }
+                            Outcome::Queued => {}
+                            Outcome::Later(deferred) => pending = Some(deferred),
+                        },
+                        _ => {
+                            outbox.push(encode_error("binary frames are not supported; send JSON text frames"), limits);
+                        }
+                    }
                 }
-                // tungstenite answers pings and close frames itself.
-                Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     let (code, reason) = match &e {
                         WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
@@ -88,8 +144,83 @@ pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Se
     debug!(reason, "connection closed");
 }
 
-/// Feeds every queued frame, then flushes once; gives up after `timeout`.
-async fn write_queued(ws: &mut Ws, outbox: &Outbox, timeout: Duration) -> Result<(), &'static str> {
+/// Close code sent when the client's token expires.
+pub const TOKEN_EXPIRED: u16 = 4001;
+
+/// What the connection's timer asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tick {
+    /// Nothing due yet.
+    Wait,
+    /// Send a ping.
+    Ping,
+    /// The client sent nothing for the idle timeout.
+    Idle,
+    /// The token expired.
+    Expired,
+}
+
+/// Pings, idle detection and token expiry of one connection, on one timer.
+#[derive(Debug)]
+struct Heartbeat {
+    ping_interval: Duration,
+    idle_timeout: Duration,
+    expires: Instant,
+    last_heard: Instant,
+    next_ping: Instant,
+}
+
+impl Heartbeat {
+    fn new(config: &crate::config::Config, exp_unix: i64, now: Instant) -> Heartbeat {
+        let left = exp_unix + config.jwt_leeway_secs as i64 - chrono::Utc::now().timestamp();
+        Heartbeat {
+            ping_interval: config.ping_interval(),
+            idle_timeout: config.idle_timeout(),
+            expires: now + Duration::from_secs(left.max(0) as u64),
+            last_heard: now,
+            next_ping: now + config.ping_interval(),
+        }
+    }
+
+    fn heard_from_client(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
+    fn next_deadline(&self) -> Instant {
+        self.expires
+            .min(self.next_ping)
+            .min(self.last_heard + self.idle_timeout)
+    }
+
+    fn tick(&mut self, now: Instant) -> Tick {
+        if now >= self.expires {
+            Tick::Expired
+        } else if now >= self.last_heard + self.idle_timeout {
+            Tick::Idle
+        } else if now >= self.next_ping {
+            self.next_ping = now + self.ping_interval;
+            Tick::Ping
+        } else {
+            Tick::Wait
+        }
+    }
+}
+
+/// Why writing to the socket stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteError {
+    /// The outbox overflowed while the socket was full.
+    SlowConsumer,
+    /// The socket failed.
+    Failed,
+    /// The socket took no bytes for the write timeout.
+    TimedOut,
+}
+
+/// Feeds every queued frame, then flushes once. Gives up after `timeout`,
+/// or as soon as the shard marks the connection a slow consumer (the
+/// socket is then typically full, so waiting for it would be pointless).
+async fn write_queued(ws: &mut Ws, outbox: &Outbox, timeout: Duration) -> Result<(), WriteError> {
     let frames = outbox.take();
     if frames.is_empty() {
         return Ok(());
@@ -100,10 +231,26 @@ async fn write_queued(ws: &mut Ws, outbox: &Outbox, timeout: Duration) -> Result
         }
         ws.flush().await
     };
-    match tokio::time::timeout(timeout, write).await {
+    let write = tokio::time::timeout(timeout, write);
+    tokio::pin!(write);
+    let result = loop {
+        tokio::select! {
+            r = &mut write => break r,
+            () = outbox.changed() => {
+                if outbox.state() == OutboxState::SlowConsumer {
+                    return Err(WriteError::SlowConsumer);
+                }
+            }
+        }
+    };
+    // Wake-ups consumed above meant "more queued": keep them for the caller.
+    if !outbox.is_empty() || outbox.state() != OutboxState::Open {
+        outbox.nudge();
+    }
+    match result {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err("write failed"),
-        Err(_) => Err("write timed out"),
+        Ok(Err(_)) => Err(WriteError::Failed),
+        Err(_) => Err(WriteError::TimedOut),
     }
 }
 
@@ -114,4 +261,47 @@ async fn close(ws: &mut Ws, code: CloseCode, reason: &'static str) {
         reason: reason.into(),
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> crate::config::Config {
+        let mut c =
+            crate::config::Config::for_tests("postgres://x", "s", "127.0.0.1:0".parse().unwrap());
+        c.ping_interval_secs = 10;
+        c.idle_timeout_secs = 25;
+        c
+    }
+
+    #[test]
+    fn heartbeat_pings_then_times_out_idle_clients() {
+        let now = Instant::now();
+        let exp = chrono::Utc::now().timestamp() + 3600;
+        let mut h = Heartbeat::new(&config(), exp, now);
+        assert_eq!(h.next_deadline(), now + Duration::from_secs(10));
+        assert_eq!(h.tick(now + Duration::from_secs(5)), Tick::Wait);
+        assert_eq!(h.tick(now + Duration::from_secs(10)), Tick::Ping);
+        assert_eq!(h.next_deadline(), now + Duration::from_secs(20));
+        h.heard_from_client(now + Duration::from_secs(12));
+        assert_eq!(h.tick(now + Duration::from_secs(20)), Tick::Ping);
+        assert_eq!(
+            h.tick(now + Duration::from_secs(37)),
+            Tick::Idle,
+            "25 s after the last frame"
+        );
+    }
+
+    #[test]
+    fn heartbeat_closes_at_token_expiry() {
+        let now = Instant::now();
+        let exp = chrono::Utc::now().timestamp() + 4;
+        let h = Heartbeat::new(&config(), exp, now);
+        assert!(h.next_deadline() <= now + Duration::from_secs(4));
+        let mut h = h;
+        assert_eq!(h.tick(now + Duration::from_secs(5)), Tick::Expired);
+        let past = Heartbeat::new(&config(), exp - 100, now);
+        assert_eq!(past.next_deadline(), now);
+    }
 }

@@ -22,6 +22,8 @@ pub struct UpgradeRequest {
     pub key: String,
     /// The bearer token, from `Authorization: Bearer` or `?token=`.
     pub token: Option<String>,
+    /// The `Origin` header, sent by browsers.
+    pub origin: Option<String>,
 }
 
 /// Why an upgrade request was refused before authentication.
@@ -150,6 +152,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, HandshakeErr
             path: path.to_owned(),
             key,
             token: token.filter(|t| !t.is_empty()),
+            origin: header("origin").map(str::to_owned),
         },
         consumed,
     )))
@@ -172,6 +175,7 @@ pub fn refusal(status: u16, reason: &str) -> String {
     let text = match status {
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         408 => "Request Timeout",
         409 => "Conflict",

@@ -32,6 +32,7 @@ pub mod connection;
 pub mod handshake;
 pub mod mesh;
 pub mod protocol;
+pub mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -41,6 +41,7 @@ pub struct Session {
     origin: Origin,
     user: UserId,
     username: Arc<str>,
+    expires_at: i64,
 }
 
 impl Session {
@@ -51,7 +52,13 @@ impl Session {
             origin,
             user: identity.user_id,
             username: Arc::from(identity.username.as_str()),
+            expires_at: identity.expires_at,
         }
+    }
+
+    /// When the token expires (Unix seconds): the connection closes then.
+    pub fn expires_at(&self) -> i64 {
+        self.expires_at
     }
 
     /// Handles one text frame.

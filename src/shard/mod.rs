@@ -230,7 +230,10 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
 /// Applies inbox events as they arrive, yielding now and then so that
 /// connections get to write what was queued for them.
 async fn drain_inbox(shard: Rc<Shard>, inbox: Rc<Mailbox<ShardEvent>>) {
-    const BURST: usize = 1024;
+    // Small enough that a committed batch does not pile up in outboxes
+    // before their connections get to write: a reader that keeps up never
+    // looks like a slow consumer.
+    const BURST: usize = 64;
     loop {
         inbox.rung().await;
         let mut n = 0;
@@ -271,6 +274,16 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
         refuse(&mut stream, 503, "server shutting down").await;
         return;
     }
+    if shard.registry.borrow().connection_count() >= cfg.max_connections_per_shard {
+        warn!(shard = shard.index, "connection limit reached");
+        refuse(&mut stream, 503, "server full").await;
+        return;
+    }
+    if !cfg.origin_allowed(request.origin.as_deref()) {
+        info!(shard = shard.index, origin = ?request.origin, "handshake refused: origin");
+        refuse(&mut stream, 403, "origin not allowed").await;
+        return;
+    }
     let Some(token) = request.token else {
         info!(
             shard = shard.index,
@@ -280,6 +293,15 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
         refuse(&mut stream, 401, "missing token").await;
         return;
     };
+    if token.len() > cfg.max_token_bytes {
+        info!(
+            shard = shard.index,
+            reason = "token too large",
+            "handshake refused"
+        );
+        refuse(&mut stream, 401, "token too large").await;
+        return;
+    }
     let identity = match shard.verifier.verify(&token) {
         Ok(identity) => identity,
         Err(e) => {

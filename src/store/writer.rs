@@ -423,7 +423,9 @@ impl Writer {
         let db = self.db.as_ref().expect("connected");
         if assigned.is_none() {
             if self.ids.len() < batch.len() {
-                let fresh = db.reserve_ids(batch.len().max(self.settings.batch_max)).await?;
+                let fresh = db
+                    .reserve_ids(batch.len().max(self.settings.batch_max))
+                    .await?;
                 self.ids.extend(fresh);
             }
             let ids = self.ids.drain(..batch.len()).collect();

@@ -164,8 +164,7 @@ async fn username_taken_by_another_id_is_a_conflict() {
         None,
     )
     .await
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert_eq!(refused.status, 409);
 }
 

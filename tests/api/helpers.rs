@@ -75,6 +75,11 @@ impl TestServer {
 
     /// Like [`start`](Self::start), with settings changed by `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        // Server logs with RUST_LOG=chat_server=debug (shown for failing tests).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let db_url = fresh_database().await;
         let mut config = Config::for_tests(&db_url, SECRET, "127.0.0.1:0".parse().unwrap());
         config.cores = Some(2);
@@ -171,6 +176,7 @@ async fn spawn(config: Config) -> ServerHandle {
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A WebSocket client.
+#[derive(Debug)]
 pub struct Client {
     pub ws: Ws,
     /// The shard that owns this connection (`X-Chat-Shard`).

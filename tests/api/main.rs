@@ -7,4 +7,5 @@ mod auth;
 mod delivery;
 mod errors;
 mod history;
+mod limits;
 mod load;
