@@ -257,3 +257,50 @@ mod tests {
         assert!(refusal(401, "token expired").ends_with("token expired\n"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Property tests over the request parser: arbitrary bytes never panic,
+    //! and a valid upgrade is recognised whatever the header order and case.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse(&bytes);
+        }
+
+        #[test]
+        fn http_like_input_never_panics(s in "GET [ -~]{0,40} HTTP/1\\.[01]\r\n([A-Za-z-]{1,12}: [ -~]{0,30}\r\n){0,8}\r\n") {
+            let _ = parse(s.as_bytes());
+        }
+
+        #[test]
+        fn valid_upgrades_are_recognised(
+            token in "[A-Za-z0-9_.-]{1,200}",
+            upper in any::<bool>(),
+            reverse in any::<bool>(),
+            in_header in any::<bool>(),
+        ) {
+            let name = |n: &str| if upper { n.to_uppercase() } else { n.to_lowercase() };
+            let mut headers = vec![
+                format!("{}: websocket", name("Upgrade")),
+                format!("{}: Upgrade", name("Connection")),
+                format!("{}: 13", name("Sec-WebSocket-Version")),
+                format!("{}: dGhlIHNhbXBsZSBub25jZQ==", name("Sec-WebSocket-Key")),
+            ];
+            if in_header {
+                headers.push(format!("{}: Bearer {token}", name("Authorization")));
+            }
+            if reverse {
+                headers.reverse();
+            }
+            let target = if in_header { "/".to_owned() } else { format!("/ws?x=1&token={token}") };
+            let req = format!("GET {target} HTTP/1.1\r\nHost: h\r\n{}\r\n\r\n", headers.join("\r\n"));
+            let (r, n) = parse(req.as_bytes()).unwrap().unwrap();
+            prop_assert_eq!(n, req.len());
+            prop_assert_eq!(r.token.as_deref(), Some(token.as_str()));
+        }
+    }
+}

@@ -404,3 +404,78 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Property tests over the decoder: arbitrary input never panics, and
+    //! every valid request survives a round trip. `PROPTEST_CASES=100000`
+    //! runs a longer campaign by hand.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn room() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9 _\\-éü€🌍]{1,16}".prop_filter("fits", |r| valid_room_name(r))
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            room().prop_map(|room| Request::Join { room }),
+            (room(), any::<String>()).prop_map(|(room, content)| Request::Message { room, content }),
+            (any::<i64>(), any::<String>()).prop_map(|(to, content)| Request::Dm { to, content }),
+            (room(), proptest::option::of(any::<i64>()))
+                .prop_map(|(room, limit)| Request::RoomHistory { room, limit }),
+            (any::<i64>(), proptest::option::of(any::<i64>()))
+                .prop_map(|(with, limit)| Request::DmHistory { with, limit }),
+        ]
+    }
+
+    fn to_json(r: &Request) -> serde_json::Value {
+        use serde_json::json;
+        match r {
+            Request::Join { room } => json!({"type": "join", "room": room}),
+            Request::Message { room, content } => {
+                json!({"type": "message", "room": room, "content": content})
+            }
+            Request::Dm { to, content } => json!({"type": "dm", "to": to, "content": content}),
+            Request::RoomHistory { room, limit } => {
+                json!({"type": "room_history", "room": room, "limit": limit})
+            }
+            Request::DmHistory { with, limit } => {
+                json!({"type": "dm_history", "with": with, "limit": limit})
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(s in any::<String>()) {
+            let _ = decode(&s);
+        }
+
+        #[test]
+        fn json_like_text_never_panics(s in r#"\{("[a-z_]{1,8}":("[^"]{0,8}"|-?[0-9]{1,20}|null|true|\[\]|\{\}),?){0,6}\}"#) {
+            let _ = decode(&s);
+        }
+
+        #[test]
+        fn valid_requests_round_trip(r in request()) {
+            let text = to_json(&r).to_string();
+            prop_assert_eq!(decode(&text), Ok(r));
+        }
+
+        #[test]
+        fn encoded_frames_are_valid_json(id in any::<i64>(), from in any::<i64>(), content in any::<String>(), name in room()) {
+            let m = StoredMessage {
+                id,
+                from_user: from,
+                username: name.clone(),
+                content: content.clone(),
+                timestamp: Utc::now(),
+                target: Target::Room(name.as_str().into()),
+            };
+            let v: serde_json::Value = serde_json::from_str(encode_message(&m).as_str()).unwrap();
+            prop_assert_eq!(v["data"]["content"].as_str(), Some(content.as_str()));
+            prop_assert_eq!(v["data"]["id"].as_i64(), Some(id));
+        }
+    }
+}
