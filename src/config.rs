@@ -163,6 +163,10 @@ pub struct Config {
     #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// Pin shard i to CPU core i (modulo the number of cores).
+    #[arg(long, env = "CHAT_PIN_CORES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub pin_cores: bool,
+
     /// tokio `event_interval` of each shard runtime (ticks between I/O polls).
     #[arg(long, env = "CHAT_EVENT_INTERVAL", default_value_t = 61)]
     pub event_interval: u32,

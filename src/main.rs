@@ -8,6 +8,10 @@ use chat_server::{auth, store, Config};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Runtime-per-core WebSocket chat server with PostgreSQL history.
 #[derive(Parser)]
 #[command(name = "chat_server", version)]
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn,refinery_core=warn")),
         )
         .with_target(true)
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
     let result = match cli.command {

@@ -420,7 +420,8 @@ mod properties {
     fn request() -> impl Strategy<Value = Request> {
         prop_oneof![
             room().prop_map(|room| Request::Join { room }),
-            (room(), any::<String>()).prop_map(|(room, content)| Request::Message { room, content }),
+            (room(), any::<String>())
+                .prop_map(|(room, content)| Request::Message { room, content }),
             (any::<i64>(), any::<String>()).prop_map(|(to, content)| Request::Dm { to, content }),
             (room(), proptest::option::of(any::<i64>()))
                 .prop_map(|(room, limit)| Request::RoomHistory { room, limit }),

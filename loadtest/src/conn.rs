@@ -321,6 +321,12 @@ async fn send_loop(
             ctx.error("send", format!("connection {me}: {e}"));
             break;
         }
+        if open_loop && stamp >= start.measure_start_ns {
+            let lag_us = unix_nanos().saturating_sub(stamp) / 1000;
+            if let Ok(mut h) = ctx.send_lag.lock() {
+                h.saturating_record(lag_us.max(1));
+            }
+        }
         state.sent.fetch_add(1, Relaxed);
         ctx.counters.sent.fetch_add(1, Relaxed);
         if stamp >= start.measure_start_ns {

@@ -223,33 +223,30 @@ pub async fn run_once(params: &RunParams, obs: &Observe) -> anyhow::Result<RunRe
 
     let mut stopped = false;
     let mut drain_s = 0.0;
-    let mut last_unique = u64::MAX;
     let hard_end = instant_at(cmd.deadline_ns) + WORKER_GRACE;
+    let drain_end = tokio::time::sleep_until(instant_at(drain_end_ns));
+    tokio::pin!(drain_end);
     while !live.results.iter().all(Option::is_some) {
         tokio::select! {
-            _ = tick.tick() => {
-                ticker.line(&live);
-                let now = unix_nanos();
-                if !stopped && now >= send_end_ns {
-                    let c = live.counts();
-                    let all_sent = live.send_done.iter().all(Option::is_some);
-                    let complete = all_sent && c.unique >= live.expected(&live.send_done);
-                    let quiet = all_sent && c.unique == last_unique;
-                    last_unique = c.unique;
-                    if complete || quiet || now >= drain_end_ns {
-                        drain_s = (now.min(drain_end_ns) - send_end_ns) as f64 / 1e9;
-                        set.broadcast(ToWorker::Stop).await;
-                        stopped = true;
-                    }
-                }
-            }
+            _ = tick.tick() => ticker.line(&live),
             ev = set.events.recv() => match ev {
                 Some((w, ev)) => live.apply(w, ev),
                 None => break,
             },
+            _ = &mut drain_end, if !stopped => {}
             _ = tokio::time::sleep_until(hard_end) => {
                 live.fatal.push("workers did not report in time".into());
                 break;
+            }
+        }
+        let now = unix_nanos();
+        if !stopped && now >= send_end_ns {
+            let all_sent = live.send_done.iter().all(Option::is_some);
+            let complete = all_sent && live.counts().unique >= live.expected(&live.send_done);
+            if complete || now >= drain_end_ns {
+                drain_s = (now.min(drain_end_ns) - send_end_ns) as f64 / 1e9;
+                set.broadcast(ToWorker::Stop).await;
+                stopped = true;
             }
         }
     }
@@ -290,6 +287,7 @@ fn build_report(params: &RunParams, obs: &Observe, mut live: Live, x: Extras) ->
     let results: Vec<WorkerResult> = live.results.iter_mut().filter_map(Option::take).collect();
     let mut counts = Counts::default();
     let mut latency = hist::new_us();
+    let mut send_lag = hist::new_us();
     let mut handshake = live.handshake.take().unwrap_or_else(hist::new_us);
     let mut errors = ErrorLog::default();
     let mut shards = std::collections::BTreeMap::new();
@@ -298,6 +296,7 @@ fn build_report(params: &RunParams, obs: &Observe, mut live: Live, x: Extras) ->
     for r in &results {
         counts.add(&r.counts);
         r.latency.add_to(&mut latency);
+        r.send_lag.add_to(&mut send_lag);
         if live.connect_elapsed_us == 0 {
             r.handshake.add_to(&mut handshake);
         }
@@ -353,6 +352,9 @@ fn build_report(params: &RunParams, obs: &Observe, mut live: Live, x: Extras) ->
         connections_open_at_end: counts.open,
         handshakes_per_s,
         handshake_us: Percentiles::of(&handshake),
+        send_lag_us: traffic
+            .filter(|t| t.rate > 0.0)
+            .map(|_| Percentiles::of(&send_lag)),
         sent: counts.sent_measured,
         sent_per_s: counts.sent_measured as f64 / dur,
         delivered: counts.delivered_measured,

@@ -83,6 +83,8 @@ pub struct WorkerResult {
     pub latency: HistPairs,
     /// Handshake latency histogram.
     pub handshake: HistPairs,
+    /// Open-loop send lag histogram (actual send time - scheduled time).
+    pub send_lag: HistPairs,
     /// Messages accepted per delivery group (sent minus those the server refused).
     pub group_sent_ok: Vec<(u32, u64)>,
     /// CPU microseconds this process used during the measured window.

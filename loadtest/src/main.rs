@@ -26,10 +26,17 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::cli::{Cli, ScenarioCmd};
 use crate::coordinator::Observe;
+
+/// JSON form of a sweep: one report per rate.
+#[derive(Serialize)]
+struct SweepOut<'a> {
+    scenario: &'a str,
+    sweep: &'a [report::RunReport],
+}
 
 fn main() -> ExitCode {
     let result = if std::env::args().nth(1).as_deref() == Some(ipc::WORKER_FLAG) {
@@ -114,7 +121,10 @@ fn coordinate(cli: Cli) -> anyhow::Result<()> {
                 if let Some(path) = &traffic.svg {
                     sweep::write_svg(path, &runs)?;
                 }
-                let all = json!({ "scenario": params.scenario.name(), "sweep": runs });
+                let all = SweepOut {
+                    scenario: params.scenario.name(),
+                    sweep: &runs,
+                };
                 coordinator::emit_json(&all, cli.common.json.as_deref())
             }
         }

@@ -50,6 +50,9 @@ pub struct RunReport {
     pub handshakes_per_s: f64,
     /// Handshake (TCP connect + upgrade) latency.
     pub handshake_us: Percentiles,
+    /// Open-loop only: how late sends left the client after their scheduled time (a large
+    /// lag means the client or TCP back-pressure, not only the server, delayed messages).
+    pub send_lag_us: Option<Percentiles>,
     /// Messages sent in the measured window.
     pub sent: u64,
     /// Sent per second.
@@ -189,6 +192,17 @@ impl RunReport {
                 "sent",
                 format!("{} ({})", self.sent, rate_str(self.sent_per_s)),
             );
+            if let Some(l) = &self.send_lag_us {
+                row(
+                    "send lag",
+                    format!(
+                        "p50 {}  p99 {}  max {}  (behind schedule when sent)",
+                        fmt_us(l.p50_us),
+                        fmt_us(l.p99_us),
+                        fmt_us(l.max_us)
+                    ),
+                );
+            }
             row(
                 "delivered",
                 format!("{} ({})", self.delivered, rate_str(self.delivered_per_s)),

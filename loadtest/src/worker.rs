@@ -21,6 +21,8 @@ use crate::target::Target;
 
 /// Interval of progress events.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Interval of progress events once sending is over.
+const DRAIN_TICK: Duration = Duration::from_millis(100);
 
 thread_local! {
     static SHARD: Cell<usize> = const { Cell::new(0) };
@@ -60,6 +62,8 @@ pub struct WorkerCtx {
     pub latency: Vec<Mutex<Histogram<u64>>>,
     /// Handshake latencies.
     pub handshake: Mutex<Histogram<u64>>,
+    /// How late open-loop sends left the client after their scheduled time.
+    pub send_lag: Mutex<Histogram<u64>>,
     /// Errors by kind.
     pub errors: Mutex<ErrorLog>,
     /// Connections per shard header value.
@@ -174,6 +178,7 @@ async fn worker_main(
     let ctx = Arc::new(WorkerCtx {
         latency: (0..threads).map(|_| Mutex::new(hist::new_us())).collect(),
         handshake: Mutex::new(hist::new_us()),
+        send_lag: Mutex::new(hist::new_us()),
         errors: Mutex::default(),
         shards: Mutex::default(),
         group_members: Mutex::default(),
@@ -244,17 +249,18 @@ async fn worker_main(
     ctx.window.start_ns.store(start.measure_start_ns, Relaxed);
     let _ = start_tx.send(Some(start));
 
-    // CPU over the measured window.
-    let cpu = Arc::new(Mutex::new((0u64, 0u64)));
+    // CPU over the measured window (the end is taken at Stop if that comes first).
+    let cpu = Arc::new(Mutex::new((None, None)));
     {
         let cpu = cpu.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(instant_at(start.measure_start_ns)).await;
-            let c0 = self_cpu_us();
-            tokio::time::sleep_until(instant_at(start.send_end_ns)).await;
-            let c1 = self_cpu_us();
             if let Ok(mut w) = cpu.lock() {
-                *w = (c0, c1);
+                w.0 = Some(self_cpu_us());
+            }
+            tokio::time::sleep_until(instant_at(start.send_end_ns)).await;
+            if let Ok(mut w) = cpu.lock() {
+                w.1 = Some(self_cpu_us());
             }
         });
     }
@@ -262,13 +268,22 @@ async fn worker_main(
     let deadline = tokio::time::sleep_until(instant_at(start.deadline_ns));
     tokio::pin!(deadline);
     let mut send_done = ctx.params.senders() == 0;
+    // Progress every second while sending, every DRAIN_TICK once sending is over, so the
+    // coordinator can end the drain as soon as everything has arrived.
+    let mut fast = tokio::time::interval(DRAIN_TICK);
+    let mut next_progress = tokio::time::Instant::now() + PROGRESS_EVERY;
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                let _ = events.send(ctx.progress()).await;
-                if !send_done && unix_nanos() >= start.send_end_ns && ctx.senders_running.load(Relaxed) == 0 {
+            _ = fast.tick() => {
+                let now = tokio::time::Instant::now();
+                let draining = unix_nanos() >= start.send_end_ns;
+                if !send_done && draining && ctx.senders_running.load(Relaxed) == 0 {
                     send_done = true;
-                    let _ = events.send(FromWorker::SendDone { group_sent: ctx.group_sent(false) }).await;
+                    let _ = events.send(FromWorker::SendDone { group_sent: ctx.group_sent(true) }).await;
+                }
+                if draining || now >= next_progress {
+                    next_progress = now + PROGRESS_EVERY;
+                    let _ = events.send(ctx.progress()).await;
                 }
             }
             _ = &mut deadline => break,
@@ -278,8 +293,12 @@ async fn worker_main(
             },
         }
     }
-    let (c0, c1) = cpu.lock().map(|w| *w).unwrap_or_default();
-    finish(&ctx, &events, Some(c1.saturating_sub(c0))).await
+    let window = cpu.lock().map(|w| *w).unwrap_or_default();
+    let cpu_window_us = match window {
+        (Some(c0), c1) => c1.unwrap_or_else(self_cpu_us).saturating_sub(c0),
+        (None, _) => 0,
+    };
+    finish(&ctx, &events, Some(cpu_window_us)).await
 }
 
 async fn finish(
@@ -293,6 +312,11 @@ async fn finish(
         latency: ctx.latency_pairs(),
         handshake: ctx
             .handshake
+            .lock()
+            .map(|h| HistPairs::from_hist(&h))
+            .unwrap_or_default(),
+        send_lag: ctx
+            .send_lag
             .lock()
             .map(|h| HistPairs::from_hist(&h))
             .unwrap_or_default(),

@@ -109,6 +109,9 @@ pub fn spawn(
         .name(format!("shard-{}", parts.index))
         .spawn(move || {
             let index = parts.index;
+            if parts.config.pin_cores {
+                pin_to_core(index);
+            }
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .event_interval(parts.config.event_interval)
@@ -225,6 +228,19 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
         left = shard.registry.borrow().connection_count(),
         "shard stopped"
     );
+}
+
+/// Pins the current thread to core `index` (modulo the cores there are).
+fn pin_to_core(index: usize) {
+    match core_affinity::get_core_ids() {
+        Some(cores) if !cores.is_empty() => {
+            let core = cores[index % cores.len()];
+            if !core_affinity::set_for_current(core) {
+                warn!(shard = index, "could not pin shard to core {}", core.id);
+            }
+        }
+        _ => warn!(shard = index, "core ids unavailable; shard not pinned"),
+    }
 }
 
 /// Applies inbox events as they arrive, yielding now and then so that

@@ -263,17 +263,6 @@ const INSERT: &str = "INSERT INTO messages (id, from_user, to_user, room, conten
      ON CONFLICT (id) DO NOTHING";
 const NEXT_IDS: &str = "SELECT nextval('messages_id_seq')::int8 FROM generate_series(1, $1::int8)";
 
-/// Why a batch was not stored.
-#[derive(Debug, thiserror::Error)]
-enum CommitError {
-    /// A permanent error, or a transient one that outlasted the persist timeout.
-    #[error(transparent)]
-    Db(#[from] tokio_postgres::Error),
-    /// The database did not answer before the persist timeout.
-    #[error("no answer from the database before the persist timeout")]
-    Timeout,
-}
-
 /// Ids and time given to a batch before its first insert attempt, kept
 /// across retries so a retried insert is idempotent.
 struct Assigned {
@@ -323,90 +312,112 @@ impl Writer {
         }
     }
 
+    /// Persists the batch, then publishes every message; tells the sender
+    /// of every message that could not be stored in time.
+    ///
+    /// Transient failures are retried with back-off and the *same* ids
+    /// (`ON CONFLICT (id) DO NOTHING` makes a retry after an unknown outcome
+    /// idempotent). Each message is given up on at its own deadline
+    /// (`enqueued + persist_timeout`); the rest keep their ids and go on.
     async fn persist_and_publish(&mut self, batch: &mut Vec<PersistRequest>) {
         let span = info_span!("batch", rows = batch.len());
         let started = Instant::now();
-        match self.commit(batch).instrument(span.clone()).await {
-            Ok(Assigned { ids, at }) => {
-                let _e = span.enter();
-                debug!(elapsed = ?started.elapsed(), "batch committed");
-                drop(_e);
-                for (req, id) in batch.drain(..).zip(ids) {
-                    let stored = StoredMessage {
-                        id,
-                        from_user: req.from,
-                        username: req.username.to_string(),
-                        content: req.content,
-                        timestamp: at,
-                        target: req.target,
-                    };
-                    let frame = encode_message(&stored);
-                    let event = match stored.target {
-                        Target::Room(room) => ShardEvent::Room { room, frame },
-                        Target::User(to) => ShardEvent::Users {
-                            users: [stored.from_user, to],
-                            frame,
-                        },
-                    };
-                    self.router.publish(event).await;
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, rows = batch.len(), "batch not stored; senders told");
-                let frame = encode_error("message not stored: database unavailable");
-                for req in batch.drain(..) {
-                    let Origin { shard, conn } = req.origin;
-                    let event = ShardEvent::Conn {
-                        conn,
-                        frame: frame.clone(),
-                    };
-                    self.router.send_to(shard, event).await;
-                }
-            }
-        }
-        self.router.flush();
-    }
-
-    /// Inserts the batch, retrying transient failures with back-off until
-    /// the oldest message's persist timeout.
-    async fn commit(&mut self, batch: &[PersistRequest]) -> Result<Assigned, CommitError> {
-        let oldest = batch
-            .iter()
-            .map(|r| r.enqueued)
-            .min()
-            .unwrap_or_else(Instant::now);
-        let deadline = oldest + self.settings.persist_timeout;
         let mut assigned: Option<Assigned> = None;
         let mut backoff = Duration::from_millis(25);
+        let timeout = self.settings.persist_timeout;
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            if batch.iter().any(|r| r.enqueued + timeout <= now) {
+                let expired = take_expired(batch, &mut assigned, now, timeout);
+                let _e = span.enter();
+                warn!(
+                    rows = expired.len(),
+                    "messages not stored within the persist timeout"
+                );
+                drop(_e);
+                self.refuse(expired).await;
+            }
+            let Some(deadline) = batch.iter().map(|r| r.enqueued + timeout).min() else {
+                break;
+            };
             let attempt = tokio::time::timeout(
-                remaining.max(Duration::from_millis(1)),
+                deadline.saturating_duration_since(now),
                 self.try_commit(batch, &mut assigned),
             )
+            .instrument(span.clone())
             .await;
             let err = match attempt {
-                Ok(Ok(())) => return Ok(assigned.expect("assigned before commit")),
+                Ok(Ok(())) => {
+                    let _e = span.enter();
+                    debug!(elapsed = ?started.elapsed(), "batch committed");
+                    drop(_e);
+                    let Assigned { ids, at } = assigned.take().expect("assigned before commit");
+                    self.publish(batch.drain(..).zip(ids), at).await;
+                    break;
+                }
                 Ok(Err(e)) => e,
+                // No answer by the earliest deadline: outcome unknown. Drop
+                // the connection; the loop refuses what expired.
                 Err(_) => {
-                    // Outcome unknown: drop the connection; a retry is idempotent.
                     self.db = None;
-                    if Instant::now() >= deadline {
-                        return Err(CommitError::Timeout);
-                    }
                     continue;
                 }
             };
             if !is_transient(&err) {
-                return Err(CommitError::Db(err));
+                let _e = span.enter();
+                warn!(error = %err, rows = batch.len(), "batch refused by the database");
+                drop(_e);
+                self.refuse(std::mem::take(batch)).await;
+                break;
             }
             self.db = None;
-            if Instant::now() + backoff >= deadline {
-                return Err(CommitError::Db(err));
-            }
+            let _e = span.enter();
             warn!(error = %err, retry_in = ?backoff, "database unavailable, retrying batch");
-            tokio::time::sleep(backoff).await;
+            drop(_e);
+            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+        self.router.flush();
+    }
+
+    /// Encodes each committed message once and hands it to the router.
+    async fn publish(
+        &self,
+        committed: impl Iterator<Item = (PersistRequest, i64)>,
+        at: DateTime<Utc>,
+    ) {
+        for (req, id) in committed {
+            let stored = StoredMessage {
+                id,
+                from_user: req.from,
+                username: req.username.to_string(),
+                content: req.content,
+                timestamp: at,
+                target: req.target,
+            };
+            let frame = encode_message(&stored);
+            let event = match stored.target {
+                Target::Room(room) => ShardEvent::Room { room, frame },
+                Target::User(to) => ShardEvent::Users {
+                    users: [stored.from_user, to],
+                    frame,
+                },
+            };
+            self.router.publish(event).await;
+        }
+    }
+
+    /// Tells each sender its message was not stored (it is delivered to no one).
+    async fn refuse(&self, requests: Vec<PersistRequest>) {
+        let frame = encode_error("message not stored: database unavailable");
+        for req in requests {
+            let Origin { shard, conn } = req.origin;
+            let event = ShardEvent::Conn {
+                conn,
+                frame: frame.clone(),
+            };
+            self.router.send_to(shard, event).await;
         }
     }
 
@@ -439,9 +450,73 @@ impl Writer {
     }
 }
 
+/// Removes the requests whose deadline passed (and their ids, if assigned).
+fn take_expired(
+    batch: &mut Vec<PersistRequest>,
+    assigned: &mut Option<Assigned>,
+    now: Instant,
+    timeout: Duration,
+) -> Vec<PersistRequest> {
+    let mut expired = Vec::new();
+    let mut kept = Vec::with_capacity(batch.len());
+    let mut kept_ids = Vec::with_capacity(batch.len());
+    let ids = assigned.as_mut().map(|a| std::mem::take(&mut a.ids));
+    for (i, req) in batch.drain(..).enumerate() {
+        if req.enqueued + timeout <= now {
+            expired.push(req);
+        } else {
+            kept.push(req);
+            if let Some(ids) = &ids {
+                kept_ids.push(ids[i]);
+            }
+        }
+    }
+    *batch = kept;
+    if let Some(a) = assigned.as_mut() {
+        a.ids = kept_ids;
+    }
+    expired
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(enqueued: Instant) -> PersistRequest {
+        PersistRequest {
+            target: Target::User(1),
+            from: 2,
+            username: Arc::from("u"),
+            content: "c".into(),
+            origin: Origin { shard: 0, conn: 0 },
+            enqueued,
+        }
+    }
+
+    #[test]
+    fn expired_requests_leave_with_their_ids() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(5);
+        let mut batch = vec![
+            request(t0),
+            request(t0 + Duration::from_secs(2)),
+            request(t0 + Duration::from_secs(1)),
+        ];
+        let mut assigned = Some(Assigned {
+            ids: vec![10, 11, 12],
+            at: Utc::now(),
+        });
+        let expired = take_expired(
+            &mut batch,
+            &mut assigned,
+            t0 + Duration::from_millis(6100),
+            timeout,
+        );
+        assert_eq!(expired.len(), 2);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].enqueued, t0 + Duration::from_secs(2));
+        assert_eq!(assigned.unwrap().ids, vec![11]);
+    }
 
     #[test]
     fn rooms_spread_over_writers_and_dms_stay_on_writer_zero() {
