@@ -44,6 +44,13 @@ pub struct Config {
     #[arg(long, env = "CHAT_BATCH_LINGER_MS", default_value_t = 1)]
     pub batch_linger_ms: u64,
 
+    /// Wait for PostgreSQL to flush the WAL before a batch counts as
+    /// committed. `false` lowers latency by the fsync time, but a PostgreSQL
+    /// or OS crash may then lose the last ~0.6 s of delivered messages (a
+    /// crash of this server alone loses nothing either way).
+    #[arg(long, env = "CHAT_SYNCHRONOUS_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub synchronous_commit: bool,
+
     /// Messages waiting for each writer before senders get "server busy".
     #[arg(long, env = "CHAT_WRITER_QUEUE", default_value_t = 65_536)]
     pub writer_queue: usize,

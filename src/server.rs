@@ -85,6 +85,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
             batch_linger: config.batch_linger(),
             persist_timeout: config.persist_timeout(),
             queue: config.writer_queue,
+            synchronous_commit: config.synchronous_commit,
         },
         router.clone(),
     )?;

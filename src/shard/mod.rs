@@ -403,23 +403,23 @@ impl Shard {
         }
     }
 
-    /// The handshake's database work: upsert the user (unless this shard
-    /// already did with the same username) and load its rooms (unless the
-    /// user is already connected here, whose rooms are then known).
+    /// The handshake's database work: check (or upsert) the user row and
+    /// load its rooms, unless this shard already did for this username and
+    /// the user is connected here (its rooms are then known).
     async fn open_session(
         &self,
         identity: &crate::auth::Identity,
     ) -> Result<Vec<String>, StoreError> {
-        let upsert = !matches!(
+        let known = matches!(
             self.known_users.borrow().get(&identity.user_id),
             Some(Some(name)) if **name == *identity.username
         );
-        if !upsert && self.registry.borrow().has_user(identity.user_id) {
+        if known && self.registry.borrow().has_user(identity.user_id) {
             return Ok(Vec::new());
         }
         let rooms = self
             .store
-            .open_session(identity, upsert, self.config.max_rooms_per_user)
+            .open_session(identity, self.config.max_rooms_per_user)
             .await?;
         self.remember_user(identity.user_id, Some(&identity.username));
         Ok(rooms)

@@ -63,7 +63,8 @@ impl std::fmt::Debug for Store {
 const UPSERT_USER: &str = "INSERT INTO users (id, username) VALUES ($1, $2) \
      ON CONFLICT (id) DO UPDATE SET username = EXCLUDED.username \
      WHERE users.username IS DISTINCT FROM EXCLUDED.username";
-const USER_ROOMS: &str = "SELECT room FROM room_members WHERE user_id = $1 ORDER BY room LIMIT $2";
+const SESSION: &str = "SELECT (SELECT username FROM users WHERE id = $1), \
+     ARRAY(SELECT room::text FROM room_members WHERE user_id = $1 ORDER BY room LIMIT $2)";
 const JOIN_ROOM: &str = "WITH r AS (SELECT name FROM rooms WHERE name = $2), \
      ins AS (INSERT INTO room_members (user_id, room) SELECT $1, name FROM r \
              ON CONFLICT DO NOTHING) \
@@ -105,42 +106,35 @@ impl Store {
         Ok(Store { pool })
     }
 
-    /// Handshake work in one round trip: upserts the user row from the
-    /// token's claims (when `upsert`) and returns the rooms the user belongs to.
+    /// Handshake work: returns the rooms the user belongs to, and makes
+    /// sure the `users` row matches the token's claims. The common case (the
+    /// row already matches) is one read-only round trip with no commit to
+    /// wait for; only a new or renamed user costs an upsert.
     pub async fn open_session(
         &self,
         identity: &Identity,
-        upsert: bool,
         max_rooms: usize,
     ) -> Result<Vec<String>, StoreError> {
         let client = self.pool.get().await?;
-        let (upsert_stmt, rooms_stmt) = tokio::try_join!(
-            client.prepare_cached(UPSERT_USER),
-            client.prepare_cached(USER_ROOMS)
-        )?;
+        let stmt = client.prepare_cached(SESSION).await?;
         let max_rooms = i64::try_from(max_rooms).unwrap_or(i64::MAX);
-        let upsert_fut = async {
-            if upsert {
-                client
-                    .execute(&upsert_stmt, &[&identity.user_id, &identity.username])
-                    .await
-                    .map(|_| ())
-            } else {
-                Ok(())
+        let row = client
+            .query_one(&stmt, &[&identity.user_id, &max_rooms])
+            .await?;
+        let stored_name: Option<String> = row.get(0);
+        if stored_name.as_deref() != Some(identity.username.as_str()) {
+            let upsert = client.prepare_cached(UPSERT_USER).await?;
+            if let Err(e) = client
+                .execute(&upsert, &[&identity.user_id, &identity.username])
+                .await
+            {
+                if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    return Err(StoreError::UsernameTaken);
+                }
+                return Err(e.into());
             }
-        };
-        // Both statements are in flight at once: tokio-postgres pipelines them.
-        let rooms_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-            [&identity.user_id, &max_rooms];
-        let rooms_fut = client.query(&rooms_stmt, &rooms_params);
-        let (upserted, rooms) = tokio::join!(upsert_fut, rooms_fut);
-        if let Err(e) = upserted {
-            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                return Err(StoreError::UsernameTaken);
-            }
-            return Err(e.into());
         }
-        Ok(rooms?.iter().map(|r| r.get::<_, String>(0)).collect())
+        Ok(row.get::<_, Vec<String>>(1))
     }
 
     /// Adds the user to the room's members. False when the room does not exist.

@@ -66,6 +66,8 @@ pub struct WriterSettings {
     pub persist_timeout: Duration,
     /// Capacity of each writer's queue.
     pub queue: usize,
+    /// Wait for the WAL flush at each commit (PostgreSQL `synchronous_commit`).
+    pub synchronous_commit: bool,
 }
 
 /// The shards' handle on the writers: it can only submit messages.
@@ -196,6 +198,17 @@ impl BatchInserter {
             insert,
             next_ids,
         })
+    }
+
+    /// Sets `synchronous_commit` for this connection's commits. Off, a
+    /// commit returns before its WAL is flushed: lower latency, but a
+    /// PostgreSQL or OS crash may lose the last fraction of a second of
+    /// acknowledged messages (a crash of this server loses nothing either way).
+    pub async fn set_synchronous_commit(&self, on: bool) -> Result<(), tokio_postgres::Error> {
+        let value = if on { "on" } else { "off" };
+        self.client
+            .batch_execute(&format!("SET synchronous_commit = {value}"))
+            .await
     }
 
     /// True once the connection is gone.
@@ -428,7 +441,11 @@ impl Writer {
     ) -> Result<(), tokio_postgres::Error> {
         if self.db.as_ref().is_none_or(|db| db.is_closed()) {
             self.db = None;
-            self.db = Some(BatchInserter::connect(&self.settings.database_url).await?);
+            let db = BatchInserter::connect(&self.settings.database_url).await?;
+            if !self.settings.synchronous_commit {
+                db.set_synchronous_commit(false).await?;
+            }
+            self.db = Some(db);
             debug!("writer connected");
         }
         let db = self.db.as_ref().expect("connected");
