@@ -39,9 +39,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_BATCH_MAX", default_value_t = 1000)]
     pub batch_max: usize,
 
-    /// How long a writer waits for more messages to fill a batch, in ms
-    /// (0: take what is queued and go).
-    #[arg(long, env = "CHAT_BATCH_LINGER_MS", default_value_t = 1)]
+    /// How long a writer waits for more messages to fill a batch, in ms.
+    /// 0 (the default) takes what is queued and goes: batches still form
+    /// naturally while the previous commit is in flight, and a lone message
+    /// does not wait (measured: 1 ms of linger costs ~2.5 ms of p50).
+    #[arg(long, env = "CHAT_BATCH_LINGER_MS", default_value_t = 0)]
     pub batch_linger_ms: u64,
 
     /// Wait for PostgreSQL to flush the WAL before a batch counts as
