@@ -17,6 +17,15 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PG_DIR=${CHAT_PG_DIR:-$ROOT/.pg}
 case $PG_DIR in /*) ;; *) PG_DIR=$PWD/$PG_DIR ;; esac
+# As root, postgres runs as the `postgres` user, which must be able to reach
+# the data directory. When the checkout lives somewhere it cannot (e.g. under
+# /root, mode 0700) and no CHAT_PG_DIR was given, use a per-checkout
+# directory under /var/tmp instead.
+if [ -z "${CHAT_PG_DIR:-}" ] && [ "$(id -u)" = 0 ] && id -u postgres >/dev/null 2>&1 &&
+  ! (cd / && runuser -u postgres -- test -x "$ROOT"); then
+  PG_DIR=/var/tmp/chat-pg-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)
+  echo "pg.sh: postgres cannot reach $ROOT; using $PG_DIR" >&2
+fi
 DATA=$PG_DIR/data
 LOG=$PG_DIR/postgres.log
 SOCK=$PG_DIR/run

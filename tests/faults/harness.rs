@@ -176,11 +176,12 @@ pub struct PrivatePg {
 impl PrivatePg {
     /// Creates and starts a fresh cluster with a `chat` database.
     pub async fn create() -> PrivatePg {
-        let dir = PathBuf::from(REPO)
-            .join("target")
-            .join("faults-pg")
+        // Under the system temp dir: as root the cluster runs as `postgres`,
+        // which may not be able to reach the checkout (e.g. under /root).
+        let dir = std::env::temp_dir()
+            .join("chat-faults-pg")
             .join(unique("pg"));
-        std::fs::create_dir_all(dir.parent().unwrap()).expect("create target/faults-pg");
+        std::fs::create_dir_all(dir.parent().unwrap()).expect("create the cluster's parent dir");
         let mut pg = PrivatePg {
             dir,
             port: free_port(),
