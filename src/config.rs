@@ -92,7 +92,7 @@ pub struct Config {
 
     /// WebSocket read buffer per connection, in bytes (tungstenite's default
     /// of 128 KiB costs far too much per idle connection).
-    #[arg(long, env = "CHAT_WS_READ_BUFFER", default_value_t = 4096)]
+    #[arg(long, env = "CHAT_WS_READ_BUFFER", default_value_t = 2048)]
     pub ws_read_buffer: usize,
 
     /// WebSocket write buffer target per connection, in bytes (frames are

@@ -276,6 +276,9 @@ const INSERT: &str = "INSERT INTO messages (id, from_user, to_user, room, conten
      ON CONFLICT (id) DO NOTHING";
 const NEXT_IDS: &str = "SELECT nextval('messages_id_seq')::int8 FROM generate_series(1, $1::int8)";
 
+/// An attempt with no answer for this long drops its connection.
+const STUCK_CONNECTION: Duration = Duration::from_secs(1);
+
 /// Ids and time given to a batch before its first insert attempt, kept
 /// across retries so a retried insert is idempotent.
 struct Assigned {
@@ -353,6 +356,7 @@ impl Writer {
             let Some(deadline) = batch.iter().map(|r| r.enqueued + timeout).min() else {
                 break;
             };
+            let attempt_started = Instant::now();
             let attempt = tokio::time::timeout(
                 deadline.saturating_duration_since(now),
                 self.try_commit(batch, &mut assigned),
@@ -369,10 +373,16 @@ impl Writer {
                     break;
                 }
                 Ok(Err(e)) => e,
-                // No answer by the earliest deadline: outcome unknown. Drop
-                // the connection; the loop refuses what expired.
+                // No answer by the earliest deadline: outcome unknown; the
+                // loop refuses what expired and retries the rest with the
+                // same ids. Only a connection that stayed silent for a while
+                // is dropped: one that merely ran out of a short budget
+                // (an overloaded queue) is healthy, and reconnecting per
+                // batch would make the overload worse.
                 Err(_) => {
-                    self.db = None;
+                    if attempt_started.elapsed() >= STUCK_CONNECTION {
+                        self.db = None;
+                    }
                     continue;
                 }
             };
