@@ -22,5 +22,10 @@ SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', datname)
 FROM pg_database WHERE datname LIKE 'chat\_test\_%' \gexec
 SQL
 
-cargo test --workspace --all-targets "$@"
-cargo test --workspace --doc
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --doc 2>&1 | tee -a "$log"
+cargo test --workspace --all-targets "$@" 2>&1 | tee -a "$log"
+# One closing line over every test binary (cargo prints one per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -124,6 +124,10 @@ pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Se
                             outbox.push(encode_error("binary frames are not supported; send JSON text frames"), limits);
                         }
                     }
+                }
+                Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)))
+                | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_))) => {
+                    break "closed by client without a close frame";
                 }
                 Some(Err(e)) => {
                     let (code, reason) = match &e {

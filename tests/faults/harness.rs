@@ -646,6 +646,29 @@ impl Reader {
 }
 
 /// Sends one room message.
+/// Sends `count` messages `"{prefix}-{i}"` to `room` as fast as the socket
+/// takes them, in a task; it yields how many were written, and the sink.
+pub fn spawn_burst(
+    mut sink: Sink,
+    room: &'static str,
+    prefix: &'static str,
+    count: usize,
+) -> tokio::task::JoinHandle<(usize, Sink)> {
+    tokio::spawn(async move {
+        let mut written = 0;
+        for i in 0..count {
+            if send_message(&mut sink, room, &format!("{prefix}-{i}"))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            written += 1;
+        }
+        (written, sink)
+    })
+}
+
 pub async fn send_message(sink: &mut Sink, room: &str, content: &str) -> Result<(), String> {
     sink.send(Message::text(
         json!({"type": "message", "room": room, "content": content}).to_string(),

@@ -19,22 +19,10 @@ async fn sigkill_mid_burst_loses_nothing_a_client_saw() {
     let mut bob = Client::connect_on_shard(&server, 2, "bob", 1).await;
     alice.join(ROOM).await;
     bob.join(ROOM).await;
-    let (mut sink, alice_rx) = alice.split();
+    let (sink, alice_rx) = alice.split();
     let (_bob_sink, bob_rx) = bob.split();
 
-    let sender = tokio::spawn(async move {
-        let mut written = 0;
-        for i in 0..BURST {
-            if send_message(&mut sink, ROOM, &format!("burst-{i}"))
-                .await
-                .is_err()
-            {
-                break;
-            }
-            written += 1;
-        }
-        written
-    });
+    let sender = spawn_burst(sink, ROOM, "burst", BURST);
 
     // Kill once the receiver has seen a few hundred messages.
     let started = Instant::now();
@@ -49,7 +37,7 @@ async fn sigkill_mid_burst_loses_nothing_a_client_saw() {
     let at_kill = (alice_rx.message_count(), bob_rx.message_count());
     let killed_after = started.elapsed();
 
-    let written = tokio::time::timeout(Duration::from_secs(10), sender)
+    let (written, _sink) = tokio::time::timeout(Duration::from_secs(10), sender)
         .await
         .expect("sender stops after the kill")
         .unwrap();

@@ -24,23 +24,11 @@ async fn sigterm_mid_burst_drains_closes_with_1001_and_exits_0() {
     alice.join(ROOM).await;
     bob.join(ROOM).await;
     carol.join(ROOM).await;
-    let (mut sink, alice_rx) = alice.split();
+    let (sink, alice_rx) = alice.split();
     let (_bob_sink, bob_rx) = bob.split();
     let (_carol_sink, carol_rx) = carol.split();
 
-    let sender = tokio::spawn(async move {
-        let mut written = 0;
-        for i in 0..BURST {
-            if send_message(&mut sink, ROOM, &format!("drain-{i}"))
-                .await
-                .is_err()
-            {
-                break;
-            }
-            written += 1;
-        }
-        (written, sink)
-    });
+    let sender = spawn_burst(sink, ROOM, "drain", BURST);
 
     alice_rx
         .wait_for("the first acks", Duration::from_secs(30), |l| {
