@@ -12,4 +12,5 @@ mod harness;
 mod kill;
 mod outage;
 mod shutdown;
+mod slow;
 mod startup;
