@@ -26,9 +26,22 @@ pub struct UpgradeRequest {
     pub origin: Option<String>,
 }
 
-/// Why an upgrade request was refused before authentication.
+/// A health probe, answered over plain HTTP on the WebSocket port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// `GET /healthz`: the process is alive.
+    Health,
+    /// `GET /readyz`: the database answers and the writers are running.
+    Ready,
+}
+
+/// Why a request is not a WebSocket upgrade to authenticate: a refusal, or
+/// a probe the shard answers directly.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
+    /// A health probe (not an error: answered with its own response).
+    #[error("health probe")]
+    Probe(Probe),
     /// The socket failed or closed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -50,7 +63,7 @@ impl HandshakeError {
     /// The HTTP status to answer with, if the socket can still take one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            HandshakeError::Io(_) => None,
+            HandshakeError::Io(_) | HandshakeError::Probe(_) => None,
             HandshakeError::Timeout => Some(408),
             HandshakeError::TooLarge => Some(431),
             HandshakeError::BadRequest(_) => Some(400),
@@ -113,8 +126,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, HandshakeErr
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    if path != "/" && path != "/ws" {
-        return Err(HandshakeError::NotFound);
+    match path {
+        "/" | "/ws" => {}
+        "/healthz" => return Err(HandshakeError::Probe(Probe::Health)),
+        "/readyz" => return Err(HandshakeError::Probe(Probe::Ready)),
+        _ => return Err(HandshakeError::NotFound),
     }
     let header = |name: &str| {
         req.headers
@@ -170,9 +186,11 @@ pub fn switching_protocols(key: &str, shard: usize) -> String {
     )
 }
 
-/// A plain-text refusal; the connection closes after it.
+/// A plain-text response (a refusal, or a probe's answer); the connection
+/// closes after it.
 pub fn refusal(status: u16, reason: &str) -> String {
     let text = match status {
+        200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -242,6 +260,14 @@ mod tests {
         assert!(matches!(
             parse(request("/other", "").as_bytes()),
             Err(HandshakeError::NotFound)
+        ));
+        assert!(matches!(
+            parse(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Err(HandshakeError::Probe(Probe::Health))
+        ));
+        assert!(matches!(
+            parse(b"GET /readyz?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Err(HandshakeError::Probe(Probe::Ready))
         ));
         assert!(matches!(
             parse(b"\x16\x03\x01garbage\r\n\r\n"),

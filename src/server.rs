@@ -90,6 +90,16 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
         router.clone(),
     )?;
 
+    // The database answered the migrations a moment ago: give the writers
+    // a few seconds to connect, so that `ready` (and /readyz) mean it.
+    let writers_deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !writer_handles.healthy() && std::time::Instant::now() < writers_deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !writer_handles.healthy() {
+        warn!("writers not connected yet; starting anyway (they keep retrying)");
+    }
+
     let config = Arc::new(config);
     let verifier = Arc::new(Verifier::hs256(
         config.jwt_secret.as_bytes(),

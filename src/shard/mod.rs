@@ -24,7 +24,7 @@ use tracing::{debug, debug_span, info, warn, Instrument};
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::connection;
-use crate::handshake::{read_upgrade, refuse, switching_protocols};
+use crate::handshake::{read_upgrade, refuse, switching_protocols, HandshakeError, Probe};
 use crate::mesh::Mailbox;
 use crate::protocol::UserId;
 use crate::router::{ConnId, Origin, Router, ShardEvent};
@@ -278,6 +278,11 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
     .await
     {
         Ok(r) => r,
+        Err(HandshakeError::Probe(probe)) => {
+            let (status, body) = shard.answer_probe(probe).await;
+            refuse(&mut stream, status, body).await;
+            return;
+        }
         Err(e) => {
             debug!(shard = shard.index, error = %e, "handshake failed");
             if let Some(status) = e.status() {
@@ -380,6 +385,23 @@ impl Shard {
     /// True once the server stopped taking new requests.
     pub fn draining(&self) -> bool {
         self.draining.get()
+    }
+
+    /// `/healthz`: alive. `/readyz`: 200 only when not shutting down, the
+    /// database answers and every writer is connected and committing.
+    async fn answer_probe(&self, probe: Probe) -> (u16, &'static str) {
+        match probe {
+            Probe::Health => (200, "ok"),
+            Probe::Ready if self.draining.get() => (503, "shutting down"),
+            Probe::Ready if !self.writers.healthy() => (503, "writers cannot reach the database"),
+            Probe::Ready => {
+                if self.store.ping(Duration::from_secs(2)).await {
+                    (200, "ready")
+                } else {
+                    (503, "database unavailable")
+                }
+            }
+        }
     }
 
     /// Bounds of every outbox on this shard.

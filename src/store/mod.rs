@@ -137,6 +137,15 @@ impl Store {
         Ok(row.get::<_, Vec<String>>(1))
     }
 
+    /// True when the database answers a trivial query within `within`.
+    pub async fn ping(&self, within: Duration) -> bool {
+        let check = async {
+            let client = self.pool.get().await.ok()?;
+            client.simple_query("SELECT 1").await.ok()
+        };
+        matches!(tokio::time::timeout(within, check).await, Ok(Some(_)))
+    }
+
     /// Adds the user to the room's members. False when the room does not exist.
     pub async fn join_room(&self, user: UserId, room: &str) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;

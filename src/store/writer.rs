@@ -70,10 +70,12 @@ pub struct WriterSettings {
     pub synchronous_commit: bool,
 }
 
-/// The shards' handle on the writers: it can only submit messages.
+/// The shards' handle on the writers: it can only submit messages (and
+/// ask whether the writers are healthy).
 #[derive(Debug, Clone)]
 pub struct Writers {
     queues: Arc<[MailboxSender<PersistRequest>]>,
+    healthy: Arc<[AtomicBool]>,
 }
 
 impl Writers {
@@ -89,6 +91,11 @@ impl Writers {
     /// Messages waiting in all writer queues.
     pub fn queued(&self) -> usize {
         self.queues.iter().map(|q| q.len()).sum()
+    }
+
+    /// True when every writer is connected and its last commit (if any) succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.iter().all(|h| h.load(Ordering::Acquire))
     }
 }
 
@@ -123,6 +130,7 @@ pub fn spawn(
     router: Router,
 ) -> std::io::Result<(Writers, WriterPool)> {
     let stop = Arc::new(AtomicBool::new(false));
+    let healthy: Arc<[AtomicBool]> = (0..count).map(|_| AtomicBool::new(false)).collect();
     let mut queues = Vec::with_capacity(count);
     let mut threads = Vec::with_capacity(count);
     for index in 0..count {
@@ -134,6 +142,7 @@ pub fn spawn(
             router: router.clone(),
             settings: settings.clone(),
             stop: stop.clone(),
+            healthy: healthy.clone(),
             db: None,
             ids: VecDeque::new(),
         };
@@ -147,6 +156,7 @@ pub fn spawn(
     Ok((
         Writers {
             queues: queues.clone(),
+            healthy,
         },
         WriterPool {
             threads,
@@ -264,6 +274,8 @@ struct Writer {
     router: Router,
     settings: WriterSettings,
     stop: Arc<AtomicBool>,
+    /// This writer's entry in [`Writers::healthy`].
+    healthy: Arc<[AtomicBool]>,
     db: Option<BatchInserter>,
     /// Ids reserved from the sequence, ascending.
     ids: VecDeque<i64>,
@@ -297,6 +309,10 @@ impl Writer {
     }
 
     async fn run(mut self) {
+        // Connect up front so that readiness reflects the database at once.
+        if let Err(e) = self.connect().await {
+            warn!(error = %e, "writer could not connect yet; will retry with the first batch");
+        }
         let mut batch: Vec<PersistRequest> = Vec::with_capacity(self.settings.batch_max);
         loop {
             self.fill(&mut batch);
@@ -304,7 +320,18 @@ impl Writer {
                 if self.stop.load(Ordering::Acquire) {
                     break;
                 }
-                self.mailbox.rung().await;
+                if self.db.is_none() {
+                    // Disconnected after a failure: while idle, try again
+                    // every second so that readiness recovers by itself.
+                    tokio::select! {
+                        () = self.mailbox.rung() => {}
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {
+                            let _ = self.connect().await;
+                        }
+                    }
+                } else {
+                    self.mailbox.rung().await;
+                }
                 continue;
             }
             if batch.len() < self.settings.batch_max
@@ -365,6 +392,7 @@ impl Writer {
             .await;
             let err = match attempt {
                 Ok(Ok(())) => {
+                    self.set_healthy(true);
                     let _e = span.enter();
                     debug!(elapsed = ?started.elapsed(), "batch committed");
                     drop(_e);
@@ -394,6 +422,7 @@ impl Writer {
                 break;
             }
             self.db = None;
+            self.set_healthy(false);
             let _e = span.enter();
             warn!(error = %err, retry_in = ?backoff, "database unavailable, retrying batch");
             drop(_e);
@@ -444,20 +473,36 @@ impl Writer {
         }
     }
 
+    /// Connects unless connected; keeps the health flag in step.
+    async fn connect(&mut self) -> Result<(), tokio_postgres::Error> {
+        if self.db.as_ref().is_some_and(|db| !db.is_closed()) {
+            return Ok(());
+        }
+        self.db = None;
+        let result = async {
+            let db = BatchInserter::connect(&self.settings.database_url).await?;
+            if !self.settings.synchronous_commit {
+                db.set_synchronous_commit(false).await?;
+            }
+            Ok(db)
+        }
+        .await;
+        self.set_healthy(result.is_ok());
+        self.db = Some(result?);
+        debug!("writer connected");
+        Ok(())
+    }
+
+    fn set_healthy(&self, healthy: bool) {
+        self.healthy[self.index].store(healthy, Ordering::Release);
+    }
+
     async fn try_commit(
         &mut self,
         batch: &[PersistRequest],
         assigned: &mut Option<Assigned>,
     ) -> Result<(), tokio_postgres::Error> {
-        if self.db.as_ref().is_none_or(|db| db.is_closed()) {
-            self.db = None;
-            let db = BatchInserter::connect(&self.settings.database_url).await?;
-            if !self.settings.synchronous_commit {
-                db.set_synchronous_commit(false).await?;
-            }
-            self.db = Some(db);
-            debug!("writer connected");
-        }
+        self.connect().await?;
         let db = self.db.as_ref().expect("connected");
         if assigned.is_none() {
             if self.ids.len() < batch.len() {

@@ -176,6 +176,8 @@ async fn non_websocket_requests_get_clear_http_errors() {
         ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "400"),
         ("GET /nope HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", "404"),
         ("garbage\r\n\r\n", "400"),
+        ("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", "200"),
+        ("GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", "200"),
     ] {
         let mut s = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
         s.write_all(request.as_bytes()).await.unwrap();

@@ -11,6 +11,7 @@ mod harness;
 
 mod kill;
 mod outage;
+mod ready;
 mod shutdown;
 mod slow;
 mod startup;
