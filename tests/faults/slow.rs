@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::harness::*;
 
 const ROOM: &str = "flooded";
-const MESSAGES: usize = 3000;
+const MESSAGES: usize = 6000;
 const CONTENT_BYTES: usize = 4000;
 const SLOW_CLIENTS: i64 = 3;
 
@@ -90,7 +90,7 @@ async fn clients_that_stop_reading_are_cut_off_and_memory_stays_bounded() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = rss_kib(server.pid());
 
-    // 3000 messages of 4000 B: 12 MB for every member.
+    // 6000 messages of 4000 B: 24 MB for every member.
     let content = "f".repeat(CONTENT_BYTES);
     let burst = tokio::spawn(async move {
         let mut sink = sink;
@@ -115,11 +115,12 @@ async fn clients_that_stop_reading_are_cut_off_and_memory_stays_bounded() {
     let rss_after = rss_kib(server.pid());
 
     // Each slow connection may hold at most one outbox (1 MiB) queued plus
-    // one outbox's worth fed to its socket writer; unbounded, the three
-    // would hold ~3 x 12 MB.
+    // one outbox's worth fed to its socket writer; the rest of the growth is
+    // the writer's batches and the allocator, which do not scale with the
+    // flood. Unbounded, the three slow clients alone would hold ~3 x 20 MB.
     let grown_mib = rss_after.saturating_sub(rss_before) as f64 / 1024.0;
     println!("server RSS {rss_before} KiB -> {rss_after} KiB (+{grown_mib:.1} MiB)");
-    assert!(grown_mib < 16.0, "server memory grew by {grown_mib:.1} MiB");
+    assert!(grown_mib < 32.0, "server memory grew by {grown_mib:.1} MiB");
 
     // Every slow client was disconnected: its stream ends after what was buffered.
     for (i, mut ws) in slow.into_iter().enumerate() {
