@@ -152,7 +152,7 @@ pub struct StoredMessage {
     /// Sender's user id.
     pub from_user: UserId,
     /// Sender's username.
-    pub username: String,
+    pub username: std::sync::Arc<str>,
     /// Message text.
     pub content: String,
     /// Commit time (microsecond precision, as stored).
@@ -469,7 +469,7 @@ mod properties {
             let m = StoredMessage {
                 id,
                 from_user: from,
-                username: name.clone(),
+                username: name.as_str().into(),
                 content: content.clone(),
                 timestamp: Utc::now(),
                 target: Target::Room(name.as_str().into()),

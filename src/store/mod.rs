@@ -193,7 +193,7 @@ fn stored_message(row: &Row) -> StoredMessage {
     StoredMessage {
         id: row.get(0),
         from_user: row.get(1),
-        username: row.get(2),
+        username: Arc::from(row.get::<_, String>(2)),
         content: row.get(3),
         timestamp: row.get::<_, DateTime<Utc>>(4),
         target: match (room, to) {

@@ -443,7 +443,7 @@ impl Writer {
             let stored = StoredMessage {
                 id,
                 from_user: req.from,
-                username: req.username.to_string(),
+                username: req.username,
                 content: req.content,
                 timestamp: at,
                 target: req.target,
