@@ -179,6 +179,11 @@ pub struct Config {
     /// tokio `event_interval` of each shard runtime (ticks between I/O polls).
     #[arg(long, env = "CHAT_EVENT_INTERVAL", default_value_t = 61)]
     pub event_interval: u32,
+
+    /// DEVELOPMENT ONLY: serve `GET /dev/token?user_id=N&username=NAME`,
+    /// which signs a token for whoever asks. Never on a reachable server.
+    #[arg(long, env = "CHAT_DEV", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dev: bool,
 }
 
 impl Config {

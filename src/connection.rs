@@ -67,7 +67,7 @@ pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Se
                 ticker.as_mut().reset(clock.next_deadline());
             }
             _ = outbox.changed() => match outbox.state() {
-                OutboxState::Open => match write_queued(&mut ws, &outbox, write_timeout).await {
+                OutboxState::Open => match write_queued(&mut ws, &outbox, write_timeout, &shard).await {
                     Ok(()) => {}
                     Err(WriteError::SlowConsumer) => {
                         close(&mut ws, CloseCode::Policy, "slow consumer").await;
@@ -81,7 +81,7 @@ pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Se
                     break "slow consumer";
                 }
                 OutboxState::GoingAway => {
-                    let _ = write_queued(&mut ws, &outbox, write_timeout).await;
+                    let _ = write_queued(&mut ws, &outbox, write_timeout, &shard).await;
                     close(&mut ws, CloseCode::Away, "going away").await;
                     break "server shutting down";
                 }
@@ -101,9 +101,11 @@ pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Se
                         // tungstenite answers pings and close frames itself.
                         continue;
                     }
+                    shard.metrics().frames_in.inc();
                     match limiter.check(now) {
                         Verdict::Allow => {}
                         Verdict::Refuse => {
+                            shard.metrics().rate_limited.inc();
                             outbox.push(encode_error("rate limited"), limits);
                             continue;
                         }
@@ -145,6 +147,11 @@ pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Se
             },
         }
     };
+    match reason {
+        "slow consumer" => shard.metrics().slow_consumers.inc(),
+        "rate limit exceeded" => shard.metrics().flood_disconnects.inc(),
+        _ => {}
+    }
     debug!(reason, "connection closed");
 }
 
@@ -224,11 +231,17 @@ enum WriteError {
 /// Feeds every queued frame, then flushes once. Gives up after `timeout`,
 /// or as soon as the shard marks the connection a slow consumer (the
 /// socket is then typically full, so waiting for it would be pointless).
-async fn write_queued(ws: &mut Ws, outbox: &Outbox, timeout: Duration) -> Result<(), WriteError> {
+async fn write_queued(
+    ws: &mut Ws,
+    outbox: &Outbox,
+    timeout: Duration,
+    shard: &Shard,
+) -> Result<(), WriteError> {
     let frames = outbox.take();
     if frames.is_empty() {
         return Ok(());
     }
+    shard.metrics().frames_out.add(frames.len() as u64);
     let write = async {
         for frame in frames {
             ws.feed(Message::Text(frame)).await?;

@@ -23,6 +23,8 @@
 //! - [`store`]: the only module that touches PostgreSQL (pools, queries,
 //!   migrations from `sql/`).
 //! - [`config`]: every setting, as flags and environment variables.
+//! - [`web`]: the plain-HTTP side of the port: the embedded chat page,
+//!   `/metrics` ([`metrics`]) and the `--dev` token endpoint.
 //!
 //! See `docs/ARCHITECTURE.md` for the life of one message and the invariants.
 
@@ -31,6 +33,7 @@ pub mod config;
 pub mod connection;
 pub mod handshake;
 pub mod mesh;
+pub mod metrics;
 pub mod protocol;
 pub mod ratelimit;
 pub mod router;
@@ -38,6 +41,7 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod store;
+pub mod web;
 
 pub use config::Config;
 pub use server::{start, ServerHandle, StartError};

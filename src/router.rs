@@ -124,6 +124,11 @@ impl Router {
         }
     }
 
+    /// Events waiting in each shard's inbox, in shard order.
+    pub fn inbox_depths(&self) -> Vec<usize> {
+        self.shards.iter().map(|s| s.len()).collect()
+    }
+
     /// Total events waiting in all shard inboxes.
     pub fn queued(&self) -> usize {
         self.shards.iter().map(|s| s.len()).sum()

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::mesh::mailbox;
+use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::shard::{self, Phase, ShardParts};
 use crate::store::writer::{self, WriterPool, WriterSettings};
@@ -77,6 +78,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
     let (inbox_senders, inboxes): (Vec<_>, Vec<_>) =
         (0..shards).map(|_| mailbox(config.shard_queue)).unzip();
     let router = Router::new(inbox_senders);
+    let metrics = Arc::new(Metrics::new(shards, writers));
     let (writer_handles, writer_pool) = writer::spawn(
         writers,
         WriterSettings {
@@ -86,6 +88,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
             persist_timeout: config.persist_timeout(),
             queue: config.writer_queue,
             synchronous_commit: config.synchronous_commit,
+            metrics: metrics.clone(),
         },
         router.clone(),
     )?;
@@ -119,6 +122,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
                 router: router.clone(),
                 writers: writer_handles.clone(),
                 phase: phase_rx.clone(),
+                metrics: metrics.clone(),
             },
             ready_tx.clone(),
         )?);
@@ -153,6 +157,9 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
         connection_ceiling = fd_limit.saturating_sub(64 + (shards * config.db_pool_size + writers) as u64),
         "chat server ready"
     );
+    if config.dev {
+        warn!("--dev: GET /dev/token signs a token for anyone who asks; development only");
+    }
     Ok(handle)
 }
 

@@ -99,6 +99,7 @@ impl Session {
                 Ok(false) => Some(encode_error(&format!("room '{room}' does not exist"))),
                 Err(e) => {
                     warn!(error = %e, "join: database error");
+                    shard.metrics().db_errors.inc();
                     Some(encode_error("database unavailable, try again"))
                 }
             }
@@ -133,6 +134,7 @@ impl Session {
                 Ok(false) => Some(encode_error(&format!("user {to} does not exist"))),
                 Err(e) => {
                     warn!(error = %e, "dm: database error");
+                    shard.metrics().db_errors.inc();
                     Some(encode_error("database unavailable, try again"))
                 }
             }
@@ -153,6 +155,7 @@ impl Session {
                 Ok(messages) => encode_history(HistoryKind::Room, &messages),
                 Err(e) => {
                     warn!(error = %e, "room_history: database error");
+                    shard.metrics().db_errors.inc();
                     encode_error("database unavailable, try again")
                 }
             })
@@ -171,6 +174,7 @@ impl Session {
                 Ok(messages) => encode_history(HistoryKind::Dm, &messages),
                 Err(e) => {
                     warn!(error = %e, "dm_history: database error");
+                    shard.metrics().db_errors.inc();
                     encode_error("database unavailable, try again")
                 }
             })

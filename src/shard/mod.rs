@@ -24,13 +24,17 @@ use tracing::{debug, debug_span, info, warn, Instrument};
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::connection;
-use crate::handshake::{read_upgrade, refuse, switching_protocols, HandshakeError, Probe};
+use crate::handshake::{
+    read_upgrade, refuse, switching_protocols, HandshakeError, PlainRequest, Probe,
+};
 use crate::mesh::Mailbox;
+use crate::metrics::{Metrics, Refusal, ShardMetrics};
 use crate::protocol::UserId;
 use crate::router::{ConnId, Origin, Router, ShardEvent};
 use crate::session::Session;
 use crate::store::writer::Writers;
 use crate::store::{Store, StoreError};
+use crate::web;
 use outbox::{Outbox, OutboxLimits};
 use registry::Registry;
 
@@ -64,6 +68,9 @@ pub struct Shard {
     pub router: Router,
     /// Local connections, users and room subscriptions.
     pub registry: RefCell<Registry>,
+    /// Counters of every shard and writer; this shard writes only
+    /// [`metrics()`](Self::metrics).
+    pub all_metrics: Arc<Metrics>,
     /// Users known to exist, with the username last upserted from a token
     /// (`None`: known only to exist). Bounded by [`USER_CACHE_MAX`].
     known_users: RefCell<HashMap<UserId, Option<Box<str>>>>,
@@ -98,6 +105,8 @@ pub struct ShardParts {
     pub writers: Writers,
     /// Server phase.
     pub phase: watch::Receiver<Phase>,
+    /// Counters of every shard and writer (this shard writes its own block).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Starts the shard thread; `ready` receives `Ok` once it accepts.
@@ -138,6 +147,7 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
         router,
         writers,
         mut phase,
+        metrics,
     } = parts;
     let setup = (|| {
         let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
@@ -172,6 +182,7 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
         writers,
         router,
         registry: RefCell::new(Registry::new(limits)),
+        all_metrics: metrics,
         known_users: RefCell::new(HashMap::new()),
         next_conn: Cell::new(0),
         draining: Cell::new(false),
@@ -283,8 +294,15 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
             refuse(&mut stream, status, body).await;
             return;
         }
+        Err(HandshakeError::Plain(request)) => {
+            shard.answer_plain(&request).write(&mut stream).await;
+            return;
+        }
         Err(e) => {
             debug!(shard = shard.index, error = %e, "handshake failed");
+            if let Some(reason) = refusal_reason(&e) {
+                shard.metrics().refused(reason);
+            }
             if let Some(status) = e.status() {
                 refuse(&mut stream, status, &e.to_string()).await;
             }
@@ -292,16 +310,19 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
         }
     };
     if shard.draining.get() {
+        shard.metrics().refused(Refusal::ShuttingDown);
         refuse(&mut stream, 503, "server shutting down").await;
         return;
     }
     if shard.registry.borrow().connection_count() >= cfg.max_connections_per_shard {
         warn!(shard = shard.index, "connection limit reached");
+        shard.metrics().refused(Refusal::ServerFull);
         refuse(&mut stream, 503, "server full").await;
         return;
     }
     if !cfg.origin_allowed(request.origin.as_deref()) {
         info!(shard = shard.index, origin = ?request.origin, "handshake refused: origin");
+        shard.metrics().refused(Refusal::Origin);
         refuse(&mut stream, 403, "origin not allowed").await;
         return;
     }
@@ -311,6 +332,7 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
             reason = "missing token",
             "handshake refused"
         );
+        shard.metrics().refused(Refusal::MissingToken);
         refuse(&mut stream, 401, "missing token").await;
         return;
     };
@@ -320,6 +342,7 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
             reason = "token too large",
             "handshake refused"
         );
+        shard.metrics().refused(Refusal::TokenTooLarge);
         refuse(&mut stream, 401, "token too large").await;
         return;
     }
@@ -327,6 +350,10 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
         Ok(identity) => identity,
         Err(e) => {
             info!(shard = shard.index, reason = %e, "handshake refused");
+            shard.metrics().refused(match e {
+                crate::auth::AuthError::Expired => Refusal::ExpiredToken,
+                _ => Refusal::InvalidToken,
+            });
             refuse(&mut stream, 401, &e.to_string()).await;
             return;
         }
@@ -339,11 +366,14 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
                 user = identity.user_id,
                 "username taken"
             );
+            shard.metrics().refused(Refusal::UsernameTaken);
             refuse(&mut stream, 409, "username already taken by another user").await;
             return;
         }
         Err(e) => {
             warn!(shard = shard.index, error = %e, "handshake: database error");
+            shard.metrics().refused(Refusal::Database);
+            shard.metrics().db_errors.inc();
             refuse(&mut stream, 503, "database unavailable").await;
             return;
         }
@@ -357,6 +387,8 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
         .registry
         .borrow_mut()
         .register(outbox.clone(), rooms.into_iter().map(Arc::from));
+    shard.metrics().handshakes_accepted.inc();
+    shard.metrics().connections.inc();
     let span = debug_span!("conn", shard = shard.index, id, user = identity.user_id);
     let response = switching_protocols(&request.key, shard.index);
     if tokio::io::AsyncWriteExt::write_all(&mut stream, response.as_bytes())
@@ -379,6 +411,18 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
             .await;
     }
     shard.registry.borrow_mut().unregister(id);
+    shard.metrics().connections.dec();
+}
+
+/// The `reason` label of a handshake the parser refused.
+fn refusal_reason(e: &HandshakeError) -> Option<Refusal> {
+    match e {
+        HandshakeError::BadRequest(_) => Some(Refusal::BadRequest),
+        HandshakeError::NotFound => Some(Refusal::NotFound),
+        HandshakeError::TooLarge => Some(Refusal::TooLarge),
+        HandshakeError::Timeout => Some(Refusal::Timeout),
+        HandshakeError::Io(_) | HandshakeError::Probe(_) | HandshakeError::Plain(_) => None,
+    }
 }
 
 impl Shard {
@@ -401,6 +445,31 @@ impl Shard {
                     (503, "database unavailable")
                 }
             }
+        }
+    }
+
+    /// This shard's counters (written by this thread only).
+    #[inline]
+    pub fn metrics(&self) -> &ShardMetrics {
+        self.all_metrics.shard(self.index)
+    }
+
+    /// A plain `GET`: the web page and its assets, `/metrics`, `/dev/token`.
+    fn answer_plain(&self, request: &PlainRequest) -> web::Response {
+        debug!(shard = self.index, path = %request.path, "plain HTTP request");
+        match request.path.as_str() {
+            "/metrics" => web::Response {
+                status: 200,
+                content_type: crate::metrics::CONTENT_TYPE,
+                cache_control: "no-store",
+                body: self
+                    .all_metrics
+                    .render(self.router.inbox_depths(), self.writers.queue_depths())
+                    .into_bytes()
+                    .into(),
+            },
+            "/dev/token" => web::dev_token(&self.config, request.query.as_deref()),
+            path => web::asset(path),
         }
     }
 

@@ -22,6 +22,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use super::is_transient;
 use crate::mesh::{mailbox, Mailbox, MailboxSender, PushError};
+use crate::metrics::{Metrics, WriterMetrics};
 use crate::protocol::{encode_error, encode_message, StoredMessage, Target, UserId};
 use crate::router::{Origin, Router, ShardEvent};
 
@@ -68,6 +69,8 @@ pub struct WriterSettings {
     pub queue: usize,
     /// Wait for the WAL flush at each commit (PostgreSQL `synchronous_commit`).
     pub synchronous_commit: bool,
+    /// Counters; writer `i` writes only its own block.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The shards' handle on the writers: it can only submit messages (and
@@ -91,6 +94,11 @@ impl Writers {
     /// Messages waiting in all writer queues.
     pub fn queued(&self) -> usize {
         self.queues.iter().map(|q| q.len()).sum()
+    }
+
+    /// Messages waiting in each writer's queue, in writer order.
+    pub fn queue_depths(&self) -> Vec<usize> {
+        self.queues.iter().map(|q| q.len()).collect()
     }
 
     /// True when every writer is connected and its last commit (if any) succeeded.
@@ -393,6 +401,10 @@ impl Writer {
             let err = match attempt {
                 Ok(Ok(())) => {
                     self.set_healthy(true);
+                    let m = self.metrics();
+                    m.persisted.add(batch.len() as u64);
+                    m.batch_size.observe(batch.len() as f64);
+                    m.commit_seconds.observe_duration(started.elapsed());
                     let _e = span.enter();
                     debug!(elapsed = ?started.elapsed(), "batch committed");
                     drop(_e);
@@ -400,7 +412,10 @@ impl Writer {
                     self.publish(batch.drain(..).zip(ids), at).await;
                     break;
                 }
-                Ok(Err(e)) => e,
+                Ok(Err(e)) => {
+                    self.metrics().db_errors.inc();
+                    e
+                }
                 // No answer by the earliest deadline: outcome unknown; the
                 // loop refuses what expired and retries the rest with the
                 // same ids. Only a connection that stayed silent for a while
@@ -408,6 +423,7 @@ impl Writer {
                 // (an overloaded queue) is healthy, and reconnecting per
                 // batch would make the overload worse.
                 Err(_) => {
+                    self.metrics().db_errors.inc();
                     if attempt_started.elapsed() >= STUCK_CONNECTION {
                         self.db = None;
                     }
@@ -439,7 +455,9 @@ impl Writer {
         committed: impl Iterator<Item = (PersistRequest, i64)>,
         at: DateTime<Utc>,
     ) {
+        let metrics = self.metrics();
         for (req, id) in committed {
+            let enqueued = req.enqueued;
             let stored = StoredMessage {
                 id,
                 from_user: req.from,
@@ -457,12 +475,16 @@ impl Writer {
                 },
             };
             self.router.publish(event).await;
+            metrics
+                .delivery_seconds
+                .observe_duration(enqueued.elapsed());
         }
     }
 
     /// Tells each sender its message was not stored (it is delivered to no one).
     async fn refuse(&self, requests: Vec<PersistRequest>) {
         let frame = encode_error("message not stored: database unavailable");
+        self.metrics().not_stored.add(requests.len() as u64);
         for req in requests {
             let Origin { shard, conn } = req.origin;
             let event = ShardEvent::Conn {
@@ -491,6 +513,11 @@ impl Writer {
         self.db = Some(result?);
         debug!("writer connected");
         Ok(())
+    }
+
+    /// This writer's counters.
+    fn metrics(&self) -> &WriterMetrics {
+        self.settings.metrics.writer(self.index)
     }
 
     fn set_healthy(&self, healthy: bool) {
