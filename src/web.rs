@@ -1,6 +1,6 @@
 //! The plain-HTTP answers of the WebSocket port: the chat page and its
 //! assets (embedded in the binary from `web/`), and the `--dev` token
-//! endpoint. `/metrics` is rendered by [`crate::metrics`] and written
+//! endpoint (`/dev/token`, and `/dev/enabled` for the page to ask). `/metrics` is rendered by [`crate::metrics`] and written
 //! through [`Response`] here.
 //!
 //! Every answer is one bounded response followed by closing the connection:
@@ -158,6 +158,12 @@ pub enum DevTokenError {
         "username must be 1 to {DEV_USERNAME_MAX_CHARS} characters, without control characters"
     )]
     Username,
+}
+
+/// `GET /dev/enabled`: `true` or `false` (always 200, so that the page can
+/// ask without a failed request in the browser console).
+pub fn dev_enabled(config: &Config) -> Response {
+    Response::text(200, if config.dev { "true" } else { "false" })
 }
 
 /// `GET /dev/token?user_id=N&username=NAME`: with `--dev`, a token signed

@@ -469,6 +469,7 @@ impl Shard {
                     .into(),
             },
             "/dev/token" => web::dev_token(&self.config, request.query.as_deref()),
+            "/dev/enabled" => web::dev_enabled(&self.config),
             path => web::asset(path),
         }
     }
