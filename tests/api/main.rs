@@ -9,3 +9,5 @@ mod errors;
 mod history;
 mod limits;
 mod load;
+mod recovery;
+mod rooms;
