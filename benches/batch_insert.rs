@@ -133,6 +133,8 @@ fn batch(n: usize) -> Vec<PersistRequest> {
             ),
             origin: Origin { shard: 0, conn: 0 },
             enqueued: Instant::now(),
+            reference: None,
+            client_id: None,
         })
         .collect()
 }

@@ -113,6 +113,8 @@ fn run(style: Style, total: u64, event: &ShardEvent) -> Duration {
 fn bench_handoff(c: &mut Criterion) {
     let event = ShardEvent::Room {
         room: Arc::from("general"),
+        id: 1,
+        own: None,
         frame: Frame::from(
             r#"{"type":"message","data":{"id":1,"fromUser":42,"username":"alice","content":"hi","timestamp":"2025-06-01T12:00:00.000000Z","room":"general"}}"#,
         ),

@@ -81,6 +81,21 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_ROOMS_PER_USER", default_value_t = 1000)]
     pub max_rooms_per_user: usize,
 
+    /// Most missed messages `join` with `since` (or `dm_sync`) replays; past
+    /// it the reply says `"recovered": false` and nothing is replayed.
+    #[arg(long, env = "CHAT_RECOVERY_MAX", default_value_t = 1000)]
+    pub recovery_max: usize,
+
+    /// Refuse `create_room` from clients (rooms are then made with
+    /// `chat_server room create`).
+    #[arg(long, env = "CHAT_NO_CLIENT_ROOM_CREATE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub no_client_room_create: bool,
+
+    /// Highest unread count the `rooms` reply reports per room (counting
+    /// stops there, so the query stays bounded).
+    #[arg(long, env = "CHAT_UNREAD_MAX", default_value_t = 10_000)]
+    pub unread_max: i64,
+
     /// Frames queued for one connection before it counts as a slow consumer
     /// and is disconnected.
     #[arg(long, env = "CHAT_OUTBOX_FRAMES", default_value_t = 4096)]

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
-use crate::protocol::encode_error;
+use crate::protocol::{encode_error, Frame};
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::session::{Deferred, Outcome, Session};
 use crate::shard::outbox::{Outbox, OutboxState};
@@ -88,8 +88,18 @@ pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Se
             },
             reply = async { pending.as_mut().expect("guarded by is_some").await }, if pending.is_some() => {
                 pending = None;
-                if let Some(frame) = reply {
-                    outbox.push(frame, limits);
+                if reply.len() <= 1 {
+                    for frame in reply {
+                        outbox.push(frame, limits);
+                    }
+                } else {
+                    // A replay (bounded by --recovery-max) goes straight to
+                    // the socket: the outbox bounds are for live traffic.
+                    match write_direct(&mut ws, reply, write_timeout).await {
+                        Ok(()) => {}
+                        Err(WriteError::TimedOut) => break "write timed out",
+                        Err(_) => break "write failed",
+                    }
                 }
             }
             incoming = ws.next(), if reading => match incoming {
@@ -265,6 +275,25 @@ async fn write_queued(
         outbox.nudge();
     }
     match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteError::Failed),
+        Err(_) => Err(WriteError::TimedOut),
+    }
+}
+
+/// Writes `frames` in order and flushes, within `timeout`.
+async fn write_direct(
+    ws: &mut Ws,
+    frames: Vec<Frame>,
+    timeout: Duration,
+) -> Result<(), WriteError> {
+    let write = async {
+        for frame in frames {
+            ws.feed(Message::Text(frame)).await?;
+        }
+        ws.flush().await
+    };
+    match tokio::time::timeout(timeout, write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(WriteError::Failed),
         Err(_) => Err(WriteError::TimedOut),

@@ -100,8 +100,8 @@ fn main() -> ExitCode {
         }
         Command::Migrate { database_url } => admin(&database_url, |_| async { Ok(()) }),
         Command::Room(RoomCommand::Create { name, database_url }) => {
-            if !chat_server::protocol::valid_room_name(&name) {
-                Err("invalid room name: 1 to 64 bytes, no control characters".into())
+            if !chat_server::protocol::valid_new_room_name(&name) {
+                Err("invalid room name: use 1 to 64 ASCII letters, digits, '-', '_' or '.'".into())
             } else {
                 admin(&database_url, |client| async move {
                     if store::create_room(&client, &name).await? {

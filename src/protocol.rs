@@ -20,19 +20,69 @@ pub type Frame = Utf8Bytes;
 /// Longest accepted room name, in bytes.
 pub const MAX_ROOM_NAME_BYTES: usize = 64;
 
+/// Longest accepted `ref` string, in bytes.
+pub const MAX_REF_BYTES: usize = 128;
+
+/// Longest accepted `client_id`, in characters.
+pub const MAX_CLIENT_ID_CHARS: usize = 64;
+
+/// Longest room name `create_room` accepts, in characters.
+pub const MAX_NEW_ROOM_CHARS: usize = 64;
+
+/// A client's correlation tag: echoed at the top level of every direct
+/// reply to the request that carried it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Ref {
+    /// `"ref": 17`
+    Int(i64),
+    /// `"ref": "abc"`
+    Text(Box<str>),
+}
+
+/// Which slice of a history a request asks for (ids are exclusive bounds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Most messages wanted (the server's default and cap apply).
+    pub limit: Option<i64>,
+    /// Only messages older than this id: the newest of them.
+    pub before: Option<i64>,
+    /// Only messages newer than this id: the oldest of them.
+    pub after: Option<i64>,
+}
+
 /// A decoded client request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Join a room: `{"type":"join","room":"..."}`.
-    Join { room: String },
-    /// Post to a room: `{"type":"message","room":"...","content":"..."}`.
-    Message { room: String, content: String },
-    /// Direct message: `{"type":"dm","to":123,"content":"..."}`.
-    Dm { to: UserId, content: String },
-    /// Latest messages of a room: `{"type":"room_history","room":"...","limit":50}`.
-    RoomHistory { room: String, limit: Option<i64> },
-    /// Latest messages between the caller and `with`: `{"type":"dm_history","with":123,"limit":50}`.
-    DmHistory { with: UserId, limit: Option<i64> },
+    /// Join a room, optionally replaying what was missed after `since`:
+    /// `{"type":"join","room":"...","since":120}`.
+    Join { room: String, since: Option<i64> },
+    /// Leave a room: `{"type":"leave","room":"..."}`.
+    Leave { room: String },
+    /// Create a room (and join it): `{"type":"create_room","room":"..."}`.
+    CreateRoom { room: String },
+    /// The caller's rooms with their newest id and unread count: `{"type":"rooms"}`.
+    Rooms,
+    /// Move the caller's read position forward: `{"type":"read","room":"...","up_to":120}`.
+    Read { room: String, up_to: i64 },
+    /// Post to a room: `{"type":"message","room":"...","content":"...","client_id":"..."}`.
+    Message {
+        room: String,
+        content: String,
+        client_id: Option<String>,
+    },
+    /// Direct message: `{"type":"dm","to":123,"content":"...","client_id":"..."}`.
+    Dm {
+        to: UserId,
+        content: String,
+        client_id: Option<String>,
+    },
+    /// A page of a room's history: `{"type":"room_history","room":"...","limit":50,"before":900}`.
+    RoomHistory { room: String, page: Page },
+    /// A page of the history with `with`: `{"type":"dm_history","with":123,"after":10}`.
+    DmHistory { with: UserId, page: Page },
+    /// Replay the caller's DMs newer than `since`: `{"type":"dm_sync","since":120}`.
+    DmSync { since: i64 },
 }
 
 /// Why a text frame could not be turned into a [`Request`]; the `Display`
@@ -54,6 +104,15 @@ pub enum DecodeError {
     /// A room name that is empty, too long or holds control characters.
     #[error("invalid room name")]
     InvalidRoom,
+    /// `ref` is neither a string (at most [`MAX_REF_BYTES`]) nor an integer.
+    #[error("`ref` must be an integer or a string of at most 128 bytes")]
+    InvalidRef,
+    /// `client_id` is empty, too long or holds NUL.
+    #[error("`client_id` must be 1 to 64 characters")]
+    InvalidClientId,
+    /// A message id field (`since`, `before`, `after`, `up_to`) is negative.
+    #[error("`{0}` must be a message id (0 or more)")]
+    InvalidId(&'static str),
 }
 
 /// The shape every request is read through; unknown fields are ignored so
@@ -62,19 +121,53 @@ pub enum DecodeError {
 struct RawRequest<'a> {
     #[serde(rename = "type", borrow)]
     kind: Option<Cow<'a, str>>,
+    #[serde(rename = "ref")]
+    reference: Option<serde_json::Value>,
     #[serde(borrow)]
     room: Option<Cow<'a, str>>,
     #[serde(borrow)]
     content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    client_id: Option<Cow<'a, str>>,
     to: Option<UserId>,
     with: Option<UserId>,
     limit: Option<i64>,
+    since: Option<i64>,
+    before: Option<i64>,
+    after: Option<i64>,
+    up_to: Option<i64>,
 }
 
 /// Decodes one text frame into a request.
 pub fn decode(text: &str) -> Result<Request, DecodeError> {
-    let raw: RawRequest<'_> =
-        serde_json::from_str(text).map_err(|e| DecodeError::Malformed(strip_position(&e)))?;
+    decode_with_ref(text).1
+}
+
+/// Decodes one text frame into its `ref` (when it has a valid one) and its
+/// request: an error caused by a frame whose `ref` could be read carries it.
+pub fn decode_with_ref(text: &str) -> (Option<Ref>, Result<Request, DecodeError>) {
+    let raw: RawRequest<'_> = match serde_json::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => return (None, Err(DecodeError::Malformed(strip_position(&e)))),
+    };
+    let reference = match raw.reference.as_ref().map(parse_ref).transpose() {
+        Ok(r) => r,
+        Err(e) => return (None, Err(e)),
+    };
+    (reference, request(raw))
+}
+
+fn parse_ref(v: &serde_json::Value) -> Result<Ref, DecodeError> {
+    match v {
+        serde_json::Value::String(s) if s.len() <= MAX_REF_BYTES => {
+            Ok(Ref::Text(s.as_str().into()))
+        }
+        serde_json::Value::Number(n) => n.as_i64().map(Ref::Int).ok_or(DecodeError::InvalidRef),
+        _ => Err(DecodeError::InvalidRef),
+    }
+}
+
+fn request(raw: RawRequest<'_>) -> Result<Request, DecodeError> {
     let kind = raw.kind.ok_or(DecodeError::MissingType)?;
     let room = |r: Option<Cow<'_, str>>| -> Result<String, DecodeError> {
         let r = r.ok_or(DecodeError::MissingField("room"))?;
@@ -88,25 +181,62 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
         c.map(Cow::into_owned)
             .ok_or(DecodeError::MissingField("content"))
     };
+    let client_id = |c: Option<Cow<'_, str>>| -> Result<Option<String>, DecodeError> {
+        match c {
+            None => Ok(None),
+            Some(c) if valid_client_id(&c) => Ok(Some(c.into_owned())),
+            Some(_) => Err(DecodeError::InvalidClientId),
+        }
+    };
+    let id = |v: Option<i64>, name: &'static str| -> Result<Option<i64>, DecodeError> {
+        match v {
+            Some(v) if v < 0 => Err(DecodeError::InvalidId(name)),
+            v => Ok(v),
+        }
+    };
+    let page = |limit, before, after| -> Result<Page, DecodeError> {
+        Ok(Page {
+            limit,
+            before: id(before, "before")?,
+            after: id(after, "after")?,
+        })
+    };
     match kind.as_ref() {
         "join" => Ok(Request::Join {
             room: room(raw.room)?,
+            since: id(raw.since, "since")?,
+        }),
+        "leave" => Ok(Request::Leave {
+            room: room(raw.room)?,
+        }),
+        "create_room" => Ok(Request::CreateRoom {
+            room: room(raw.room)?,
+        }),
+        "rooms" => Ok(Request::Rooms),
+        "read" => Ok(Request::Read {
+            room: room(raw.room)?,
+            up_to: id(raw.up_to, "up_to")?.ok_or(DecodeError::MissingField("up_to"))?,
         }),
         "message" => Ok(Request::Message {
             room: room(raw.room)?,
             content: content(raw.content)?,
+            client_id: client_id(raw.client_id)?,
         }),
         "dm" => Ok(Request::Dm {
             to: raw.to.ok_or(DecodeError::MissingField("to"))?,
             content: content(raw.content)?,
+            client_id: client_id(raw.client_id)?,
         }),
         "room_history" => Ok(Request::RoomHistory {
             room: room(raw.room)?,
-            limit: raw.limit,
+            page: page(raw.limit, raw.before, raw.after)?,
         }),
         "dm_history" => Ok(Request::DmHistory {
             with: raw.with.ok_or(DecodeError::MissingField("with"))?,
-            limit: raw.limit,
+            page: page(raw.limit, raw.before, raw.after)?,
+        }),
+        "dm_sync" => Ok(Request::DmSync {
+            since: id(raw.since, "since")?.ok_or(DecodeError::MissingField("since"))?,
         }),
         other => Err(DecodeError::UnknownType(truncate(other, 64).to_owned())),
     }
@@ -116,6 +246,23 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
 /// bytes, no control characters.
 pub fn valid_room_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_ROOM_NAME_BYTES && !name.chars().any(char::is_control)
+}
+
+/// True for a name a new room may have: 1 to [`MAX_NEW_ROOM_CHARS`] ASCII
+/// letters, digits, `-`, `_` or `.`.
+pub fn valid_new_room_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NEW_ROOM_CHARS
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// True for a `client_id`: 1 to [`MAX_CLIENT_ID_CHARS`] characters, no NUL.
+pub fn valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && (id.len() <= MAX_CLIENT_ID_CHARS || id.chars().count() <= MAX_CLIENT_ID_CHARS)
+        && !id.contains('\0')
 }
 
 /// serde_json appends " at line 1 column 7"; the client gains nothing from it.
@@ -169,6 +316,8 @@ fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
 struct Envelope<'a, T> {
     #[serde(rename = "type")]
     kind: &'a str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a Ref>,
     data: T,
 }
 
@@ -225,25 +374,39 @@ impl Serialize for MessageData<'_> {
     }
 }
 
-fn to_frame<T: Serialize>(kind: &str, data: T) -> Frame {
+fn to_frame<T: Serialize>(kind: &str, reference: Option<&Ref>, data: T) -> Frame {
     // Serializing plain structs of strings and integers cannot fail.
-    let text = serde_json::to_string(&Envelope { kind, data }).expect("frame serialization");
+    let text = serde_json::to_string(&Envelope {
+        kind,
+        reference,
+        data,
+    })
+    .expect("frame serialization");
     Frame::from(text)
 }
 
-/// Encodes a live `message` (room) or `dm` frame.
+/// Encodes a live `message` (room) or `dm` frame, shared by every recipient.
 pub fn encode_message(m: &StoredMessage) -> Frame {
+    encode_message_for(m, None)
+}
+
+/// Encodes a `message` or `dm` frame carrying the sender's `ref` (its own copy).
+pub fn encode_message_for(m: &StoredMessage, reference: Option<&Ref>) -> Frame {
     let kind = match m.target {
         Target::Room(_) => "message",
         Target::User(_) => "dm",
     };
-    to_frame(kind, MessageData(m))
+    to_frame(kind, reference, MessageData(m))
 }
 
 /// Encodes a `room_history` or `dm_history` reply (oldest first).
-pub fn encode_history(kind: HistoryKind, messages: &[StoredMessage]) -> Frame {
+pub fn encode_history(
+    kind: HistoryKind,
+    messages: &[StoredMessage],
+    reference: Option<&Ref>,
+) -> Frame {
     let data: Vec<MessageData<'_>> = messages.iter().map(MessageData).collect();
-    to_frame(kind.as_str(), data)
+    to_frame(kind.as_str(), reference, data)
 }
 
 /// Which history a reply answers.
@@ -264,23 +427,97 @@ impl HistoryKind {
     }
 }
 
-/// Encodes `{"type":"join_ack","data":{"room":..,"status":"ok"}}`.
-pub fn encode_join_ack(room: &str) -> Frame {
+/// What a `join_ack` says besides the room.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JoinAck<'a> {
+    /// With `since`: whether the missed messages follow (`None`: no `since`).
+    pub recovered: Option<bool>,
+    /// Ids of the room's members with an open connection (`None`: not reported).
+    pub online: Option<&'a [UserId]>,
+}
+
+/// Encodes `{"type":"join_ack","data":{"room":..,"status":"ok",..}}`.
+pub fn encode_join_ack(room: &str, ack: JoinAck<'_>, reference: Option<&Ref>) -> Frame {
     #[derive(Serialize)]
-    struct JoinAck<'a> {
+    struct Data<'a> {
         room: &'a str,
         status: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        online: Option<&'a [UserId]>,
     }
-    to_frame("join_ack", JoinAck { room, status: "ok" })
+    let data = Data {
+        room,
+        status: "ok",
+        recovered: ack.recovered,
+        online: ack.online,
+    };
+    to_frame("join_ack", reference, data)
+}
+
+#[derive(Serialize)]
+struct RoomData<'a> {
+    room: &'a str,
+}
+
+/// Encodes `{"type":"leave_ack","data":{"room":..}}`.
+pub fn encode_leave_ack(room: &str, reference: Option<&Ref>) -> Frame {
+    to_frame("leave_ack", reference, RoomData { room })
+}
+
+/// Encodes `{"type":"room_created","data":{"room":..}}`.
+pub fn encode_room_created(room: &str, reference: Option<&Ref>) -> Frame {
+    to_frame("room_created", reference, RoomData { room })
+}
+
+/// One entry of a `rooms` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomSummary {
+    /// Room name.
+    pub room: String,
+    /// Newest message id in the room (`null` when it has none).
+    pub last_id: Option<i64>,
+    /// Messages newer than the user's read position (capped by the server).
+    pub unread: i64,
+}
+
+/// Encodes `{"type":"rooms","data":[{"room","last_id","unread"}..]}`.
+pub fn encode_rooms(rooms: &[RoomSummary], reference: Option<&Ref>) -> Frame {
+    to_frame("rooms", reference, rooms)
+}
+
+/// Encodes `{"type":"read_ack","data":{"room":..,"up_to":..}}`.
+pub fn encode_read_ack(room: &str, up_to: i64, reference: Option<&Ref>) -> Frame {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        room: &'a str,
+        up_to: i64,
+    }
+    to_frame("read_ack", reference, Data { room, up_to })
+}
+
+/// Encodes `{"type":"dm_sync_ack","data":{"recovered":..}}`.
+pub fn encode_dm_sync_ack(recovered: bool, reference: Option<&Ref>) -> Frame {
+    #[derive(Serialize)]
+    struct Data {
+        recovered: bool,
+    }
+    to_frame("dm_sync_ack", reference, Data { recovered })
 }
 
 /// Encodes `{"type":"error","data":{"message":..}}`.
 pub fn encode_error(message: &str) -> Frame {
+    encode_error_for(message, None)
+}
+
+/// Encodes an error frame answering the request that carried `reference`.
+pub fn encode_error_for(message: &str, reference: Option<&Ref>) -> Frame {
     #[derive(Serialize)]
     struct ErrorData<'a> {
         message: &'a str,
     }
-    to_frame("error", ErrorData { message })
+    to_frame("error", reference, ErrorData { message })
 }
 
 #[cfg(test)]
@@ -293,37 +530,149 @@ mod tests {
         assert_eq!(
             decode(r#"{"type":"join","room":"general"}"#),
             Ok(Request::Join {
-                room: "general".into()
+                room: "general".into(),
+                since: None
             })
         );
         assert_eq!(
             decode(r#"{"type":"message","room":"r","content":"hi \"you\""}"#),
             Ok(Request::Message {
                 room: "r".into(),
-                content: "hi \"you\"".into()
+                content: "hi \"you\"".into(),
+                client_id: None
             })
         );
         assert_eq!(
             decode(r#"{"type":"dm","to":7,"content":"x","extra":true}"#),
             Ok(Request::Dm {
                 to: 7,
-                content: "x".into()
+                content: "x".into(),
+                client_id: None
             })
         );
         assert_eq!(
             decode(r#"{"type":"room_history","room":"r"}"#),
             Ok(Request::RoomHistory {
                 room: "r".into(),
-                limit: None
+                page: Page::default()
             })
         );
         assert_eq!(
             decode(r#"{"type":"dm_history","with":3,"limit":10}"#),
             Ok(Request::DmHistory {
                 with: 3,
-                limit: Some(10)
+                page: Page {
+                    limit: Some(10),
+                    ..Page::default()
+                }
             })
         );
+    }
+
+    #[test]
+    fn decodes_the_delivery_extensions() {
+        assert_eq!(
+            decode(r#"{"type":"join","room":"g","since":12}"#),
+            Ok(Request::Join {
+                room: "g".into(),
+                since: Some(12)
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"message","room":"g","content":"x","client_id":"c-1"}"#),
+            Ok(Request::Message {
+                room: "g".into(),
+                content: "x".into(),
+                client_id: Some("c-1".into())
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"room_history","room":"g","before":9,"after":2,"limit":5}"#),
+            Ok(Request::RoomHistory {
+                room: "g".into(),
+                page: Page {
+                    limit: Some(5),
+                    before: Some(9),
+                    after: Some(2)
+                }
+            })
+        );
+        assert_eq!(decode(r#"{"type":"rooms"}"#), Ok(Request::Rooms));
+        assert_eq!(
+            decode(r#"{"type":"leave","room":"g"}"#),
+            Ok(Request::Leave { room: "g".into() })
+        );
+        assert_eq!(
+            decode(r#"{"type":"create_room","room":"g"}"#),
+            Ok(Request::CreateRoom { room: "g".into() })
+        );
+        assert_eq!(
+            decode(r#"{"type":"read","room":"g","up_to":4}"#),
+            Ok(Request::Read {
+                room: "g".into(),
+                up_to: 4
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"dm_sync","since":0}"#),
+            Ok(Request::DmSync { since: 0 })
+        );
+        assert_eq!(
+            decode(r#"{"type":"dm_sync"}"#),
+            Err(DecodeError::MissingField("since"))
+        );
+        assert_eq!(
+            decode(r#"{"type":"join","room":"g","since":-1}"#),
+            Err(DecodeError::InvalidId("since"))
+        );
+        assert_eq!(
+            decode(r#"{"type":"read","room":"g"}"#),
+            Err(DecodeError::MissingField("up_to"))
+        );
+        let long = format!(
+            r#"{{"type":"dm","to":1,"content":"x","client_id":"{}"}}"#,
+            "é".repeat(65)
+        );
+        assert_eq!(decode(&long), Err(DecodeError::InvalidClientId));
+        let ok = format!(
+            r#"{{"type":"dm","to":1,"content":"x","client_id":"{}"}}"#,
+            "é".repeat(64)
+        );
+        assert!(decode(&ok).is_ok(), "64 characters (128 bytes) fit");
+        assert_eq!(
+            decode(r#"{"type":"dm","to":1,"content":"x","client_id":""}"#),
+            Err(DecodeError::InvalidClientId)
+        );
+    }
+
+    #[test]
+    fn refs_are_read_before_the_request_and_kept_on_errors() {
+        let (r, req) = decode_with_ref(r#"{"type":"rooms","ref":"a1"}"#);
+        assert_eq!(r, Some(Ref::Text("a1".into())));
+        assert_eq!(req, Ok(Request::Rooms));
+        let (r, req) = decode_with_ref(r#"{"type":"nope","ref":7}"#);
+        assert_eq!(r, Some(Ref::Int(7)));
+        assert!(matches!(req, Err(DecodeError::UnknownType(_))));
+        for bad in [r#"1.5"#, r#"true"#, r#"{"a":1}"#, r#"[1]"#] {
+            let (r, req) = decode_with_ref(&format!(r#"{{"type":"rooms","ref":{bad}}}"#));
+            assert_eq!((r, req), (None, Err(DecodeError::InvalidRef)), "{bad}");
+        }
+        let long = format!(r#"{{"type":"rooms","ref":"{}"}}"#, "x".repeat(129));
+        assert_eq!(decode_with_ref(&long).1, Err(DecodeError::InvalidRef));
+        let (r, _) = decode_with_ref(r#"{"type":"rooms","ref":null}"#);
+        assert_eq!(r, None, "null is no ref");
+    }
+
+    #[test]
+    fn new_room_names_use_a_small_character_set() {
+        assert!(valid_new_room_name("general"));
+        assert!(valid_new_room_name("team-1_b.x"));
+        assert!(valid_new_room_name(&"a".repeat(64)));
+        assert!(!valid_new_room_name(&"a".repeat(65)));
+        assert!(!valid_new_room_name(""));
+        assert!(!valid_new_room_name("with space"));
+        assert!(!valid_new_room_name("café"));
+        assert!(!valid_new_room_name("a/b"));
     }
 
     #[test]
@@ -387,19 +736,54 @@ mod tests {
     #[test]
     fn encodes_acks_errors_and_history() {
         assert_eq!(
-            encode_join_ack("r").as_str(),
+            encode_join_ack("r", JoinAck::default(), None).as_str(),
             r#"{"type":"join_ack","data":{"room":"r","status":"ok"}}"#
+        );
+        let ack = JoinAck {
+            recovered: Some(true),
+            online: Some(&[3, 4]),
+        };
+        assert_eq!(
+            encode_join_ack("r", ack, Some(&Ref::Text("j".into()))).as_str(),
+            r#"{"type":"join_ack","ref":"j","data":{"room":"r","status":"ok","recovered":true,"online":[3,4]}}"#
+        );
+        assert_eq!(
+            encode_error_for("bad", Some(&Ref::Int(5))).as_str(),
+            r#"{"type":"error","ref":5,"data":{"message":"bad"}}"#
+        );
+        let rooms = [RoomSummary {
+            room: "g".into(),
+            last_id: None,
+            unread: 0,
+        }];
+        assert_eq!(
+            encode_rooms(&rooms, None).as_str(),
+            r#"{"type":"rooms","data":[{"room":"g","last_id":null,"unread":0}]}"#
+        );
+        assert_eq!(
+            encode_read_ack("g", 9, None).as_str(),
+            r#"{"type":"read_ack","data":{"room":"g","up_to":9}}"#
+        );
+        assert_eq!(
+            encode_dm_sync_ack(false, None).as_str(),
+            r#"{"type":"dm_sync_ack","data":{"recovered":false}}"#
+        );
+        let own = encode_message_for(&sample(Target::User(9)), Some(&Ref::Int(1)));
+        assert!(
+            own.as_str()
+                .starts_with(r#"{"type":"dm","ref":1,"data":{"id":42"#),
+            "{own}"
         );
         assert_eq!(
             encode_error("nope").as_str(),
             r#"{"type":"error","data":{"message":"nope"}}"#
         );
-        let h = encode_history(HistoryKind::Dm, &[sample(Target::User(9))]);
+        let h = encode_history(HistoryKind::Dm, &[sample(Target::User(9))], None);
         let v: serde_json::Value = serde_json::from_str(h.as_str()).unwrap();
         assert_eq!(v["type"], "dm_history");
         assert_eq!(v["data"][0]["id"], 42);
         assert_eq!(
-            encode_history(HistoryKind::Room, &[]).as_str(),
+            encode_history(HistoryKind::Room, &[], None).as_str(),
             r#"{"type":"room_history","data":[]}"#
         );
     }
@@ -418,32 +802,72 @@ mod properties {
     }
 
     fn request() -> impl Strategy<Value = Request> {
+        let id = || proptest::option::of(0..i64::MAX);
+        let client_id = || proptest::option::of("[a-zA-Z0-9é-]{1,64}");
+        let page = move || {
+            (proptest::option::of(any::<i64>()), id(), id()).prop_map(|(limit, before, after)| {
+                Page {
+                    limit,
+                    before,
+                    after,
+                }
+            })
+        };
         prop_oneof![
-            room().prop_map(|room| Request::Join { room }),
-            (room(), any::<String>())
-                .prop_map(|(room, content)| Request::Message { room, content }),
-            (any::<i64>(), any::<String>()).prop_map(|(to, content)| Request::Dm { to, content }),
-            (room(), proptest::option::of(any::<i64>()))
-                .prop_map(|(room, limit)| Request::RoomHistory { room, limit }),
-            (any::<i64>(), proptest::option::of(any::<i64>()))
-                .prop_map(|(with, limit)| Request::DmHistory { with, limit }),
+            (room(), id()).prop_map(|(room, since)| Request::Join { room, since }),
+            room().prop_map(|room| Request::Leave { room }),
+            room().prop_map(|room| Request::CreateRoom { room }),
+            Just(Request::Rooms),
+            (room(), 0..i64::MAX).prop_map(|(room, up_to)| Request::Read { room, up_to }),
+            (room(), any::<String>(), client_id()).prop_map(|(room, content, client_id)| {
+                Request::Message {
+                    room,
+                    content,
+                    client_id,
+                }
+            }),
+            (any::<i64>(), any::<String>(), client_id()).prop_map(|(to, content, client_id)| {
+                Request::Dm {
+                    to,
+                    content,
+                    client_id,
+                }
+            }),
+            (room(), page()).prop_map(|(room, page)| Request::RoomHistory { room, page }),
+            (any::<i64>(), page()).prop_map(|(with, page)| Request::DmHistory { with, page }),
+            (0..i64::MAX).prop_map(|since| Request::DmSync { since }),
         ]
     }
 
     fn to_json(r: &Request) -> serde_json::Value {
         use serde_json::json;
         match r {
-            Request::Join { room } => json!({"type": "join", "room": room}),
-            Request::Message { room, content } => {
-                json!({"type": "message", "room": room, "content": content})
+            Request::Join { room, since } => json!({"type": "join", "room": room, "since": since}),
+            Request::Leave { room } => json!({"type": "leave", "room": room}),
+            Request::CreateRoom { room } => json!({"type": "create_room", "room": room}),
+            Request::Rooms => json!({"type": "rooms"}),
+            Request::Read { room, up_to } => json!({"type": "read", "room": room, "up_to": up_to}),
+            Request::Message {
+                room,
+                content,
+                client_id,
+            } => {
+                json!({"type": "message", "room": room, "content": content, "client_id": client_id})
             }
-            Request::Dm { to, content } => json!({"type": "dm", "to": to, "content": content}),
-            Request::RoomHistory { room, limit } => {
-                json!({"type": "room_history", "room": room, "limit": limit})
-            }
-            Request::DmHistory { with, limit } => {
-                json!({"type": "dm_history", "with": with, "limit": limit})
-            }
+            Request::Dm {
+                to,
+                content,
+                client_id,
+            } => json!({"type": "dm", "to": to, "content": content, "client_id": client_id}),
+            Request::RoomHistory { room, page } => json!({
+                "type": "room_history", "room": room, "limit": page.limit,
+                "before": page.before, "after": page.after
+            }),
+            Request::DmHistory { with, page } => json!({
+                "type": "dm_history", "with": with, "limit": page.limit,
+                "before": page.before, "after": page.after
+            }),
+            Request::DmSync { since } => json!({"type": "dm_sync", "since": since}),
         }
     }
 

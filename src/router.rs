@@ -24,6 +24,17 @@ pub struct Origin {
     pub conn: ConnId,
 }
 
+/// The sender's own copy of a message, when it differs from everyone
+/// else's (it carries the request's `ref`, or answers a retried
+/// `client_id`). Only the origin shard uses it.
+#[derive(Debug)]
+pub struct OwnCopy {
+    /// The sending connection.
+    pub origin: Origin,
+    /// The frame it gets instead of the shared one.
+    pub frame: Frame,
+}
+
 /// What a shard's inbox carries.
 #[derive(Debug, Clone)]
 pub enum ShardEvent {
@@ -31,15 +42,23 @@ pub enum ShardEvent {
     Room {
         /// Room name.
         room: Arc<str>,
+        /// Message id (delivery skips connections that already replayed it).
+        id: i64,
         /// The encoded `message` frame, shared.
         frame: Frame,
+        /// The sending connection's own copy, if it has one.
+        own: Option<Arc<OwnCopy>>,
     },
     /// A committed DM: write `frame` to every local connection of both users.
     Users {
         /// Sender and recipient (may be equal).
         users: [UserId; 2],
+        /// Message id.
+        id: i64,
         /// The encoded `dm` frame, shared.
         frame: Frame,
+        /// The sending connection's own copy, if it has one.
+        own: Option<Arc<OwnCopy>>,
     },
     /// A frame for one connection (e.g. "message not stored").
     Conn {
@@ -51,6 +70,13 @@ pub enum ShardEvent {
     /// A user joined a room on another shard: subscribe the user's local connections.
     Joined {
         /// Who joined.
+        user: UserId,
+        /// Which room.
+        room: Arc<str>,
+    },
+    /// A user left a room on another shard: unsubscribe the user's local connections.
+    Left {
+        /// Who left.
         user: UserId,
         /// Which room.
         room: Arc<str>,

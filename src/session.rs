@@ -15,15 +15,19 @@ use tracing::warn;
 
 use crate::auth::Identity;
 use crate::protocol::{
-    decode, encode_error, encode_history, encode_join_ack, Frame, HistoryKind, Request, Target,
+    decode_with_ref, encode_dm_sync_ack, encode_error_for, encode_history, encode_join_ack,
+    encode_leave_ack, encode_message, encode_read_ack, encode_room_created, encode_rooms,
+    valid_new_room_name, Frame, HistoryKind, JoinAck, Page, Ref, Request, StoredMessage, Target,
     UserId,
 };
 use crate::router::Origin;
 use crate::shard::Shard;
 use crate::store::writer::PersistRequest;
+use crate::store::{StoreError, Window};
 
-/// A reply the connection must wait for (database work); `None`: nothing to send.
-pub type Deferred = Pin<Box<dyn Future<Output = Option<Frame>>>>;
+/// A reply the connection must wait for (database work): the frames to
+/// send, in order (none: nothing to send).
+pub type Deferred = Pin<Box<dyn Future<Output = Vec<Frame>>>>;
 
 /// What handling one request produced.
 pub enum Outcome {
@@ -44,6 +48,8 @@ pub struct Session {
     expires_at: i64,
 }
 
+const DB_UNAVAILABLE: &str = "database unavailable, try again";
+
 impl Session {
     /// The session of `identity`'s connection `origin` on `shard`.
     pub fn new(shard: Rc<Shard>, origin: Origin, identity: &Identity) -> Session {
@@ -63,122 +69,244 @@ impl Session {
 
     /// Handles one text frame.
     pub fn handle(&self, text: &str) -> Outcome {
-        let request = match decode(text) {
-            Ok(r) => r,
-            Err(e) => return error(e.to_string()),
+        let (r, request) = decode_with_ref(text);
+        let request = match request {
+            Ok(request) => request,
+            Err(e) => return error(&r, e.to_string()),
         };
         match request {
-            Request::Join { room } => self.join(room),
-            Request::Message { room, content } => self.message(&room, content),
-            Request::Dm { to, content } => self.dm(to, content),
-            Request::RoomHistory { room, limit } => self.room_history(room, limit),
-            Request::DmHistory { with, limit } => self.dm_history(with, limit),
+            Request::Join { room, since } => self.join(room, since, r),
+            Request::Leave { room } => self.leave(room, r),
+            Request::CreateRoom { room } => self.create_room(room, r),
+            Request::Rooms => self.rooms(r),
+            Request::Read { room, up_to } => self.read(room, up_to, r),
+            Request::Message {
+                room,
+                content,
+                client_id,
+            } => self.message(&room, content, client_id, r),
+            Request::Dm {
+                to,
+                content,
+                client_id,
+            } => self.dm(to, content, client_id, r),
+            Request::RoomHistory { room, page } => self.room_history(room, page, r),
+            Request::DmHistory { with, page } => self.dm_history(with, page, r),
+            Request::DmSync { since } => self.dm_sync(since, r),
         }
     }
 
-    fn join(&self, room: String) -> Outcome {
+    fn join(&self, room: String, since: Option<i64>, r: Option<Ref>) -> Outcome {
         let registry = self.shard.registry.borrow();
-        if registry.is_member(self.user, &room) {
-            return Outcome::Reply(encode_join_ack(&room));
+        let member = registry.is_member(self.user, &room);
+        if member && since.is_none() {
+            return Outcome::Reply(encode_join_ack(&room, JoinAck::default(), r.as_ref()));
         }
         let max = self.shard.config.max_rooms_per_user;
-        if registry.room_count(self.user) >= max {
-            return error(format!("too many rooms (at most {max} per user)"));
+        if !member && registry.room_count(self.user) >= max {
+            return error(&r, format!("too many rooms (at most {max} per user)"));
         }
         drop(registry);
         let shard = self.shard.clone();
-        let user = self.user;
-        Outcome::Later(Box::pin(async move {
-            match shard.store.join_room(user, &room).await {
-                Ok(true) => {
-                    let name: Arc<str> = Arc::from(room.as_str());
-                    shard.registry.borrow_mut().join(user, name.clone());
-                    shard.announce_join(user, name);
-                    Some(encode_join_ack(&room))
-                }
-                Ok(false) => Some(encode_error(&format!("room '{room}' does not exist"))),
-                Err(e) => {
-                    warn!(error = %e, "join: database error");
-                    shard.metrics().db_errors.inc();
-                    Some(encode_error("database unavailable, try again"))
+        let (user, conn) = (self.user, self.origin.conn);
+        later(async move {
+            if !member {
+                match shard.store.join_room(user, &room).await {
+                    Ok(true) => shard.joined(user, &room),
+                    Ok(false) => {
+                        return vec![error_frame(&r, format!("room '{room}' does not exist"))]
+                    }
+                    Err(e) => return db_error(&shard, "join", &e, &r),
                 }
             }
-        }))
+            match since {
+                None => vec![encode_join_ack(&room, JoinAck::default(), r.as_ref())],
+                Some(since) => replay_room(&shard, conn, &room, since, r).await,
+            }
+        })
     }
 
-    fn message(&self, room: &str, content: String) -> Outcome {
-        if let Err(e) = self.check_content(&content) {
-            return error(e);
-        }
-        let Some(room) = self.shard.registry.borrow().member_room(self.user, room) else {
-            return error(format!("join room '{room}' before sending to it"));
-        };
-        self.submit(Target::Room(room), content)
-    }
-
-    fn dm(&self, to: UserId, content: String) -> Outcome {
-        if let Err(e) = self.check_content(&content) {
-            return error(e);
-        }
-        if to == self.user || self.shard.user_known(to) {
-            return self.submit(Target::User(to), content);
+    fn leave(&self, room: String, r: Option<Ref>) -> Outcome {
+        if !self.shard.registry.borrow().is_member(self.user, &room) {
+            return error(&r, format!("not a member of room '{room}'"));
         }
         let shard = self.shard.clone();
-        let request = self.persist_request(Target::User(to), content);
-        Outcome::Later(Box::pin(async move {
+        let user = self.user;
+        later(async move {
+            match shard.store.leave_room(user, &room).await {
+                Ok(_) => {
+                    shard.registry.borrow_mut().leave(user, &room);
+                    shard.announce_leave(user, Arc::from(room.as_str()));
+                    vec![encode_leave_ack(&room, r.as_ref())]
+                }
+                Err(e) => db_error(&shard, "leave", &e, &r),
+            }
+        })
+    }
+
+    fn create_room(&self, room: String, r: Option<Ref>) -> Outcome {
+        if self.shard.config.no_client_room_create {
+            return error(&r, "room creation by clients is disabled on this server");
+        }
+        if !valid_new_room_name(&room) {
+            return error(
+                &r,
+                "invalid room name: use 1 to 64 ASCII letters, digits, '-', '_' or '.'",
+            );
+        }
+        let max = self.shard.config.max_rooms_per_user;
+        if self.shard.registry.borrow().room_count(self.user) >= max {
+            return error(&r, format!("too many rooms (at most {max} per user)"));
+        }
+        let shard = self.shard.clone();
+        let user = self.user;
+        later(async move {
+            match shard.store.create_room(user, &room).await {
+                Ok(true) => {
+                    shard.joined(user, &room);
+                    vec![encode_room_created(&room, r.as_ref())]
+                }
+                Ok(false) => vec![error_frame(&r, format!("room '{room}' already exists"))],
+                Err(e) => db_error(&shard, "create_room", &e, &r),
+            }
+        })
+    }
+
+    fn rooms(&self, r: Option<Ref>) -> Outcome {
+        let shard = self.shard.clone();
+        let user = self.user;
+        later(async move {
+            let config = &shard.config;
+            match shard
+                .store
+                .rooms(user, config.unread_max, config.max_rooms_per_user)
+                .await
+            {
+                Ok(rooms) => vec![encode_rooms(&rooms, r.as_ref())],
+                Err(e) => db_error(&shard, "rooms", &e, &r),
+            }
+        })
+    }
+
+    fn read(&self, room: String, up_to: i64, r: Option<Ref>) -> Outcome {
+        if !self.shard.registry.borrow().is_member(self.user, &room) {
+            return error(&r, format!("not a member of room '{room}'"));
+        }
+        let shard = self.shard.clone();
+        let user = self.user;
+        later(async move {
+            match shard.store.mark_read(user, &room, up_to).await {
+                Ok(Some(position)) => vec![encode_read_ack(&room, position, r.as_ref())],
+                Ok(None) => vec![error_frame(&r, format!("not a member of room '{room}'"))],
+                Err(e) => db_error(&shard, "read", &e, &r),
+            }
+        })
+    }
+
+    fn message(
+        &self,
+        room: &str,
+        content: String,
+        client_id: Option<String>,
+        r: Option<Ref>,
+    ) -> Outcome {
+        if let Err(e) = self.check_content(&content) {
+            return error(&r, e);
+        }
+        let Some(room) = self.shard.registry.borrow().member_room(self.user, room) else {
+            return error(&r, format!("join room '{room}' before sending to it"));
+        };
+        self.submit(Target::Room(room), content, client_id, r)
+    }
+
+    fn dm(
+        &self,
+        to: UserId,
+        content: String,
+        client_id: Option<String>,
+        r: Option<Ref>,
+    ) -> Outcome {
+        if let Err(e) = self.check_content(&content) {
+            return error(&r, e);
+        }
+        if to == self.user || self.shard.user_known(to) {
+            return self.submit(Target::User(to), content, client_id, r);
+        }
+        let shard = self.shard.clone();
+        let request = self.persist_request(Target::User(to), content, client_id, r.clone());
+        later(async move {
             match shard.store.user_exists(to).await {
                 Ok(true) => {
                     shard.remember_user(to, None);
-                    submit(&shard, request).err()
+                    submit(&shard, request).err().into_iter().collect()
                 }
-                Ok(false) => Some(encode_error(&format!("user {to} does not exist"))),
-                Err(e) => {
-                    warn!(error = %e, "dm: database error");
-                    shard.metrics().db_errors.inc();
-                    Some(encode_error("database unavailable, try again"))
-                }
+                Ok(false) => vec![error_frame(&r, format!("user {to} does not exist"))],
+                Err(e) => db_error(&shard, "dm", &e, &r),
             }
-        }))
+        })
     }
 
-    fn room_history(&self, room: String, limit: Option<i64>) -> Outcome {
-        let limit = match self.shard.config.history_limit(limit) {
-            Ok(l) => l,
-            Err(e) => return error(e),
+    fn room_history(&self, room: String, page: Page, r: Option<Ref>) -> Outcome {
+        let window = match self.window(page) {
+            Ok(w) => w,
+            Err(e) => return error(&r, e),
         };
         if !self.shard.registry.borrow().is_member(self.user, &room) {
-            return error(format!("join room '{room}' before reading its history"));
+            return error(&r, format!("join room '{room}' before reading its history"));
         }
         let shard = self.shard.clone();
-        Outcome::Later(Box::pin(async move {
-            Some(match shard.store.room_history(&room, limit).await {
-                Ok(messages) => encode_history(HistoryKind::Room, &messages),
-                Err(e) => {
-                    warn!(error = %e, "room_history: database error");
-                    shard.metrics().db_errors.inc();
-                    encode_error("database unavailable, try again")
-                }
-            })
-        }))
+        later(async move {
+            match shard.store.room_history(&room, window).await {
+                Ok(messages) => vec![encode_history(HistoryKind::Room, &messages, r.as_ref())],
+                Err(e) => db_error(&shard, "room_history", &e, &r),
+            }
+        })
     }
 
-    fn dm_history(&self, with: UserId, limit: Option<i64>) -> Outcome {
-        let limit = match self.shard.config.history_limit(limit) {
-            Ok(l) => l,
-            Err(e) => return error(e),
+    fn dm_history(&self, with: UserId, page: Page, r: Option<Ref>) -> Outcome {
+        let window = match self.window(page) {
+            Ok(w) => w,
+            Err(e) => return error(&r, e),
         };
         let shard = self.shard.clone();
         let user = self.user;
-        Outcome::Later(Box::pin(async move {
-            Some(match shard.store.dm_history(user, with, limit).await {
-                Ok(messages) => encode_history(HistoryKind::Dm, &messages),
-                Err(e) => {
-                    warn!(error = %e, "dm_history: database error");
-                    shard.metrics().db_errors.inc();
-                    encode_error("database unavailable, try again")
-                }
-            })
-        }))
+        later(async move {
+            match shard.store.dm_history(user, with, window).await {
+                Ok(messages) => vec![encode_history(HistoryKind::Dm, &messages, r.as_ref())],
+                Err(e) => db_error(&shard, "dm_history", &e, &r),
+            }
+        })
+    }
+
+    fn dm_sync(&self, since: i64, r: Option<Ref>) -> Outcome {
+        let shard = self.shard.clone();
+        let (user, conn) = (self.user, self.origin.conn);
+        later(async move {
+            let max = shard.config.recovery_max;
+            let missed = match shard.store.dm_since(user, since, limit_past(max)).await {
+                Ok(m) => m,
+                Err(e) => return db_error(&shard, "dm_sync", &e, &r),
+            };
+            let recovered = missed.len() <= max;
+            let mut frames = vec![encode_dm_sync_ack(recovered, r.as_ref())];
+            if recovered {
+                let registry = shard.registry.borrow();
+                let missed = match registry.dm_cursor(conn) {
+                    Some(cursor) => cursor.plan_replay(missed, |m| m.id),
+                    None => missed,
+                };
+                frames.extend(missed.iter().map(encode_message));
+            }
+            frames
+        })
+    }
+
+    fn window(&self, page: Page) -> Result<Window, &'static str> {
+        Ok(Window {
+            limit: self.shard.config.history_limit(page.limit)?,
+            before: page.before,
+            after: page.after,
+        })
     }
 
     fn check_content(&self, content: &str) -> Result<(), String> {
@@ -186,7 +314,13 @@ impl Session {
         check_content(content, max)
     }
 
-    fn persist_request(&self, target: Target, content: String) -> PersistRequest {
+    fn persist_request(
+        &self,
+        target: Target,
+        content: String,
+        client_id: Option<String>,
+        reference: Option<Ref>,
+    ) -> PersistRequest {
         PersistRequest {
             target,
             from: self.user,
@@ -194,26 +328,93 @@ impl Session {
             content,
             origin: self.origin,
             enqueued: Instant::now(),
+            reference,
+            client_id: client_id.map(String::into_boxed_str),
         }
     }
 
-    fn submit(&self, target: Target, content: String) -> Outcome {
-        match submit(&self.shard, self.persist_request(target, content)) {
+    fn submit(
+        &self,
+        target: Target,
+        content: String,
+        client_id: Option<String>,
+        r: Option<Ref>,
+    ) -> Outcome {
+        match submit(
+            &self.shard,
+            self.persist_request(target, content, client_id, r),
+        ) {
             Ok(()) => Outcome::Queued,
             Err(frame) => Outcome::Reply(frame),
         }
     }
 }
 
+/// Replays the room's messages newer than `since` that connection `conn`
+/// has not been sent live, after the `join_ack` that says whether it did.
+async fn replay_room(
+    shard: &Shard,
+    conn: u64,
+    room: &str,
+    since: i64,
+    r: Option<Ref>,
+) -> Vec<Frame> {
+    let max = shard.config.recovery_max;
+    let window = Window {
+        limit: limit_past(max),
+        before: None,
+        after: Some(since),
+    };
+    let missed = match shard.store.room_history(room, window).await {
+        Ok(m) => m,
+        Err(e) => return db_error(&shard, "join", &e, &r),
+    };
+    let recovered = missed.len() <= max;
+    let ack = JoinAck {
+        recovered: Some(recovered),
+        online: None,
+    };
+    let mut frames = vec![encode_join_ack(room, ack, r.as_ref())];
+    if recovered {
+        let registry = shard.registry.borrow();
+        let missed: Vec<StoredMessage> = match registry.room_cursor(conn, room) {
+            Some(cursor) => cursor.plan_replay(missed, |m| m.id),
+            None => missed,
+        };
+        frames.extend(missed.iter().map(encode_message));
+    }
+    frames
+}
+
+/// A query limit one past `max`, to tell "at most max" from "more".
+fn limit_past(max: usize) -> i64 {
+    i64::try_from(max).unwrap_or(i64::MAX - 1) + 1
+}
+
 fn submit(shard: &Shard, request: PersistRequest) -> Result<(), Frame> {
+    let reference = request.reference.clone();
     shard
         .writers
         .submit(request)
-        .map_err(|e| encode_error(&e.to_string()))
+        .map_err(|e| encode_error_for(&e.to_string(), reference.as_ref()))
 }
 
-fn error(message: impl AsRef<str>) -> Outcome {
-    Outcome::Reply(encode_error(message.as_ref()))
+fn later(work: impl Future<Output = Vec<Frame>> + 'static) -> Outcome {
+    Outcome::Later(Box::pin(work))
+}
+
+fn error_frame(r: &Option<Ref>, message: impl AsRef<str>) -> Frame {
+    encode_error_for(message.as_ref(), r.as_ref())
+}
+
+fn error(r: &Option<Ref>, message: impl AsRef<str>) -> Outcome {
+    Outcome::Reply(error_frame(r, message))
+}
+
+fn db_error(shard: &Shard, what: &'static str, e: &StoreError, r: &Option<Ref>) -> Vec<Frame> {
+    warn!(error = %e, request = what, "database error");
+    shard.metrics().db_errors.inc();
+    vec![error_frame(r, DB_UNAVAILABLE)]
 }
 
 /// Checks message content: not empty, at most `max` characters, no NUL

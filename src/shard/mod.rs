@@ -486,11 +486,30 @@ impl Shard {
     pub fn apply(&self, event: ShardEvent) {
         let mut registry = self.registry.borrow_mut();
         match event {
-            ShardEvent::Room { room, frame } => registry.deliver_room(&room, &frame),
-            ShardEvent::Users { users, frame } => registry.deliver_users(users, &frame),
+            ShardEvent::Room {
+                room,
+                id,
+                frame,
+                own,
+            } => {
+                let own = own.as_deref().filter(|o| o.origin.shard == self.index);
+                registry.deliver_room(&room, id, &frame, own);
+            }
+            ShardEvent::Users {
+                users,
+                id,
+                frame,
+                own,
+            } => {
+                let own = own.as_deref().filter(|o| o.origin.shard == self.index);
+                registry.deliver_users(users, id, &frame, own);
+            }
             ShardEvent::Conn { conn, frame } => registry.deliver_conn(conn, frame),
             ShardEvent::Joined { user, room } => {
                 registry.join(user, room);
+            }
+            ShardEvent::Left { user, room } => {
+                registry.leave(user, &room);
             }
         }
     }
@@ -538,12 +557,27 @@ impl Shard {
         }
     }
 
+    /// Records here that `user` joined `room` (its local connections follow
+    /// it from now on) and tells the other shards.
+    pub fn joined(&self, user: UserId, room: &str) {
+        let name: Arc<str> = Arc::from(room);
+        self.registry.borrow_mut().join(user, name.clone());
+        self.announce_join(user, name);
+    }
+
     /// Tells the other shards that `user` joined `room`, without waiting on
     /// them: an inbox that is full gets the event from a retrying task.
     pub fn announce_join(&self, user: UserId, room: Arc<str>) {
-        let refused = self
-            .router
-            .broadcast_from(self.index, &ShardEvent::Joined { user, room });
+        self.announce(ShardEvent::Joined { user, room });
+    }
+
+    /// Tells the other shards that `user` left `room` (as [`announce_join`](Self::announce_join)).
+    pub fn announce_leave(&self, user: UserId, room: Arc<str>) {
+        self.announce(ShardEvent::Left { user, room });
+    }
+
+    fn announce(&self, event: ShardEvent) {
+        let refused = self.router.broadcast_from(self.index, &event);
         for (target, event) in refused {
             let router = self.router.clone();
             tokio::task::spawn_local(async move {

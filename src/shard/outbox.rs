@@ -42,6 +42,56 @@ pub struct Outbox {
     bytes: Cell<usize>,
     state: Cell<OutboxState>,
     wake: Notify,
+    /// What this connection was sent of its user's DMs.
+    pub dms: Cursor,
+}
+
+/// What one connection has been sent of one ordered stream (a room's
+/// messages, or its user's DMs), so that a replay (`join` with `since`,
+/// `dm_sync`) and live delivery neither overlap nor leave a gap.
+///
+/// Live messages of a stream reach a connection in increasing id order,
+/// from the moment it subscribed. So "everything this connection got live"
+/// is every id from the first live one on, and a replay must cover exactly
+/// the missed ids below it.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    /// Id of the first live message delivered (0: none yet).
+    first_live: Cell<i64>,
+    /// Live messages up to this id were already replayed: skip them.
+    floor: Cell<i64>,
+}
+
+impl Cursor {
+    /// Called for each live message in id order: false when it was already
+    /// sent by a replay and must be skipped.
+    #[inline]
+    pub fn admit(&self, id: i64) -> bool {
+        if id <= self.floor.get() {
+            return false;
+        }
+        if self.first_live.get() == 0 {
+            self.first_live.set(id);
+        }
+        true
+    }
+
+    /// Of `missed` (stored messages newer than the client's `since`, oldest
+    /// first, read *after* this cursor started tracking), keeps what the
+    /// connection has not been sent live: the ids below the first live one.
+    /// When nothing came live yet, the ids replayed now may still arrive
+    /// live (committed before the read, published after): they are skipped.
+    pub fn plan_replay<T>(&self, mut missed: Vec<T>, id: impl Fn(&T) -> i64) -> Vec<T> {
+        match self.first_live.get() {
+            0 => {
+                if let Some(last) = missed.last() {
+                    self.floor.set(self.floor.get().max(id(last)));
+                }
+            }
+            first => missed.retain(|m| id(m) < first),
+        }
+        missed
+    }
 }
 
 impl Outbox {
@@ -54,6 +104,7 @@ impl Outbox {
             bytes: Cell::new(0),
             state: Cell::new(OutboxState::Open),
             wake: Notify::new(),
+            dms: Cursor::default(),
         }
     }
 
@@ -125,6 +176,34 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_and_live_neither_overlap_nor_leave_a_gap() {
+        // Live first (ids 10, 11), then a replay from since = 3 that read 4..=12.
+        let c = Cursor::default();
+        assert!(c.admit(10) && c.admit(11));
+        let replay = c.plan_replay((4..=12).collect(), |&i| i);
+        assert_eq!(
+            replay,
+            (4..10).collect::<Vec<i64>>(),
+            "only what came before live"
+        );
+        assert!(c.admit(12), "live after the replay keeps flowing");
+
+        // Nothing live yet: the replay covers everything read, and live
+        // copies of what it covered are skipped.
+        let c = Cursor::default();
+        let replay = c.plan_replay(vec![5, 6, 7], |&i| i);
+        assert_eq!(replay, vec![5, 6, 7]);
+        assert!(!c.admit(6) && !c.admit(7), "already replayed");
+        assert!(c.admit(8));
+        let again = c.plan_replay(vec![6, 7, 8, 9], |&i| i);
+        assert_eq!(
+            again,
+            vec![6, 7],
+            "asked again: sent again, up to the first live"
+        );
+    }
 
     const LIMITS: OutboxLimits = OutboxLimits {
         frames: 3,

@@ -6,9 +6,25 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::outbox::{Outbox, OutboxLimits};
+use super::outbox::{Cursor, Outbox, OutboxLimits};
 use crate::protocol::{Frame, UserId};
-use crate::router::ConnId;
+use crate::router::{ConnId, OwnCopy};
+
+/// A local connection subscribed to a room, with what it was sent of it.
+#[derive(Debug)]
+struct Member {
+    conn: Rc<Outbox>,
+    cursor: Cursor,
+}
+
+impl Member {
+    fn new(conn: Rc<Outbox>) -> Member {
+        Member {
+            conn,
+            cursor: Cursor::default(),
+        }
+    }
+}
 
 /// One user with at least one connection on this shard.
 #[derive(Debug, Default)]
@@ -23,7 +39,7 @@ pub struct Registry {
     conns: HashMap<ConnId, Rc<Outbox>>,
     users: HashMap<UserId, LocalUser>,
     /// Room -> local connections of its members.
-    rooms: HashMap<Arc<str>, Vec<Rc<Outbox>>>,
+    rooms: HashMap<Arc<str>, Vec<Member>>,
     limits: OutboxLimits,
     slow_consumers: u64,
 }
@@ -57,7 +73,7 @@ impl Registry {
             self.rooms
                 .entry(room.clone())
                 .or_default()
-                .push(outbox.clone());
+                .push(Member::new(outbox.clone()));
         }
         self.conns.insert(outbox.id, outbox);
     }
@@ -73,7 +89,7 @@ impl Registry {
         user.conns.retain(|c| c.id != id);
         for room in &user.rooms {
             if let Some(members) = self.rooms.get_mut(room) {
-                members.retain(|c| c.id != id);
+                members.retain(|m| m.conn.id != id);
                 if members.is_empty() {
                     self.rooms.remove(room);
                 }
@@ -97,8 +113,40 @@ impl Registry {
         self.rooms
             .entry(room)
             .or_default()
-            .extend(local.conns.iter().cloned());
+            .extend(local.conns.iter().cloned().map(Member::new));
         true
+    }
+
+    /// Removes `user` from `room` and unsubscribes its local connections.
+    /// False when the user had no connection here or did not follow the room.
+    pub fn leave(&mut self, user: UserId, room: &str) -> bool {
+        let Some(local) = self.users.get_mut(&user) else {
+            return false;
+        };
+        if !local.rooms.remove(room) {
+            return false;
+        }
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.retain(|m| m.conn.user != user);
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+        true
+    }
+
+    /// What connection `conn` was sent of `room` (None: it does not follow it).
+    pub fn room_cursor(&self, conn: ConnId, room: &str) -> Option<&Cursor> {
+        self.rooms
+            .get(room)?
+            .iter()
+            .find(|m| m.conn.id == conn)
+            .map(|m| &m.cursor)
+    }
+
+    /// What connection `conn` was sent of its user's DMs.
+    pub fn dm_cursor(&self, conn: ConnId) -> Option<&Cursor> {
+        self.conns.get(&conn).map(|c| &c.dms)
     }
 
     /// True when the (locally connected) user belongs to the room.
@@ -123,23 +171,39 @@ impl Registry {
         self.users.contains_key(&user)
     }
 
-    /// Queues `frame` for every local member connection of `room`.
-    pub fn deliver_room(&mut self, room: &str, frame: &Frame) {
+    /// Queues message `id`'s `frame` for every local member connection of
+    /// `room` (the sending connection gets `own`'s frame instead), skipping
+    /// connections that already got it from a replay.
+    pub fn deliver_room(&mut self, room: &str, id: i64, frame: &Frame, own: Option<&OwnCopy>) {
         let Some(members) = self.rooms.get(room) else {
             return;
         };
         let mut overflowed = 0;
-        for conn in members {
-            if !conn.push(frame.clone(), self.limits) {
+        for m in members {
+            if !m.cursor.admit(id) {
+                continue;
+            }
+            let frame = match own {
+                Some(own) if own.origin.conn == m.conn.id => &own.frame,
+                _ => frame,
+            };
+            if !m.conn.push(frame.clone(), self.limits) {
                 overflowed += 1;
             }
         }
         self.slow_consumers += overflowed;
     }
 
-    /// Queues `frame` for every local connection of each listed user (once
-    /// per connection, also when both users are the same).
-    pub fn deliver_users(&mut self, users: [UserId; 2], frame: &Frame) {
+    /// Queues DM `id`'s `frame` for every local connection of each listed
+    /// user (once per connection, also when both users are the same; the
+    /// sending connection gets `own`'s frame instead).
+    pub fn deliver_users(
+        &mut self,
+        users: [UserId; 2],
+        id: i64,
+        frame: &Frame,
+        own: Option<&OwnCopy>,
+    ) {
         let distinct = if users[0] == users[1] {
             &users[..1]
         } else {
@@ -148,6 +212,13 @@ impl Registry {
         for user in distinct {
             if let Some(local) = self.users.get(user) {
                 for conn in &local.conns {
+                    if !conn.dms.admit(id) {
+                        continue;
+                    }
+                    let frame = match own {
+                        Some(own) if own.origin.conn == conn.id => &own.frame,
+                        _ => frame,
+                    };
                     if !conn.push(frame.clone(), self.limits) {
                         self.slow_consumers += 1;
                     }
@@ -205,12 +276,24 @@ mod tests {
         assert!(r.is_member(10, "general"), "stored membership");
         assert!(r.join(20, "general".into()));
         assert!(!r.join(20, "general".into()), "idempotent");
-        r.deliver_room("general", &Frame::from("m1"));
+        r.deliver_room("general", 1, &Frame::from("m1"), None);
         assert_eq!((a1.len(), a2.len(), b.len(), c.len()), (1, 1, 1, 0));
-        r.deliver_users([30, 10], &Frame::from("dm"));
+        r.deliver_users([30, 10], 2, &Frame::from("dm"), None);
         assert_eq!((a1.len(), a2.len(), b.len(), c.len()), (2, 2, 1, 1));
-        r.deliver_users([30, 30], &Frame::from("self"));
+        r.deliver_users([30, 30], 3, &Frame::from("self"), None);
         assert_eq!(c.len(), 2, "a DM to oneself arrives once per connection");
+        let own = OwnCopy {
+            origin: crate::router::Origin { shard: 0, conn: 3 },
+            frame: Frame::from("mine"),
+        };
+        r.deliver_room("general", 4, &Frame::from("m4"), Some(&own));
+        assert_eq!(b.take().back().unwrap(), &Frame::from("mine"));
+        assert_eq!(a1.take().back().unwrap(), &Frame::from("m4"));
+        assert!(r.leave(20, "general"));
+        assert!(!r.is_member(20, "general"));
+        r.deliver_room("general", 5, &Frame::from("m5"), None);
+        assert!(b.is_empty(), "left: no more room messages");
+        assert_eq!(a2.len(), 4);
     }
 
     #[test]
@@ -221,7 +304,7 @@ mod tests {
         r.unregister(1);
         assert!(!r.has_user(10));
         assert_eq!(r.connection_count(), 0);
-        r.deliver_room("x", &Frame::from("m"));
+        r.deliver_room("x", 1, &Frame::from("m"), None);
         assert!(a.is_empty());
         assert!(
             !r.join(10, "x".into()),

@@ -18,7 +18,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Row};
 
 use crate::auth::Identity;
-use crate::protocol::{StoredMessage, Target, UserId};
+use crate::protocol::{RoomSummary, StoredMessage, Target, UserId};
 
 mod embedded {
     refinery::embed_migrations!("sql");
@@ -70,18 +70,89 @@ const JOIN_ROOM: &str = "WITH r AS (SELECT name FROM rooms WHERE name = $2), \
              ON CONFLICT DO NOTHING) \
      SELECT count(*) FROM r";
 const USER_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)";
-const ROOM_HISTORY: &str =
-    "SELECT m.id, m.from_user, u.username, m.content, m.\"timestamp\", m.room, m.to_user \
-     FROM (SELECT id, from_user, content, \"timestamp\", room, to_user FROM messages \
-           WHERE room = $1 ORDER BY id DESC LIMIT $2) m \
-     JOIN users u ON u.id = m.from_user ORDER BY m.id";
-const DM_HISTORY: &str =
-    "SELECT m.id, m.from_user, u.username, m.content, m.\"timestamp\", m.room, m.to_user \
-     FROM (SELECT id, from_user, content, \"timestamp\", room, to_user FROM messages \
-           WHERE to_user IS NOT NULL \
-             AND LEAST(from_user, to_user) = $1 AND GREATEST(from_user, to_user) = $2 \
-           ORDER BY id DESC LIMIT $3) m \
-     JOIN users u ON u.id = m.from_user ORDER BY m.id";
+const COLUMNS: &str =
+    "m.id, m.from_user, u.username, m.content, m.\"timestamp\", m.room, m.to_user";
+const INNER: &str = "SELECT id, from_user, content, \"timestamp\", room, to_user FROM messages";
+const LEAVE_ROOM: &str = "DELETE FROM room_members WHERE user_id = $1 AND room = $2";
+/// Creates the room and makes its creator a member, in one statement (the
+/// member row's foreign key sees the room inserted by the same statement).
+const CREATE_ROOM: &str = "WITH r AS (INSERT INTO rooms (name) VALUES ($2) \
+                                 ON CONFLICT (name) DO NOTHING RETURNING name), \
+          m AS (INSERT INTO room_members (user_id, room) SELECT $1, name FROM r) \
+     SELECT count(*) FROM r";
+const ROOMS: &str = "SELECT m.room::text, \
+            (SELECT max(x.id) FROM messages x WHERE x.room = m.room), \
+            (SELECT count(*) FROM (SELECT 1 FROM messages y \
+                                   WHERE y.room = m.room AND y.id > m.read_up_to LIMIT $2) c) \
+     FROM room_members m WHERE m.user_id = $1 ORDER BY m.room LIMIT $3";
+const MARK_READ: &str = "UPDATE room_members SET read_up_to = GREATEST(read_up_to, \
+            LEAST($3, COALESCE((SELECT max(id) FROM messages WHERE room = $2), 0))) \
+     WHERE user_id = $1 AND room = $2 RETURNING read_up_to";
+
+/// Which statement serves a history page, and its text.
+fn history_sql(kind: HistoryQuery) -> String {
+    let body = match kind {
+        HistoryQuery::RoomBefore => "WHERE room = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        HistoryQuery::RoomAfter => "WHERE room = $1 AND id > $2 AND id < $3 ORDER BY id LIMIT $4",
+        HistoryQuery::DmBefore => {
+            "WHERE to_user IS NOT NULL AND LEAST(from_user, to_user) = $1 \
+             AND GREATEST(from_user, to_user) = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
+        }
+        HistoryQuery::DmAfter => {
+            "WHERE to_user IS NOT NULL AND LEAST(from_user, to_user) = $1 \
+             AND GREATEST(from_user, to_user) = $2 AND id > $3 AND id < $4 ORDER BY id LIMIT $5"
+        }
+        HistoryQuery::DmSince => {
+            // Both directions through their own index; a DM to oneself is
+            // found by the first branch only.
+            return format!(
+                "SELECT {COLUMNS} FROM ( \
+                   (SELECT id, from_user, content, \"timestamp\", room, to_user FROM messages \
+                    WHERE to_user = $1 AND id > $2 ORDER BY id LIMIT $3) \
+                   UNION ALL \
+                   (SELECT id, from_user, content, \"timestamp\", room, to_user FROM messages \
+                    WHERE from_user = $1 AND to_user IS NOT NULL AND to_user <> $1 AND id > $2 \
+                    ORDER BY id LIMIT $3) \
+                 ) m JOIN users u ON u.id = m.from_user ORDER BY m.id LIMIT $3"
+            );
+        }
+    };
+    format!(
+        "SELECT {COLUMNS} FROM ({INNER} {body}) m JOIN users u ON u.id = m.from_user ORDER BY m.id"
+    )
+}
+
+#[derive(Debug, Clone, Copy)]
+enum HistoryQuery {
+    RoomBefore,
+    RoomAfter,
+    DmBefore,
+    DmAfter,
+    DmSince,
+}
+
+/// A slice of a history, between exclusive id bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Most messages returned.
+    pub limit: i64,
+    /// Only ids below this one (`None`: no upper bound).
+    pub before: Option<i64>,
+    /// Only ids above this one; with it, the *oldest* `limit` such messages
+    /// are returned, without it the newest (`None`: no lower bound).
+    pub after: Option<i64>,
+}
+
+impl Window {
+    /// The newest `limit` messages.
+    pub fn latest(limit: i64) -> Window {
+        Window {
+            limit,
+            before: None,
+            after: None,
+        }
+    }
+}
 
 impl Store {
     /// A pool of at most `size` connections. Connections are opened lazily,
@@ -161,33 +232,140 @@ impl Store {
         Ok(client.query_one(&stmt, &[&user]).await?.get(0))
     }
 
-    /// The latest `limit` messages of a room, oldest first.
+    /// A page of a room's history, oldest first (see [`Window`]).
     pub async fn room_history(
         &self,
         room: &str,
-        limit: i64,
+        window: Window,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(ROOM_HISTORY).await?;
-        let rows = client.query(&stmt, &[&room, &limit]).await?;
+        let before = window.before.unwrap_or(i64::MAX);
+        let rows = match window.after {
+            None => {
+                let stmt = client
+                    .prepare_cached(&history_sql(HistoryQuery::RoomBefore))
+                    .await?;
+                client
+                    .query(&stmt, &[&room, &before, &window.limit])
+                    .await?
+            }
+            Some(after) => {
+                let stmt = client
+                    .prepare_cached(&history_sql(HistoryQuery::RoomAfter))
+                    .await?;
+                client
+                    .query(&stmt, &[&room, &after, &before, &window.limit])
+                    .await?
+            }
+        };
         Ok(rows.iter().map(stored_message).collect())
     }
 
-    /// The latest `limit` messages between two users (both directions), oldest first.
+    /// A page of the messages between two users (both directions), oldest first.
     pub async fn dm_history(
         &self,
         a: UserId,
         b: UserId,
+        window: Window,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let client = self.pool.get().await?;
+        let (low, high) = (a.min(b), a.max(b));
+        let before = window.before.unwrap_or(i64::MAX);
+        let rows = match window.after {
+            None => {
+                let stmt = client
+                    .prepare_cached(&history_sql(HistoryQuery::DmBefore))
+                    .await?;
+                client
+                    .query(&stmt, &[&low, &high, &before, &window.limit])
+                    .await?
+            }
+            Some(after) => {
+                let stmt = client
+                    .prepare_cached(&history_sql(HistoryQuery::DmAfter))
+                    .await?;
+                client
+                    .query(&stmt, &[&low, &high, &after, &before, &window.limit])
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(stored_message).collect())
+    }
+
+    /// The first `limit` DMs sent or received by `user` with ids above
+    /// `since`, oldest first.
+    pub async fn dm_since(
+        &self,
+        user: UserId,
+        since: i64,
         limit: i64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(DM_HISTORY).await?;
-        let rows = client.query(&stmt, &[&a.min(b), &a.max(b), &limit]).await?;
+        let stmt = client
+            .prepare_cached(&history_sql(HistoryQuery::DmSince))
+            .await?;
+        let rows = client.query(&stmt, &[&user, &since, &limit]).await?;
         Ok(rows.iter().map(stored_message).collect())
+    }
+
+    /// Removes the user from the room's members. False when not a member.
+    pub async fn leave_room(&self, user: UserId, room: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(LEAVE_ROOM).await?;
+        Ok(client.execute(&stmt, &[&user, &room]).await? > 0)
+    }
+
+    /// Creates a room with `creator` as its first member. False when a room
+    /// of that name exists.
+    pub async fn create_room(&self, creator: UserId, room: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(CREATE_ROOM).await?;
+        let row = client.query_one(&stmt, &[&creator, &room]).await?;
+        Ok(row.get::<_, i64>(0) > 0)
+    }
+
+    /// The user's rooms (at most `max_rooms`, by name) with their newest
+    /// message id and unread count (counted up to `unread_max`).
+    pub async fn rooms(
+        &self,
+        user: UserId,
+        unread_max: i64,
+        max_rooms: usize,
+    ) -> Result<Vec<RoomSummary>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(ROOMS).await?;
+        let max_rooms = i64::try_from(max_rooms).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&stmt, &[&user, &unread_max, &max_rooms])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| RoomSummary {
+                room: r.get(0),
+                last_id: r.get(1),
+                unread: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Moves the user's read position in `room` forward to `up_to` (capped
+    /// at the room's newest id); returns the stored position, or `None` when
+    /// the user is not a member.
+    pub async fn mark_read(
+        &self,
+        user: UserId,
+        room: &str,
+        up_to: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(MARK_READ).await?;
+        let row = client.query_opt(&stmt, &[&user, &room, &up_to]).await?;
+        Ok(row.map(|r| r.get(0)))
     }
 }
 
-fn stored_message(row: &Row) -> StoredMessage {
+/// A message row in [`COLUMNS`] order.
+pub(crate) fn stored_message(row: &Row) -> StoredMessage {
     let room: Option<String> = row.get(5);
     let to: Option<UserId> = row.get(6);
     StoredMessage {

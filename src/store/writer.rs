@@ -23,8 +23,10 @@ use tracing::{debug, info_span, warn, Instrument};
 use super::is_transient;
 use crate::mesh::{mailbox, Mailbox, MailboxSender, PushError};
 use crate::metrics::{Metrics, WriterMetrics};
-use crate::protocol::{encode_error, encode_message, StoredMessage, Target, UserId};
-use crate::router::{Origin, Router, ShardEvent};
+use crate::protocol::{
+    encode_error_for, encode_message, encode_message_for, Ref, StoredMessage, Target, UserId,
+};
+use crate::router::{Origin, OwnCopy, Router, ShardEvent};
 
 /// A message waiting to be persisted.
 #[derive(Debug)]
@@ -41,6 +43,10 @@ pub struct PersistRequest {
     pub origin: Origin,
     /// When it was queued; the persist timeout counts from here.
     pub enqueued: Instant,
+    /// The request's `ref`, echoed on the sender's own copy.
+    pub reference: Option<Ref>,
+    /// The sender's idempotency key: unique per sender in storage.
+    pub client_id: Option<Box<str>>,
 }
 
 /// Why a message was not queued.
@@ -195,6 +201,7 @@ pub struct BatchInserter {
     client: Client,
     insert: Statement,
     next_ids: Statement,
+    by_client_id: Statement,
 }
 
 impl BatchInserter {
@@ -209,12 +216,16 @@ impl BatchInserter {
                 debug!(error = %e, "writer connection ended");
             }
         });
-        let (insert, next_ids) =
-            tokio::try_join!(client.prepare(INSERT), client.prepare(NEXT_IDS))?;
+        let (insert, next_ids, by_client_id) = tokio::try_join!(
+            client.prepare(INSERT),
+            client.prepare(NEXT_IDS),
+            client.prepare(BY_CLIENT_ID)
+        )?;
         Ok(BatchInserter {
             client,
             insert,
             next_ids,
+            by_client_id,
         })
     }
 
@@ -245,7 +256,8 @@ impl BatchInserter {
 
     /// Inserts `batch` with the given ids and time in one statement (one
     /// transaction). Rows whose id is already stored are skipped, which
-    /// makes a retry after an unknown outcome safe.
+    /// makes a retry after an unknown outcome safe; so are rows whose
+    /// (sender, `client_id`) is already stored. Returns the rows inserted.
     pub async fn insert(
         &self,
         batch: &[PersistRequest],
@@ -256,7 +268,9 @@ impl BatchInserter {
         let mut to: Vec<Option<UserId>> = Vec::with_capacity(batch.len());
         let mut room: Vec<Option<&str>> = Vec::with_capacity(batch.len());
         let mut content = Vec::with_capacity(batch.len());
+        let mut client_id: Vec<Option<&str>> = Vec::with_capacity(batch.len());
         for r in batch {
+            client_id.push(r.client_id.as_deref());
             from.push(r.from);
             match &r.target {
                 Target::Room(name) => {
@@ -271,8 +285,28 @@ impl BatchInserter {
             content.push(r.content.as_str());
         }
         self.client
-            .execute(&self.insert, &[&ids, &from, &to, &room, &content, &at])
+            .execute(
+                &self.insert,
+                &[&ids, &from, &to, &room, &content, &at, &client_id],
+            )
             .await
+    }
+
+    /// The stored messages of these (sender, `client_id`) pairs.
+    pub async fn by_client_id(
+        &self,
+        keys: &[(UserId, &str)],
+    ) -> Result<Vec<(StoredMessage, String)>, tokio_postgres::Error> {
+        let from: Vec<UserId> = keys.iter().map(|k| k.0).collect();
+        let ids: Vec<&str> = keys.iter().map(|k| k.1).collect();
+        let rows = self
+            .client
+            .query(&self.by_client_id, &[&from, &ids])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (super::stored_message(r), r.get::<_, String>(7)))
+            .collect())
     }
 }
 
@@ -289,11 +323,16 @@ struct Writer {
     ids: VecDeque<i64>,
 }
 
-const INSERT: &str = "INSERT INTO messages (id, from_user, to_user, room, content, \"timestamp\") \
-     SELECT u.id, u.from_user, u.to_user, u.room, u.content, $6 \
-     FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[]) \
-          AS u(id, from_user, to_user, room, content) \
-     ON CONFLICT (id) DO NOTHING";
+const INSERT: &str = "INSERT INTO messages \
+          (id, from_user, to_user, room, content, \"timestamp\", client_id) \
+     SELECT u.id, u.from_user, u.to_user, u.room, u.content, $6, u.client_id \
+     FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $7::text[]) \
+          AS u(id, from_user, to_user, room, content, client_id) \
+     ON CONFLICT DO NOTHING";
+const BY_CLIENT_ID: &str = "SELECT m.id, m.from_user, u.username, m.content, m.\"timestamp\", \
+            m.room, m.to_user, m.client_id \
+     FROM messages m JOIN users u ON u.id = m.from_user \
+     WHERE (m.from_user, m.client_id) IN (SELECT * FROM UNNEST($1::int8[], $2::text[]))";
 const NEXT_IDS: &str = "SELECT nextval('messages_id_seq')::int8 FROM generate_series(1, $1::int8)";
 
 /// An attempt with no answer for this long drops its connection.
@@ -399,17 +438,19 @@ impl Writer {
             .instrument(span.clone())
             .await;
             let err = match attempt {
-                Ok(Ok(())) => {
+                Ok(Ok(fates)) => {
                     self.set_healthy(true);
                     let m = self.metrics();
-                    m.persisted.add(batch.len() as u64);
+                    // Retried client_ids and lost rows were not stored now.
+                    let skipped = fates.iter().filter(|f| !matches!(f, Fate::Stored)).count();
+                    m.persisted.add((batch.len() - skipped) as u64);
                     m.batch_size.observe(batch.len() as f64);
                     m.commit_seconds.observe_duration(started.elapsed());
                     let _e = span.enter();
                     debug!(elapsed = ?started.elapsed(), "batch committed");
                     drop(_e);
                     let Assigned { ids, at } = assigned.take().expect("assigned before commit");
-                    self.publish(batch.drain(..).zip(ids), at).await;
+                    self.publish(batch.drain(..).zip(ids), fates, at).await;
                     break;
                 }
                 Ok(Err(e)) => {
@@ -449,14 +490,32 @@ impl Writer {
         self.router.flush();
     }
 
-    /// Encodes each committed message once and hands it to the router.
+    /// Encodes each committed message once and hands it to the router; a
+    /// retried `client_id` gets its original back, to its sender only.
     async fn publish(
         &self,
         committed: impl Iterator<Item = (PersistRequest, i64)>,
+        fates: Vec<Fate>,
         at: DateTime<Utc>,
     ) {
         let metrics = self.metrics();
+        let mut fates = fates.into_iter();
         for (req, id) in committed {
+            match fates.next().unwrap_or(Fate::Stored) {
+                Fate::Stored => {}
+                Fate::Duplicate(original) => {
+                    let frame = encode_message_for(&original, req.reference.as_ref());
+                    let Origin { shard, conn } = req.origin;
+                    self.router
+                        .send_to(shard, ShardEvent::Conn { conn, frame })
+                        .await;
+                    continue;
+                }
+                Fate::Lost => {
+                    self.refuse(vec![req]).await;
+                    continue;
+                }
+            }
             let enqueued = req.enqueued;
             let stored = StoredMessage {
                 id,
@@ -467,11 +526,24 @@ impl Writer {
                 target: req.target,
             };
             let frame = encode_message(&stored);
+            let own = req.reference.map(|r| {
+                Arc::new(OwnCopy {
+                    origin: req.origin,
+                    frame: encode_message_for(&stored, Some(&r)),
+                })
+            });
             let event = match stored.target {
-                Target::Room(room) => ShardEvent::Room { room, frame },
+                Target::Room(room) => ShardEvent::Room {
+                    room,
+                    id,
+                    frame,
+                    own,
+                },
                 Target::User(to) => ShardEvent::Users {
                     users: [stored.from_user, to],
+                    id,
                     frame,
+                    own,
                 },
             };
             self.router.publish(event).await;
@@ -483,15 +555,18 @@ impl Writer {
 
     /// Tells each sender its message was not stored (it is delivered to no one).
     async fn refuse(&self, requests: Vec<PersistRequest>) {
-        let frame = encode_error("message not stored: database unavailable");
+        const NOT_STORED: &str = "message not stored: database unavailable";
+        let shared = encode_error_for(NOT_STORED, None);
         self.metrics().not_stored.add(requests.len() as u64);
         for req in requests {
             let Origin { shard, conn } = req.origin;
-            let event = ShardEvent::Conn {
-                conn,
-                frame: frame.clone(),
+            let frame = match &req.reference {
+                None => shared.clone(),
+                Some(r) => encode_error_for(NOT_STORED, Some(r)),
             };
-            self.router.send_to(shard, event).await;
+            self.router
+                .send_to(shard, ShardEvent::Conn { conn, frame })
+                .await;
         }
     }
 
@@ -524,11 +599,13 @@ impl Writer {
         self.healthy[self.index].store(healthy, Ordering::Release);
     }
 
+    /// Inserts the batch (assigning ids and time on the first attempt) and
+    /// tells, for each row, whether it is stored under its own id.
     async fn try_commit(
         &mut self,
         batch: &[PersistRequest],
         assigned: &mut Option<Assigned>,
-    ) -> Result<(), tokio_postgres::Error> {
+    ) -> Result<Vec<Fate>, tokio_postgres::Error> {
         self.connect().await?;
         let db = self.db.as_ref().expect("connected");
         if assigned.is_none() {
@@ -544,9 +621,56 @@ impl Writer {
             *assigned = Some(Assigned { ids, at });
         }
         let Assigned { ids, at } = assigned.as_ref().expect("just assigned");
-        db.insert(batch, ids, *at).await?;
-        Ok(())
+        let inserted = db.insert(batch, ids, *at).await?;
+        if inserted as usize == batch.len() || batch.iter().all(|r| r.client_id.is_none()) {
+            // Every row is new, or was stored by an earlier attempt of this
+            // very batch (only an id conflict can skip a row without a client_id).
+            return Ok(Vec::new());
+        }
+        let keys: Vec<(UserId, &str)> = batch
+            .iter()
+            .filter_map(|r| r.client_id.as_deref().map(|c| (r.from, c)))
+            .collect();
+        let found = db.by_client_id(&keys).await?;
+        Ok(fates(batch, ids, found))
     }
+}
+
+/// What became of one row of a committed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fate {
+    /// Stored under the id it was given: deliver it.
+    Stored,
+    /// Its (sender, `client_id`) was already stored as this message: answer
+    /// the sender with it and deliver nothing.
+    Duplicate(StoredMessage),
+    /// Neither inserted nor found (cannot happen while the unique index
+    /// exists): tell the sender it was not stored.
+    Lost,
+}
+
+/// Matches a batch whose insert skipped rows with what the database holds
+/// for its `client_id`s: a row found under its own id was stored (now or by
+/// an earlier attempt), one found under another id is a retry.
+fn fates(batch: &[PersistRequest], ids: &[i64], found: Vec<(StoredMessage, String)>) -> Vec<Fate> {
+    let stored: std::collections::HashMap<(UserId, String), StoredMessage> = found
+        .into_iter()
+        .map(|(m, client_id)| ((m.from_user, client_id), m))
+        .collect();
+    batch
+        .iter()
+        .zip(ids)
+        .map(|(r, &id)| match &r.client_id {
+            None => Fate::Stored,
+            // Two sends with one client_id in one batch both find the row
+            // the first one stored: the second is its duplicate.
+            Some(c) => match stored.get(&(r.from, c.to_string())) {
+                Some(m) if m.id == id => Fate::Stored,
+                Some(m) => Fate::Duplicate(m.clone()),
+                None => Fate::Lost,
+            },
+        })
+        .collect()
 }
 
 /// Removes the requests whose deadline passed (and their ids, if assigned).
@@ -589,7 +713,46 @@ mod tests {
             content: "c".into(),
             origin: Origin { shard: 0, conn: 0 },
             enqueued,
+            reference: None,
+            client_id: None,
         }
+    }
+
+    #[test]
+    fn skipped_rows_are_told_apart_by_client_id() {
+        let t0 = Instant::now();
+        let with_key = |key: &str| PersistRequest {
+            client_id: Some(key.into()),
+            ..request(t0)
+        };
+        let batch = vec![
+            request(t0),
+            with_key("a"),
+            with_key("b"),
+            with_key("a"),
+            with_key("c"),
+        ];
+        let ids = [10, 11, 12, 13, 14];
+        let msg = |id: i64| StoredMessage {
+            id,
+            from_user: 2,
+            username: Arc::from("u"),
+            content: "c".into(),
+            timestamp: DateTime::<Utc>::UNIX_EPOCH,
+            target: Target::User(1),
+        };
+        // "a" was stored as 11 by this batch, "b" long ago as 5; "c" is missing.
+        let found = vec![(msg(11), "a".to_string()), (msg(5), "b".to_string())];
+        let f = fates(&batch, &ids, found);
+        assert_eq!(f[0], Fate::Stored);
+        assert_eq!(f[1], Fate::Stored);
+        assert_eq!(f[2], Fate::Duplicate(msg(5)));
+        assert!(
+            matches!(&f[3], Fate::Duplicate(m) if m.id == 11),
+            "{:?}",
+            f[3]
+        );
+        assert_eq!(f[4], Fate::Lost);
     }
 
     #[test]

@@ -9,4 +9,6 @@ mod errors;
 mod history;
 mod limits;
 mod load;
+mod recovery;
+mod rooms;
 mod web;
