@@ -21,6 +21,21 @@ if (!base) {
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const shots = process.env.SCREENSHOT_DIR || path.resolve('../../target/browser');
 const STEP_MS = 15_000;
+// main.rs fills #general with this many messages before the pages open.
+const HISTORY_MESSAGES = Number(process.env.HISTORY_MESSAGES || 80);
+// The page's history page size (web/app.js HISTORY_PAGE).
+const HISTORY_PAGE = 50;
+
+async function waitForCount(locator, n, what) {
+  const deadline = Date.now() + STEP_MS;
+  let seen = -1;
+  while (Date.now() < deadline) {
+    seen = await locator.count();
+    if (seen === n) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what}: expected ${n} messages, saw ${seen}`);
+}
 
 const lines = readline.createInterface({ input: process.stdin });
 const waiting = [];
@@ -57,6 +72,7 @@ const log = (msg) => console.error(`chat.mjs: ${msg}`);
 async function signIn(page, username, userId) {
   await page.goto(base);
   await page.locator('#dev-form').waitFor({ state: 'visible', timeout: STEP_MS });
+  if (userId === 1) await page.screenshot({ path: path.join(shots, 'login.png') });
   await page.fill('#dev-username', username);
   await page.fill('#dev-userid', String(userId));
   await page.click('#dev-generate');
@@ -121,6 +137,24 @@ async function main() {
     log('both join #general');
     await joinRoom(alice, 'general');
     await joinRoom(bob, 'general');
+
+    log('alice scrolls up through the history of #general');
+    const history = alice.locator('#message-list li.msg[data-id]', { hasText: 'history ' });
+    await waitForCount(history, HISTORY_PAGE, 'alice: the latest page of history');
+    await alice.locator('#messages').evaluate((el) => { el.scrollTop = 0; });
+    await waitForCount(history, HISTORY_MESSAGES, 'alice: every older message after scrolling up');
+    await alice.locator('#older', { hasText: 'Beginning of the conversation' }).waitFor({ timeout: STEP_MS });
+
+    log('alice creates #project-x from the page; bob joins it and reads its history');
+    await alice.fill('#room-input', 'project-x');
+    await alice.click('#create-room');
+    await alice.locator('#conv-title', { hasText: '# project-x' }).waitFor({ timeout: STEP_MS });
+    await say(alice, 'first post in project-x');
+    await seesOnce(alice, 'first post in project-x', 'alice');
+    await joinRoom(bob, 'project-x');
+    await seesOnce(bob, 'first post in project-x', 'bob');
+    await alice.click('#room-list button:has-text("general")');
+    await bob.click('#room-list button:has-text("general")');
 
     log('alice says hello, bob sees it');
     await say(alice, 'Hello from alice');

@@ -1,6 +1,7 @@
 //! Browser test: the embedded page in headless Chromium (Debian's
 //! `chromium`), driven by `tests/browser/chat.mjs` (playwright-core). Two
-//! users sign in with dev tokens, chat in a room, exchange a DM, and keep
+//! users sign in with dev tokens, scroll up through a room's history, create
+//! and join a room, chat, exchange a DM, and keep
 //! chatting across a server restart without losing or duplicating a
 //! message. `scripts/test.sh` installs Chromium and the npm packages.
 
@@ -13,8 +14,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use helpers::TestServer;
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
+
+/// Messages in `general` before the pages open (more than one history page).
+const HISTORY_MESSAGES: usize = 80;
 
 /// The whole browser scenario must finish within this.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(180);
@@ -53,6 +58,20 @@ async fn two_users_chat_in_the_browser_across_a_restart() {
     let dir = script_dir();
     let mut server = TestServer::start_with(|c| c.dev = true).await;
     server.create_room("general").await;
+    // History for the page to scroll through: more than one page (50).
+    let mut carol = server.connect(3, "carol").await;
+    carol.join("general").await;
+    for i in 0..HISTORY_MESSAGES {
+        carol
+            .send(
+                json!({"type": "message", "room": "general", "content": format!("history {i:02}")}),
+            )
+            .await;
+    }
+    for _ in 0..HISTORY_MESSAGES {
+        carol.recv_type("message").await;
+    }
+    carol.close().await;
     let url = format!("http://{}/", server.addr());
 
     let mut child = Command::new("node")
@@ -61,6 +80,7 @@ async fn two_users_chat_in_the_browser_across_a_restart() {
         .current_dir(&dir)
         .env("CHROMIUM", &chromium)
         .env("SCREENSHOT_DIR", screenshot_dir())
+        .env("HISTORY_MESSAGES", HISTORY_MESSAGES.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
