@@ -367,7 +367,7 @@ async fn replay_room(
     };
     let missed = match shard.store.room_history(room, window).await {
         Ok(m) => m,
-        Err(e) => return db_error(&shard, "join", &e, &r),
+        Err(e) => return db_error(shard, "join", &e, &r),
     };
     let recovered = missed.len() <= max;
     let ack = JoinAck {
