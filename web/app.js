@@ -18,6 +18,9 @@
   const TYPING_EVERY_MS = 3000;
   const TYPING_SHOWN_MS = 4000;
   const STORAGE_KEY = 'chat.session';
+  // A development token is renewed this long before it expires (and handed
+  // to the open connection with `refresh` where the server supports it).
+  const RENEW_BEFORE_MS = 120000;
 
   const $ = (id) => document.getElementById(id);
 
@@ -38,7 +41,8 @@
     nextRef: 1,
     lastDmId: 0,
     names: new Map(), // user id -> username
-    features: { rooms: true, dmSync: true, createRoom: true, read: true, typing: true, leave: true },
+    features: { rooms: true, dmSync: true, createRoom: true, read: true, typing: true, leave: true, refresh: true },
+    renewTimer: null,
     lastTyping: 0,
     typers: new Map(), // user id -> {username, until, room}
   };
@@ -156,7 +160,30 @@
     S.token = token.trim();
     S.dev = !!dev;
     S.me = { id, username: String(claims.username), exp: claims.exp };
+    scheduleRenewal();
     return true;
+  }
+
+  function scheduleRenewal() {
+    clearTimeout(S.renewTimer);
+    if (!S.dev || !S.me || typeof S.me.exp !== 'number') return;
+    const wait = Math.max(5000, S.me.exp * 1000 - Date.now() - RENEW_BEFORE_MS);
+    S.renewTimer = setTimeout(renewDevToken, wait);
+  }
+
+  /** Gets a fresh development token; the open connection switches to it
+   * with `refresh`, or the next connection uses it. */
+  async function renewDevToken() {
+    if (!S.dev || !S.me) return;
+    try {
+      const token = await fetchDevToken(S.me.id, S.me.username);
+      if (!useToken(token, true)) return;
+      save();
+      if (S.features.refresh) send({ type: 'refresh', token }, { kind: 'refresh' });
+    } catch (e) {
+      showError('Could not renew the development token: ' + e.message);
+      scheduleRenewal();
+    }
   }
 
   async function fetchDevToken(userId, username) {
@@ -470,6 +497,11 @@
         case 'typing':
           S.features.typing = false;
           return;
+        case 'refresh':
+          // The connection keeps its old token until it expires (4001);
+          // the reconnect that follows uses the renewed one.
+          S.features.refresh = false;
+          return;
         case 'create_room':
           S.features.createRoom = false;
           showError('This server cannot create rooms from the page yet: ask an operator (chat_server room create NAME).');
@@ -550,6 +582,7 @@
     S.open = false;
     if (ws) ws.close(1000, 'signed out');
     clearTimeout(S.timer);
+    clearTimeout(S.renewTimer);
     S.token = null;
     S.me = null;
     S.rooms.clear();
