@@ -80,6 +80,16 @@ async function signIn(page, username, userId) {
   await page.locator('#me-name', { hasText: username }).waitFor({ timeout: STEP_MS });
 }
 
+/** Signs in by pasting a token (the flow without --dev). */
+async function pasteToken(page, token, username) {
+  await page.goto(base);
+  await page.locator('#token-form').waitFor({ state: 'visible', timeout: STEP_MS });
+  await page.fill('#token-input', token);
+  await page.click('#token-form button[type=submit]');
+  await connected(page);
+  await page.locator('#me-name', { hasText: username }).waitFor({ timeout: STEP_MS });
+}
+
 const connected = (page) => page.locator('#status.online').waitFor({ timeout: STEP_MS });
 
 async function joinRoom(page, room) {
@@ -130,9 +140,10 @@ async function main() {
     watch(bob, 'bob');
     pages = [['alice', alice], ['bob', bob]];
 
-    log('signing in with dev tokens');
+    log('alice generates a dev token; bob pastes a token');
     await signIn(alice, 'alice', 1);
-    await signIn(bob, 'bob', 2);
+    if (!process.env.BOB_TOKEN) throw new Error('BOB_TOKEN is not set');
+    await pasteToken(bob, process.env.BOB_TOKEN, 'bob');
 
     log('both join #general');
     await joinRoom(alice, 'general');

@@ -1,6 +1,6 @@
 //! Browser test: the embedded page in headless Chromium (Debian's
 //! `chromium`), driven by `tests/browser/chat.mjs` (playwright-core). Two
-//! users sign in with dev tokens, scroll up through a room's history, create
+//! users sign in (one with a dev token, one by pasting a token), scroll up through a room's history, create
 //! and join a room, chat, exchange a DM, and keep
 //! chatting across a server restart without losing or duplicating a
 //! message. `scripts/test.sh` installs Chromium and the npm packages.
@@ -81,6 +81,7 @@ async fn two_users_chat_in_the_browser_across_a_restart() {
         .env("CHROMIUM", &chromium)
         .env("SCREENSHOT_DIR", screenshot_dir())
         .env("HISTORY_MESSAGES", HISTORY_MESSAGES.to_string())
+        .env("BOB_TOKEN", server.token(2, "bob"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
