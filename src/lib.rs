@@ -22,6 +22,8 @@
 //!   shard's inbox; each shard writes it to its local recipients.
 //! - [`store`]: the only module that touches PostgreSQL (pools, queries,
 //!   migrations from `sql/`).
+//! - [`presence`]: who is online across shards (counted at connection open
+//!   and close, never per message) and the typing throttle.
 //! - [`config`]: every setting, as flags and environment variables.
 //!
 //! See `docs/ARCHITECTURE.md` for the life of one message and the invariants.
@@ -31,6 +33,7 @@ pub mod config;
 pub mod connection;
 pub mod handshake;
 pub mod mesh;
+pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
 pub mod router;

@@ -77,6 +77,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
     let (inbox_senders, inboxes): (Vec<_>, Vec<_>) =
         (0..shards).map(|_| mailbox(config.shard_queue)).unzip();
     let router = Router::new(inbox_senders);
+    let presence = Arc::new(crate::presence::Presence::new());
     let (writer_handles, writer_pool) = writer::spawn(
         writers,
         WriterSettings {
@@ -119,6 +120,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
                 router: router.clone(),
                 writers: writer_handles.clone(),
                 phase: phase_rx.clone(),
+                presence: presence.clone(),
             },
             ready_tx.clone(),
         )?);

@@ -26,7 +26,8 @@ use crate::config::Config;
 use crate::connection;
 use crate::handshake::{read_upgrade, refuse, switching_protocols, HandshakeError, Probe};
 use crate::mesh::Mailbox;
-use crate::protocol::UserId;
+use crate::presence::Presence;
+use crate::protocol::{encode_presence, Frame, UserId};
 use crate::router::{ConnId, Origin, Router, ShardEvent};
 use crate::session::Session;
 use crate::store::writer::Writers;
@@ -64,6 +65,8 @@ pub struct Shard {
     pub router: Router,
     /// Local connections, users and room subscriptions.
     pub registry: RefCell<Registry>,
+    /// Who is online on any shard; typing throttle.
+    pub presence: Arc<Presence>,
     /// Users known to exist, with the username last upserted from a token
     /// (`None`: known only to exist). Bounded by [`USER_CACHE_MAX`].
     known_users: RefCell<HashMap<UserId, Option<Box<str>>>>,
@@ -98,6 +101,8 @@ pub struct ShardParts {
     pub writers: Writers,
     /// Server phase.
     pub phase: watch::Receiver<Phase>,
+    /// Who is online, shared by all shards.
+    pub presence: Arc<Presence>,
 }
 
 /// Starts the shard thread; `ready` receives `Ok` once it accepts.
@@ -138,6 +143,7 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
         router,
         writers,
         mut phase,
+        presence,
     } = parts;
     let setup = (|| {
         let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
@@ -172,6 +178,7 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
         writers,
         router,
         registry: RefCell::new(Registry::new(limits)),
+        presence,
         known_users: RefCell::new(HashMap::new()),
         next_conn: Cell::new(0),
         draining: Cell::new(false),
@@ -357,6 +364,10 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
         .registry
         .borrow_mut()
         .register(outbox.clone(), rooms.into_iter().map(Arc::from));
+    let username: Arc<str> = Arc::from(identity.username.as_str());
+    if shard.presence.connected(identity.user_id) {
+        shard.announce_presence(identity.user_id, username.clone(), true);
+    }
     let span = debug_span!("conn", shard = shard.index, id, user = identity.user_id);
     let response = switching_protocols(&request.key, shard.index);
     if tokio::io::AsyncWriteExt::write_all(&mut stream, response.as_bytes())
@@ -379,6 +390,9 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
             .await;
     }
     shard.registry.borrow_mut().unregister(id);
+    if shard.presence.disconnected(identity.user_id) {
+        shard.announce_presence(identity.user_id, username, false);
+    }
 }
 
 impl Shard {
@@ -441,6 +455,11 @@ impl Shard {
             ShardEvent::Left { user, room } => {
                 registry.leave(user, &room);
             }
+            ShardEvent::Notice {
+                room,
+                except,
+                frame,
+            } => registry.deliver_notice(&room, except, &frame),
         }
     }
 
@@ -504,6 +523,47 @@ impl Shard {
     /// Tells the other shards that `user` left `room` (as [`announce_join`](Self::announce_join)).
     pub fn announce_leave(&self, user: UserId, room: Arc<str>) {
         self.announce(ShardEvent::Left { user, room });
+    }
+
+    /// Delivers an ephemeral room notice (presence, typing) here and on
+    /// every other shard, without waiting.
+    pub fn notify_room(&self, room: Arc<str>, except: UserId, frame: Frame) {
+        let event = ShardEvent::Notice {
+            room,
+            except,
+            frame,
+        };
+        self.announce(event.clone());
+        self.apply(event);
+    }
+
+    /// Tells the members of `user`'s rooms (up to `--presence-max-members`
+    /// members) that the user came online or went offline. Runs in the
+    /// background; dropped if the user's state changed again meanwhile
+    /// (that change sends its own).
+    pub fn announce_presence(self: &Rc<Self>, user: UserId, username: Arc<str>, online: bool) {
+        let shard = self.clone();
+        tokio::task::spawn_local(async move {
+            let config = &shard.config;
+            let rooms = match shard
+                .store
+                .presence_rooms(user, config.presence_max_members, config.max_rooms_per_user)
+                .await
+            {
+                Ok(rooms) => rooms,
+                Err(e) => {
+                    warn!(error = %e, user, "presence: database error");
+                    return;
+                }
+            };
+            if shard.presence.is_online(user) != online {
+                return;
+            }
+            for room in rooms {
+                let frame = encode_presence(&room, user, &username, online);
+                shard.notify_room(Arc::from(room), user, frame);
+            }
+        });
     }
 
     fn announce(&self, event: ShardEvent) {

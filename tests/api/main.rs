@@ -9,5 +9,6 @@ mod errors;
 mod history;
 mod limits;
 mod load;
+mod presence;
 mod recovery;
 mod rooms;
