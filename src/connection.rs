@@ -128,9 +128,19 @@ pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Se
                         Message::Text(text) => match session.handle(text.as_str()) {
                             Outcome::Reply(frame) => {
                                 outbox.push(frame, limits);
+                                if let Some(exp) = session.take_refreshed() {
+                                    clock.refresh(exp, Instant::now());
+                                    ticker.as_mut().reset(clock.next_deadline());
+                                }
                             }
                             Outcome::Queued => {}
                             Outcome::Later(deferred) => pending = Some(deferred),
+                            Outcome::CloseUnauthorized(frame) => {
+                                outbox.push(frame, limits);
+                                let _ = write_queued(&mut ws, &outbox, write_timeout, &shard).await;
+                                close(&mut ws, CloseCode::from(TOKEN_EXPIRED), "token user mismatch").await;
+                                break "refresh with another user's token";
+                            }
                         },
                         _ => {
                             outbox.push(encode_error("binary frames are not supported; send JSON text frames"), limits);
@@ -184,6 +194,7 @@ enum Tick {
 /// Pings, idle detection and token expiry of one connection, on one timer.
 #[derive(Debug)]
 struct Heartbeat {
+    leeway_secs: i64,
     ping_interval: Duration,
     idle_timeout: Duration,
     expires: Instant,
@@ -193,14 +204,20 @@ struct Heartbeat {
 
 impl Heartbeat {
     fn new(config: &crate::config::Config, exp_unix: i64, now: Instant) -> Heartbeat {
-        let left = exp_unix + config.jwt_leeway_secs as i64 - chrono::Utc::now().timestamp();
+        let leeway_secs = config.jwt_leeway_secs as i64;
         Heartbeat {
+            leeway_secs,
+            expires: expiry_instant(exp_unix, leeway_secs, now),
             ping_interval: config.ping_interval(),
             idle_timeout: config.idle_timeout(),
-            expires: now + Duration::from_secs(left.max(0) as u64),
             last_heard: now,
             next_ping: now + config.ping_interval(),
         }
+    }
+
+    /// A `refresh` replaced the token: the connection now ends at `exp_unix`.
+    fn refresh(&mut self, exp_unix: i64, now: Instant) {
+        self.expires = expiry_instant(exp_unix, self.leeway_secs, now);
     }
 
     fn heard_from_client(&mut self, now: Instant) {
@@ -225,6 +242,12 @@ impl Heartbeat {
             Tick::Wait
         }
     }
+}
+
+/// The instant a token expiring at `exp_unix` (plus leeway) runs out.
+fn expiry_instant(exp_unix: i64, leeway_secs: i64, now: Instant) -> Instant {
+    let left = exp_unix + leeway_secs - chrono::Utc::now().timestamp();
+    now + Duration::from_secs(left.max(0) as u64)
 }
 
 /// Why writing to the socket stopped.
@@ -349,5 +372,18 @@ mod tests {
         assert_eq!(h.tick(now + Duration::from_secs(5)), Tick::Expired);
         let past = Heartbeat::new(&config(), exp - 100, now);
         assert_eq!(past.next_deadline(), now);
+    }
+
+    #[test]
+    fn refresh_moves_the_expiry() {
+        let now = Instant::now();
+        let exp = chrono::Utc::now().timestamp() + 4;
+        let mut h = Heartbeat::new(&config(), exp, now);
+        h.refresh(exp + 3600, now);
+        assert_eq!(h.tick(now + Duration::from_secs(5)), Tick::Wait);
+        assert!(
+            h.next_deadline() <= now + Duration::from_secs(10),
+            "pings go on"
+        );
     }
 }

@@ -22,6 +22,8 @@
 //!   shard's inbox; each shard writes it to its local recipients.
 //! - [`store`]: the only module that touches PostgreSQL (pools, queries,
 //!   migrations from `sql/`).
+//! - [`presence`]: who is online across shards (counted at connection open
+//!   and close, never per message) and the typing throttle.
 //! - [`config`]: every setting, as flags and environment variables.
 //! - [`web`]: the plain-HTTP side of the port: the embedded chat page,
 //!   `/metrics` ([`metrics`]) and the `--dev` token endpoint.
@@ -34,6 +36,7 @@ pub mod connection;
 pub mod handshake;
 pub mod mesh;
 pub mod metrics;
+pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
 pub mod router;

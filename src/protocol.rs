@@ -83,6 +83,10 @@ pub enum Request {
     DmHistory { with: UserId, page: Page },
     /// Replay the caller's DMs newer than `since`: `{"type":"dm_sync","since":120}`.
     DmSync { since: i64 },
+    /// Tell the room's other members the caller is typing: `{"type":"typing","room":"..."}`.
+    Typing { room: String },
+    /// Replace the connection's token (same user): `{"type":"refresh","token":"..."}`.
+    Refresh { token: String },
 }
 
 /// Why a text frame could not be turned into a [`Request`]; the `Display`
@@ -136,6 +140,8 @@ struct RawRequest<'a> {
     before: Option<i64>,
     after: Option<i64>,
     up_to: Option<i64>,
+    #[serde(borrow)]
+    token: Option<Cow<'a, str>>,
 }
 
 /// Decodes one text frame into a request.
@@ -237,6 +243,15 @@ fn request(raw: RawRequest<'_>) -> Result<Request, DecodeError> {
         }),
         "dm_sync" => Ok(Request::DmSync {
             since: id(raw.since, "since")?.ok_or(DecodeError::MissingField("since"))?,
+        }),
+        "typing" => Ok(Request::Typing {
+            room: room(raw.room)?,
+        }),
+        "refresh" => Ok(Request::Refresh {
+            token: raw
+                .token
+                .map(Cow::into_owned)
+                .ok_or(DecodeError::MissingField("token"))?,
         }),
         other => Err(DecodeError::UnknownType(truncate(other, 64).to_owned())),
     }
@@ -506,6 +521,57 @@ pub fn encode_dm_sync_ack(recovered: bool, reference: Option<&Ref>) -> Frame {
     to_frame("dm_sync_ack", reference, Data { recovered })
 }
 
+/// Encodes `{"type":"presence","data":{"room","user","username","status"}}`.
+pub fn encode_presence(room: &str, user: UserId, username: &str, online: bool) -> Frame {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        room: &'a str,
+        user: UserId,
+        username: &'a str,
+        status: &'a str,
+    }
+    let status = if online { "online" } else { "offline" };
+    to_frame(
+        "presence",
+        None,
+        Data {
+            room,
+            user,
+            username,
+            status,
+        },
+    )
+}
+
+/// Encodes `{"type":"typing","data":{"room","fromUser","username"}}`.
+pub fn encode_typing(room: &str, from_user: UserId, username: &str) -> Frame {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Data<'a> {
+        room: &'a str,
+        from_user: UserId,
+        username: &'a str,
+    }
+    to_frame(
+        "typing",
+        None,
+        Data {
+            room,
+            from_user,
+            username,
+        },
+    )
+}
+
+/// Encodes `{"type":"refresh_ack","data":{"exp":..}}` (the new expiry, Unix seconds).
+pub fn encode_refresh_ack(exp: i64, reference: Option<&Ref>) -> Frame {
+    #[derive(Serialize)]
+    struct Data {
+        exp: i64,
+    }
+    to_frame("refresh_ack", reference, Data { exp })
+}
+
 /// Encodes `{"type":"error","data":{"message":..}}`.
 pub fn encode_error(message: &str) -> Frame {
     encode_error_for(message, None)
@@ -768,6 +834,18 @@ mod tests {
             encode_dm_sync_ack(false, None).as_str(),
             r#"{"type":"dm_sync_ack","data":{"recovered":false}}"#
         );
+        assert_eq!(
+            encode_presence("r", 3, "bo", false).as_str(),
+            r#"{"type":"presence","data":{"room":"r","user":3,"username":"bo","status":"offline"}}"#
+        );
+        assert_eq!(
+            encode_typing("r", 3, "bo").as_str(),
+            r#"{"type":"typing","data":{"room":"r","fromUser":3,"username":"bo"}}"#
+        );
+        assert_eq!(
+            encode_refresh_ack(99, Some(&Ref::Int(2))).as_str(),
+            r#"{"type":"refresh_ack","ref":2,"data":{"exp":99}}"#
+        );
         let own = encode_message_for(&sample(Target::User(9)), Some(&Ref::Int(1)));
         assert!(
             own.as_str()
@@ -836,6 +914,8 @@ mod properties {
             (room(), page()).prop_map(|(room, page)| Request::RoomHistory { room, page }),
             (any::<i64>(), page()).prop_map(|(with, page)| Request::DmHistory { with, page }),
             (0..i64::MAX).prop_map(|since| Request::DmSync { since }),
+            room().prop_map(|room| Request::Typing { room }),
+            "[A-Za-z0-9._-]{0,40}".prop_map(|token| Request::Refresh { token }),
         ]
     }
 
@@ -868,6 +948,8 @@ mod properties {
                 "before": page.before, "after": page.after
             }),
             Request::DmSync { since } => json!({"type": "dm_sync", "since": since}),
+            Request::Typing { room } => json!({"type": "typing", "room": room}),
+            Request::Refresh { token } => json!({"type": "refresh", "token": token}),
         }
     }
 

@@ -74,6 +74,17 @@ pub enum ShardEvent {
         /// Which room.
         room: Arc<str>,
     },
+    /// An ephemeral room notice (presence, typing): write `frame` to the
+    /// room's local member connections except `except`'s own. Not stored,
+    /// no id, never replayed.
+    Notice {
+        /// Room name.
+        room: Arc<str>,
+        /// The user the notice is about (not told about itself).
+        except: UserId,
+        /// The encoded frame, shared.
+        frame: Frame,
+    },
     /// A user left a room on another shard: unsubscribe the user's local connections.
     Left {
         /// Who left.

@@ -79,6 +79,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
         (0..shards).map(|_| mailbox(config.shard_queue)).unzip();
     let router = Router::new(inbox_senders);
     let metrics = Arc::new(Metrics::new(shards, writers));
+    let presence = Arc::new(crate::presence::Presence::new());
     let (writer_handles, writer_pool) = writer::spawn(
         writers,
         WriterSettings {
@@ -123,6 +124,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
                 writers: writer_handles.clone(),
                 phase: phase_rx.clone(),
                 metrics: metrics.clone(),
+                presence: presence.clone(),
             },
             ready_tx.clone(),
         )?);

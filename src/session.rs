@@ -5,6 +5,7 @@
 //! future the connection runs before reading its next request, so one
 //! connection's requests take effect in the order they were sent.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -16,9 +17,9 @@ use tracing::warn;
 use crate::auth::Identity;
 use crate::protocol::{
     decode_with_ref, encode_dm_sync_ack, encode_error_for, encode_history, encode_join_ack,
-    encode_leave_ack, encode_message, encode_read_ack, encode_room_created, encode_rooms,
-    valid_new_room_name, Frame, HistoryKind, JoinAck, Page, Ref, Request, StoredMessage, Target,
-    UserId,
+    encode_leave_ack, encode_message, encode_read_ack, encode_refresh_ack, encode_room_created,
+    encode_rooms, encode_typing, valid_new_room_name, Frame, HistoryKind, JoinAck, Page, Ref,
+    Request, StoredMessage, Target, UserId,
 };
 use crate::router::Origin;
 use crate::shard::Shard;
@@ -37,6 +38,9 @@ pub enum Outcome {
     Queued,
     /// Wait for this, then send what it gives.
     Later(Deferred),
+    /// Send this frame, then close the connection with 4001: the client
+    /// tried to replace its token with another user's.
+    CloseUnauthorized(Frame),
 }
 
 /// One connection's identity and its shard.
@@ -46,6 +50,8 @@ pub struct Session {
     user: UserId,
     username: Arc<str>,
     expires_at: i64,
+    /// A new expiry from `refresh`, for the connection to pick up.
+    refreshed: Cell<Option<i64>>,
 }
 
 const DB_UNAVAILABLE: &str = "database unavailable, try again";
@@ -59,7 +65,13 @@ impl Session {
             user: identity.user_id,
             username: Arc::from(identity.username.as_str()),
             expires_at: identity.expires_at,
+            refreshed: Cell::new(None),
         }
+    }
+
+    /// The expiry set by a `refresh` since the last call (Unix seconds).
+    pub fn take_refreshed(&self) -> Option<i64> {
+        self.refreshed.take()
     }
 
     /// When the token expires (Unix seconds): the connection closes then.
@@ -93,15 +105,47 @@ impl Session {
             Request::RoomHistory { room, page } => self.room_history(room, page, r),
             Request::DmHistory { with, page } => self.dm_history(with, page, r),
             Request::DmSync { since } => self.dm_sync(since, r),
+            Request::Typing { room } => self.typing(room, r),
+            Request::Refresh { token } => self.refresh(&token, r),
+        }
+    }
+
+    fn typing(&self, room: String, r: Option<Ref>) -> Outcome {
+        let Some(name) = self.shard.registry.borrow().member_room(self.user, &room) else {
+            return error(&r, format!("join room '{room}' before typing in it"));
+        };
+        // Over the throttle: dropped silently, as typing is only a hint.
+        if self
+            .shard
+            .presence
+            .allow_typing(self.user, &room, Instant::now())
+        {
+            let frame = encode_typing(&room, self.user, &self.username);
+            self.shard.notify_room(name, self.user, frame);
+        }
+        Outcome::Queued
+    }
+
+    fn refresh(&self, token: &str, r: Option<Ref>) -> Outcome {
+        if token.len() > self.shard.config.max_token_bytes {
+            return error(&r, "refresh refused: token too large");
+        }
+        match self.shard.verifier.verify(token) {
+            Ok(identity) if identity.user_id == self.user => {
+                self.refreshed.set(Some(identity.expires_at));
+                Outcome::Reply(encode_refresh_ack(identity.expires_at, r.as_ref()))
+            }
+            Ok(_) => Outcome::CloseUnauthorized(error_frame(
+                &r,
+                "refresh refused: the token is for another user",
+            )),
+            Err(e) => error(&r, format!("refresh refused: {e}")),
         }
     }
 
     fn join(&self, room: String, since: Option<i64>, r: Option<Ref>) -> Outcome {
         let registry = self.shard.registry.borrow();
         let member = registry.is_member(self.user, &room);
-        if member && since.is_none() {
-            return Outcome::Reply(encode_join_ack(&room, JoinAck::default(), r.as_ref()));
-        }
         let max = self.shard.config.max_rooms_per_user;
         if !member && registry.room_count(self.user) >= max {
             return error(&r, format!("too many rooms (at most {max} per user)"));
@@ -119,9 +163,14 @@ impl Session {
                     Err(e) => return db_error(&shard, "join", &e, &r),
                 }
             }
+            let online = online_members(&shard, &room).await;
+            let ack = JoinAck {
+                recovered: None,
+                online: online.as_deref(),
+            };
             match since {
-                None => vec![encode_join_ack(&room, JoinAck::default(), r.as_ref())],
-                Some(since) => replay_room(&shard, conn, &room, since, r).await,
+                None => vec![encode_join_ack(&room, ack, r.as_ref())],
+                Some(since) => replay_room(&shard, conn, &room, since, ack, r).await,
             }
         })
     }
@@ -357,6 +406,7 @@ async fn replay_room(
     conn: u64,
     room: &str,
     since: i64,
+    ack: JoinAck<'_>,
     r: Option<Ref>,
 ) -> Vec<Frame> {
     let max = shard.config.recovery_max;
@@ -372,7 +422,7 @@ async fn replay_room(
     let recovered = missed.len() <= max;
     let ack = JoinAck {
         recovered: Some(recovered),
-        online: None,
+        ..ack
     };
     let mut frames = vec![encode_join_ack(room, ack, r.as_ref())];
     if recovered {
@@ -384,6 +434,22 @@ async fn replay_room(
         frames.extend(missed.iter().map(encode_message));
     }
     frames
+}
+
+/// The room's members with an open connection, ascending (`None`: the room
+/// has more than `--presence-max-members` members, or the database failed).
+async fn online_members(shard: &Shard, room: &str) -> Option<Vec<UserId>> {
+    match shard
+        .store
+        .room_members(room, shard.config.presence_max_members)
+        .await
+    {
+        Ok(members) => members.map(|m| shard.presence.online_among(&m)),
+        Err(e) => {
+            warn!(error = %e, "join: online members: database error");
+            None
+        }
+    }
 }
 
 /// A query limit one past `max`, to tell "at most max" from "more".

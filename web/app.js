@@ -15,7 +15,8 @@
   const RECONNECT_MIN_MS = 500;
   const RECONNECT_MAX_MS = 8000;
   const HISTORY_PAGE = 50;
-  const TYPING_EVERY_MS = 3000;
+  // The server relays at most one `typing` per user and room every 2 s.
+  const TYPING_EVERY_MS = 2500;
   const TYPING_SHOWN_MS = 4000;
   const STORAGE_KEY = 'chat.session';
   // A development token is renewed this long before it expires (and handed
@@ -555,6 +556,8 @@
       : { type: 'dm', to: c.key, content: text, client_id, ref: client_id };
     S.pending.set(client_id, { frame, conv: c });
     if (S.open) S.ws.send(JSON.stringify(frame));
+    // Sent: the next keystroke starts a new "typing" at once.
+    S.lastTyping = 0;
     save();
     render({ toBottom: true });
   }

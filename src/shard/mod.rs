@@ -29,7 +29,8 @@ use crate::handshake::{
 };
 use crate::mesh::Mailbox;
 use crate::metrics::{Metrics, Refusal, ShardMetrics};
-use crate::protocol::UserId;
+use crate::presence::Presence;
+use crate::protocol::{encode_presence, Frame, UserId};
 use crate::router::{ConnId, Origin, Router, ShardEvent};
 use crate::session::Session;
 use crate::store::writer::Writers;
@@ -71,6 +72,8 @@ pub struct Shard {
     /// Counters of every shard and writer; this shard writes only
     /// [`metrics()`](Self::metrics).
     pub all_metrics: Arc<Metrics>,
+    /// Who is online on any shard; typing throttle.
+    pub presence: Arc<Presence>,
     /// Users known to exist, with the username last upserted from a token
     /// (`None`: known only to exist). Bounded by [`USER_CACHE_MAX`].
     known_users: RefCell<HashMap<UserId, Option<Box<str>>>>,
@@ -107,6 +110,8 @@ pub struct ShardParts {
     pub phase: watch::Receiver<Phase>,
     /// Counters of every shard and writer (this shard writes its own block).
     pub metrics: Arc<Metrics>,
+    /// Who is online, shared by all shards.
+    pub presence: Arc<Presence>,
 }
 
 /// Starts the shard thread; `ready` receives `Ok` once it accepts.
@@ -148,6 +153,7 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
         writers,
         mut phase,
         metrics,
+        presence,
     } = parts;
     let setup = (|| {
         let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
@@ -183,6 +189,7 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
         router,
         registry: RefCell::new(Registry::new(limits)),
         all_metrics: metrics,
+        presence,
         known_users: RefCell::new(HashMap::new()),
         next_conn: Cell::new(0),
         draining: Cell::new(false),
@@ -389,6 +396,10 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
         .register(outbox.clone(), rooms.into_iter().map(Arc::from));
     shard.metrics().handshakes_accepted.inc();
     shard.metrics().connections.inc();
+    let username: Arc<str> = Arc::from(identity.username.as_str());
+    if shard.presence.connected(identity.user_id) {
+        shard.announce_presence(identity.user_id, username.clone(), true);
+    }
     let span = debug_span!("conn", shard = shard.index, id, user = identity.user_id);
     let response = switching_protocols(&request.key, shard.index);
     if tokio::io::AsyncWriteExt::write_all(&mut stream, response.as_bytes())
@@ -412,6 +423,9 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
     }
     shard.registry.borrow_mut().unregister(id);
     shard.metrics().connections.dec();
+    if shard.presence.disconnected(identity.user_id) {
+        shard.announce_presence(identity.user_id, username, false);
+    }
 }
 
 /// The `reason` label of a handshake the parser refused.
@@ -511,6 +525,11 @@ impl Shard {
             ShardEvent::Left { user, room } => {
                 registry.leave(user, &room);
             }
+            ShardEvent::Notice {
+                room,
+                except,
+                frame,
+            } => registry.deliver_notice(&room, except, &frame),
         }
     }
 
@@ -574,6 +593,47 @@ impl Shard {
     /// Tells the other shards that `user` left `room` (as [`announce_join`](Self::announce_join)).
     pub fn announce_leave(&self, user: UserId, room: Arc<str>) {
         self.announce(ShardEvent::Left { user, room });
+    }
+
+    /// Delivers an ephemeral room notice (presence, typing) here and on
+    /// every other shard, without waiting.
+    pub fn notify_room(&self, room: Arc<str>, except: UserId, frame: Frame) {
+        let event = ShardEvent::Notice {
+            room,
+            except,
+            frame,
+        };
+        self.announce(event.clone());
+        self.apply(event);
+    }
+
+    /// Tells the members of `user`'s rooms (up to `--presence-max-members`
+    /// members) that the user came online or went offline. Runs in the
+    /// background; dropped if the user's state changed again meanwhile
+    /// (that change sends its own).
+    pub fn announce_presence(self: &Rc<Self>, user: UserId, username: Arc<str>, online: bool) {
+        let shard = self.clone();
+        tokio::task::spawn_local(async move {
+            let config = &shard.config;
+            let rooms = match shard
+                .store
+                .presence_rooms(user, config.presence_max_members, config.max_rooms_per_user)
+                .await
+            {
+                Ok(rooms) => rooms,
+                Err(e) => {
+                    warn!(error = %e, user, "presence: database error");
+                    return;
+                }
+            };
+            if shard.presence.is_online(user) != online {
+                return;
+            }
+            for room in rooms {
+                let frame = encode_presence(&room, user, &username, online);
+                shard.notify_room(Arc::from(room), user, frame);
+            }
+        });
     }
 
     fn announce(&self, event: ShardEvent) {

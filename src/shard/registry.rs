@@ -227,6 +227,19 @@ impl Registry {
         }
     }
 
+    /// Queues an ephemeral notice for the room's local member connections,
+    /// except those of `except` (not counted in any cursor: it has no id).
+    pub fn deliver_notice(&mut self, room: &str, except: UserId, frame: &Frame) {
+        let Some(members) = self.rooms.get(room) else {
+            return;
+        };
+        for m in members {
+            if m.conn.user != except && !m.conn.push(frame.clone(), self.limits) {
+                self.slow_consumers += 1;
+            }
+        }
+    }
+
     /// Queues `frame` for one connection, if it is still here.
     pub fn deliver_conn(&mut self, id: ConnId, frame: Frame) {
         if let Some(conn) = self.conns.get(&id) {

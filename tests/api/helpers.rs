@@ -229,8 +229,20 @@ impl Client {
         self.ws.send(m).await.unwrap();
     }
 
-    /// Next text frame as JSON (fails the test after [`RECV_TIMEOUT`]).
+    /// Next text frame as JSON, skipping ephemeral notices (`presence`,
+    /// `typing`), which arrive whenever other members come and go; fails
+    /// the test after [`RECV_TIMEOUT`].
     pub async fn recv(&mut self) -> Value {
+        loop {
+            let v = self.recv_any().await;
+            if !is_notice(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// Next text frame as JSON, notices included.
+    pub async fn recv_any(&mut self) -> Value {
         loop {
             let msg = tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
                 .await
@@ -256,11 +268,25 @@ impl Client {
     pub async fn join(&mut self, room: &str) {
         self.send(json!({"type": "join", "room": room})).await;
         let ack = self.recv_type("join_ack").await;
-        assert_eq!(ack["data"], json!({"room": room, "status": "ok"}));
+        assert_eq!(ack["data"]["room"], room, "{ack}");
+        assert_eq!(ack["data"]["status"], "ok", "{ack}");
     }
 
-    /// Asserts nothing arrives for `wait`.
+    /// Asserts nothing but notices (`presence`, `typing`) arrives for `wait`.
     pub async fn expect_nothing(&mut self, wait: Duration) {
+        let until = tokio::time::Instant::now() + wait;
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, self.ws.next()).await {
+            if let Message::Text(t) = &m {
+                if serde_json::from_str::<Value>(t.as_str()).is_ok_and(|v| is_notice(&v)) {
+                    continue;
+                }
+            }
+            panic!("expected no frame, got {m:?}");
+        }
+    }
+
+    /// Asserts no frame at all (notices included) arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
         if let Ok(Some(Ok(m))) = tokio::time::timeout(wait, self.ws.next()).await {
             panic!("expected no frame, got {m:?}");
         }
@@ -269,4 +295,9 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// True for the ephemeral frames other members' comings and goings cause.
+pub fn is_notice(v: &Value) -> bool {
+    v["type"] == "presence" || v["type"] == "typing"
 }

@@ -9,6 +9,7 @@ mod errors;
 mod history;
 mod limits;
 mod load;
+mod presence;
 mod recovery;
 mod rooms;
 mod web;

@@ -74,7 +74,10 @@ async fn refs_come_back_on_direct_replies_only() {
         .await;
     let ack = a.recv_type("join_ack").await;
     assert_eq!(ack["ref"], "j1");
-    assert_eq!(ack["data"], json!({"room": "r", "status": "ok"}));
+    assert_eq!(
+        ack["data"],
+        json!({"room": "r", "status": "ok", "online": [1]})
+    );
     b.join("r").await;
 
     a.send(json!({"type": "message", "room": "r", "content": "hi", "ref": 42}))

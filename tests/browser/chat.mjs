@@ -209,10 +209,22 @@ async function main() {
     await say(bob, 'welcome back');
     await seesOnce(alice, 'welcome back', 'alice');
 
+    log('presence and typing');
+    await alice.locator('#conv-sub', { hasText: '2 online' }).waitFor({ timeout: STEP_MS });
+    // The server relays one `typing` per user and room every 2 s: let the
+    // one sent while bob wrote "welcome back" age out.
+    await bob.waitForTimeout(2100);
+    await bob.locator('#composer-input').pressSequentially('typing something', { delay: 10 });
+    await alice.locator('#typing', { hasText: 'bob is typing' }).waitFor({ timeout: STEP_MS });
+
     await bob.waitForTimeout(300);
     await alice.screenshot({ path: path.join(shots, 'chat-alice.png') });
     await bob.screenshot({ path: path.join(shots, 'chat.png') });
     log(`screenshots in ${shots}`);
+
+    log('bob leaves: alice sees him go offline');
+    await bob.context().close();
+    await alice.locator('#conv-sub', { hasText: '1 online' }).waitFor({ timeout: STEP_MS });
   } catch (e) {
     // Leave evidence: what each page showed when the step failed.
     for (const [who, page] of pages) {

@@ -504,7 +504,8 @@ impl Client {
         self.ws.send(Message::text(v.to_string())).await.unwrap();
     }
 
-    /// Next text frame as JSON (10 s at most).
+    /// Next text frame as JSON (10 s at most), skipping `presence` and
+    /// `typing` notices, which other members' comings and goings cause.
     pub async fn recv(&mut self) -> Value {
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
@@ -513,7 +514,12 @@ impl Client {
                 .expect("connection closed")
                 .expect("websocket error");
             match msg {
-                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["type"] != "presence" && v["type"] != "typing" {
+                        return v;
+                    }
+                }
                 Message::Close(c) => panic!("closed by server: {c:?}"),
                 _ => continue,
             }
@@ -586,6 +592,7 @@ impl Reader {
                                 l.errors.push(e.to_owned());
                                 l.error_times.push(Instant::now());
                             }
+                            Some("presence" | "typing") => {}
                             _ => l.others.push(v),
                         }
                     }

@@ -1,0 +1,182 @@
+//! Presence (`online` in `join_ack`, `presence` events), `typing` relays and
+//! `refresh` of a live connection's token.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{Client, TestServer, SECRET};
+
+/// Next frame of `kind`, skipping others (presence may interleave).
+async fn recv_kind(c: &mut Client, kind: &str) -> Value {
+    loop {
+        let v = c.recv_any().await;
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+async fn close_code(c: &mut Client, within: Duration) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, c.ws.next()).await {
+            Err(_) => panic!("connection still open after {within:?}"),
+            Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn join_ack_lists_online_members_and_presence_follows_first_and_last_connection() {
+    let server = TestServer::start().await;
+    server.create_room("r").await;
+    let mut a = server.connect_on_shard(1, "a", 0).await;
+    let mut b = server.connect_on_shard(2, "b", 1).await;
+    let mut c = server.connect(3, "c").await;
+    a.join("r").await;
+    b.join("r").await;
+    c.join("r").await;
+    c.close().await;
+    // c went offline: a and b (on both shards) are told.
+    for m in [&mut a, &mut b] {
+        let p = recv_kind(m, "presence").await;
+        assert_eq!(
+            p["data"],
+            json!({"room": "r", "user": 3, "username": "c", "status": "offline"})
+        );
+    }
+    // A fresh join_ack lists who is online: members with a connection.
+    let mut d = server.connect(4, "d").await;
+    d.send(json!({"type": "join", "room": "r"})).await;
+    let ack = d.recv_type("join_ack").await;
+    assert_eq!(ack["data"]["online"], json!([1, 2, 4]));
+
+    // c's first connection: "online", once; a second one: nothing.
+    // (Plain connects: connect_on_shard's retries would open and close.)
+    let c1 = server.connect(3, "c").await;
+    for m in [&mut a, &mut b, &mut d] {
+        let p = recv_kind(m, "presence").await;
+        assert_eq!(p["data"]["user"], 3);
+        assert_eq!(p["data"]["status"], "online");
+    }
+    let c2 = server.connect(3, "c").await;
+    c1.close().await;
+    // Still online through c2: no event. Then its last connection closes.
+    c2.close().await;
+    let p = recv_kind(&mut a, "presence").await;
+    assert_eq!(p["data"]["status"], "offline", "{p}");
+    a.expect_silence(Duration::from_millis(300)).await;
+    // Nobody is told about themselves.
+    b.send(json!({"type": "rooms"})).await;
+    loop {
+        let v = b.recv_any().await;
+        if v["type"] == "rooms" {
+            break;
+        }
+        assert_ne!(v["data"]["user"], 2, "{v}");
+    }
+}
+
+#[tokio::test]
+async fn big_rooms_get_no_presence() {
+    let server = TestServer::start_with(|c| c.presence_max_members = 2).await;
+    server.create_room("big").await;
+    let mut a = server.connect(1, "a").await;
+    let mut b = server.connect(2, "b").await;
+    a.join("big").await;
+    b.join("big").await;
+    let c = server.connect(3, "c").await;
+    let mut c = c;
+    c.send(json!({"type": "join", "room": "big"})).await;
+    let ack = c.recv_type("join_ack").await;
+    assert!(ack["data"].get("online").is_none(), "3 members > 2: {ack}");
+    c.close().await;
+    a.expect_silence(Duration::from_millis(400)).await;
+    b.expect_silence(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn typing_is_relayed_to_the_other_members_throttled_and_never_stored() {
+    let server = TestServer::start().await;
+    server.create_room("r").await;
+    let mut a = server.connect_on_shard(1, "a", 0).await;
+    let mut b = server.connect_on_shard(2, "b", 1).await;
+    let mut b0 = server.connect_on_shard(2, "b", 0).await;
+    let mut out = server.connect(3, "out").await;
+    a.join("r").await;
+    b.join("r").await;
+    a.send(json!({"type": "typing", "room": "r"})).await;
+    for m in [&mut b, &mut b0] {
+        let t = recv_kind(m, "typing").await;
+        assert_eq!(
+            t["data"],
+            json!({"room": "r", "fromUser": 1, "username": "a"})
+        );
+    }
+    // Within 2 s: dropped. The sender never hears its own typing.
+    a.send(json!({"type": "typing", "room": "r"})).await;
+    a.expect_silence(Duration::from_millis(300)).await;
+    b.expect_silence(Duration::from_millis(100)).await;
+    out.expect_silence(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    a.send(json!({"type": "typing", "room": "r"})).await;
+    assert_eq!(recv_kind(&mut b, "typing").await["data"]["fromUser"], 1);
+    out.send(json!({"type": "typing", "room": "r", "ref": 1}))
+        .await;
+    let e = out.recv_type("error").await;
+    assert_eq!(e["ref"], 1);
+    let db = server.db().await;
+    let n: i64 = db
+        .query_one("SELECT count(*) FROM messages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn refresh_extends_a_live_connection_and_refuses_another_user() {
+    let server = TestServer::start().await;
+    let brief = chat_server::auth::sign_hs256(SECRET.as_bytes(), 1, "a", 2);
+    let mut a = Client::connect_url(&format!("{}?token={brief}", server.url()), None)
+        .await
+        .unwrap();
+    // A bad token is an error; the connection stays.
+    a.send(json!({"type": "refresh", "token": "nope", "ref": "x"}))
+        .await;
+    let e = a.recv_type("error").await;
+    assert_eq!(e["ref"], "x");
+    assert!(e["data"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("refresh refused"));
+    let long = server.token(1, "a");
+    a.send(json!({"type": "refresh", "token": long, "ref": 7}))
+        .await;
+    let ack = a.recv_type("refresh_ack").await;
+    assert_eq!(ack["ref"], 7);
+    let exp = ack["data"]["exp"].as_i64().unwrap();
+    assert!(exp > chrono::Utc::now().timestamp() + 3000, "{ack}");
+    // Past the first token's expiry, still open and usable.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    a.send(json!({"type": "dm", "to": 1, "content": "still here"}))
+        .await;
+    assert_eq!(a.recv_type("dm").await["data"]["content"], "still here");
+
+    // Another user's token: error, then close 4001.
+    let other = server.token(2, "b");
+    a.send(json!({"type": "refresh", "token": other})).await;
+    let e = a.recv_type("error").await;
+    assert!(e["data"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("another user"));
+    let started = Instant::now();
+    assert_eq!(close_code(&mut a, Duration::from_secs(5)).await, Some(4001));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
