@@ -248,6 +248,27 @@ pub struct ShardMetrics {
     pub flood_disconnects: Counter,
     /// Database errors met by this shard (handshakes, joins, histories, checks).
     pub db_errors: Counter,
+    /// Seconds from a message's arrival on this shard (queued for its
+    /// writer) to its frame being queued on its sender's connection, after
+    /// the commit and the trip through this shard's inbox.
+    pub delivery_seconds: LatencyHistogram,
+}
+
+/// A [`Histogram`] over the latency buckets (seconds).
+#[derive(Debug)]
+pub struct LatencyHistogram(Histogram);
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram(Histogram::new(LATENCY_BOUNDS))
+    }
+}
+
+impl std::ops::Deref for LatencyHistogram {
+    type Target = Histogram;
+    fn deref(&self) -> &Histogram {
+        &self.0
+    }
 }
 
 impl ShardMetrics {
@@ -272,9 +293,6 @@ pub struct WriterMetrics {
     pub batch_size: Histogram,
     /// Seconds from a batch's first attempt to its commit.
     pub commit_seconds: Histogram,
-    /// Seconds from a message's arrival on its shard to its hand-off to
-    /// the shards for delivery, after the commit.
-    pub delivery_seconds: Histogram,
 }
 
 impl Default for WriterMetrics {
@@ -285,7 +303,6 @@ impl Default for WriterMetrics {
             db_errors: Counter::default(),
             batch_size: Histogram::new(BATCH_SIZE_BOUNDS),
             commit_seconds: Histogram::new(LATENCY_BOUNDS),
-            delivery_seconds: Histogram::new(LATENCY_BOUNDS),
         }
     }
 }
@@ -368,31 +385,33 @@ struct WriterSnapshot {
 
 impl Snapshot {
     fn take(m: &Metrics, inbox_depths: Vec<usize>, writer_depths: Vec<usize>) -> Snapshot {
+        let mut delivery_seconds = HistogramSnapshot::default();
         let shards = m
             .shards
             .iter()
-            .map(|s| ShardSnapshot {
-                connections: s.connections.get(),
-                accepted: s.handshakes_accepted.get(),
-                refused: std::array::from_fn(|i| s.refused[i].get()),
-                frames_in: s.frames_in.get(),
-                frames_out: s.frames_out.get(),
-                slow_consumers: s.slow_consumers.get(),
-                rate_limited: s.rate_limited.get(),
-                flood_disconnects: s.flood_disconnects.get(),
-                db_errors: s.db_errors.get(),
+            .map(|s| {
+                delivery_seconds.merge(&s.delivery_seconds.snapshot());
+                ShardSnapshot {
+                    connections: s.connections.get(),
+                    accepted: s.handshakes_accepted.get(),
+                    refused: std::array::from_fn(|i| s.refused[i].get()),
+                    frames_in: s.frames_in.get(),
+                    frames_out: s.frames_out.get(),
+                    slow_consumers: s.slow_consumers.get(),
+                    rate_limited: s.rate_limited.get(),
+                    flood_disconnects: s.flood_disconnects.get(),
+                    db_errors: s.db_errors.get(),
+                }
             })
             .collect();
         let mut batch_size = HistogramSnapshot::default();
         let mut commit_seconds = HistogramSnapshot::default();
-        let mut delivery_seconds = HistogramSnapshot::default();
         let writers = m
             .writers
             .iter()
             .map(|w| {
                 batch_size.merge(&w.batch_size.snapshot());
                 commit_seconds.merge(&w.commit_seconds.snapshot());
-                delivery_seconds.merge(&w.delivery_seconds.snapshot());
                 WriterSnapshot {
                     persisted: w.persisted.get(),
                     not_stored: w.not_stored.get(),
@@ -593,7 +612,7 @@ impl Collector for Snapshot {
         histogram(
             &mut e,
             "chat_delivery_latency",
-            "Time from a message's arrival on its shard to its hand-off to every shard for delivery (after its commit).",
+            "Time from a message's arrival on its shard to its frame being queued on the sender's connection (after the commit and the shard inbox).",
             Some(&Unit::Seconds),
             &self.delivery_seconds,
         )?;

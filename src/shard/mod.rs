@@ -31,7 +31,7 @@ use crate::mesh::Mailbox;
 use crate::metrics::{Metrics, Refusal, ShardMetrics};
 use crate::presence::Presence;
 use crate::protocol::{encode_presence, Frame, UserId};
-use crate::router::{ConnId, Origin, Router, ShardEvent};
+use crate::router::{ConnId, Origin, Router, Sent, ShardEvent};
 use crate::session::Session;
 use crate::store::writer::Writers;
 use crate::store::{Store, StoreError};
@@ -496,6 +496,18 @@ impl Shard {
         }
     }
 
+    /// On the sender's shard, records how long the message took from its
+    /// arrival to being queued on its sender's (and local recipients')
+    /// connections: one clock read per message, on one shard.
+    #[inline]
+    fn delivered(&self, sent: Sent) {
+        if sent.shard == self.index {
+            self.metrics()
+                .delivery_seconds
+                .observe_duration(sent.at.elapsed());
+        }
+    }
+
     /// Applies one inbox event to the local indexes.
     pub fn apply(&self, event: ShardEvent) {
         let mut registry = self.registry.borrow_mut();
@@ -505,18 +517,22 @@ impl Shard {
                 id,
                 frame,
                 own,
+                sent,
             } => {
                 let own = own.as_deref().filter(|o| o.origin.shard == self.index);
                 registry.deliver_room(&room, id, &frame, own);
+                self.delivered(sent);
             }
             ShardEvent::Users {
                 users,
                 id,
                 frame,
                 own,
+                sent,
             } => {
                 let own = own.as_deref().filter(|o| o.origin.shard == self.index);
                 registry.deliver_users(users, id, &frame, own);
+                self.delivered(sent);
             }
             ShardEvent::Conn { conn, frame } => registry.deliver_conn(conn, frame),
             ShardEvent::Joined { user, room } => {

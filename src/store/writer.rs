@@ -26,7 +26,7 @@ use crate::metrics::{Metrics, WriterMetrics};
 use crate::protocol::{
     encode_error_for, encode_message, encode_message_for, Ref, StoredMessage, Target, UserId,
 };
-use crate::router::{Origin, OwnCopy, Router, ShardEvent};
+use crate::router::{Origin, OwnCopy, Router, Sent, ShardEvent};
 
 /// A message waiting to be persisted.
 #[derive(Debug)]
@@ -498,7 +498,6 @@ impl Writer {
         fates: Vec<Fate>,
         at: DateTime<Utc>,
     ) {
-        let metrics = self.metrics();
         let mut fates = fates.into_iter();
         for (req, id) in committed {
             match fates.next().unwrap_or(Fate::Stored) {
@@ -516,7 +515,10 @@ impl Writer {
                     continue;
                 }
             }
-            let enqueued = req.enqueued;
+            let sent = Sent {
+                shard: req.origin.shard,
+                at: req.enqueued,
+            };
             let stored = StoredMessage {
                 id,
                 from_user: req.from,
@@ -538,18 +540,17 @@ impl Writer {
                     id,
                     frame,
                     own,
+                    sent,
                 },
                 Target::User(to) => ShardEvent::Users {
                     users: [stored.from_user, to],
                     id,
                     frame,
                     own,
+                    sent,
                 },
             };
             self.router.publish(event).await;
-            metrics
-                .delivery_seconds
-                .observe_duration(enqueued.elapsed());
         }
     }
 
