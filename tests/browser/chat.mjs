@@ -149,6 +149,17 @@ async function main() {
     await joinRoom(alice, 'general');
     await joinRoom(bob, 'general');
 
+    log('a server error is shown in the banner');
+    await alice.fill('#room-input', 'no-such-room');
+    await alice.click('#join-room');
+    await alice.locator('#banner', { hasText: "room 'no-such-room' does not exist" }).waitFor({ timeout: STEP_MS });
+    await alice.click('#banner-close');
+    await alice.locator('#banner').waitFor({ state: 'hidden', timeout: STEP_MS });
+    if ((await alice.locator('#room-list button', { hasText: 'no-such-room' }).count()) !== 0) {
+      problems.push('alice still lists a room that does not exist');
+    }
+    await alice.click('#room-list button:has-text("general")');
+
     log('alice scrolls up through the history of #general');
     const history = alice.locator('#message-list li.msg[data-id]', { hasText: 'history ' });
     await waitForCount(history, HISTORY_PAGE, 'alice: the latest page of history');
