@@ -379,15 +379,29 @@
       case 'dm_history':
         onHistory(answered(frame, ['history', 'older']), Array.isArray(d) ? d : []);
         break;
-      case 'rooms':
+      case 'rooms': {
         answered(frame, ['rooms']);
+        // Membership is stored by the server: its list is the truth (a
+        // room left in another tab is not joined again here).
+        const names = new Set((d || []).map((r) => r.room));
+        for (const [name, c] of S.rooms) {
+          if (names.has(name)) continue;
+          S.rooms.delete(name);
+          if (S.current === c) S.current = null;
+        }
         for (const r of d || []) {
           const c = conversation('room', r.room);
-          if (typeof r.unread === 'number' && c !== S.current) c.unread = r.unread;
+          if (typeof r.unread === 'number' && c !== S.current) {
+            c.unread = r.unread;
+            // Replayed messages up to here are already in that count.
+            c.countedUpTo = r.last_id || 0;
+          }
         }
         rejoinAll();
+        save();
         render();
         break;
+      }
       case 'dm_sync_ack':
         answered(frame, ['dm_sync']);
         if (!d || d.recovered !== true) for (const c of S.dms.values()) loadLatest(c);
@@ -436,7 +450,7 @@
     }
     if (ackedBy) S.pending.delete(ackedBy);
     const fresh = addMessage(c, m);
-    if (fresh && c !== S.current && m.fromUser !== S.me.id) c.unread += 1;
+    if (fresh && c !== S.current && m.fromUser !== S.me.id && m.id > (c.countedUpTo || 0)) c.unread += 1;
     if (fresh && c === S.current) markRead(c);
     S.typers.delete(m.fromUser);
     save();
@@ -572,6 +586,7 @@
   function select(c) {
     S.current = c;
     c.unread = 0;
+    c.countedUpTo = 0;
     if (c.messages.size === 0 && S.open && (c.kind === 'dm' || c.joined)) loadLatest(c);
     markRead(c);
     save();
