@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,11 +23,18 @@ use crate::session::{Deferred, Outcome, Session};
 use crate::shard::outbox::{Outbox, OutboxState};
 use crate::shard::Shard;
 
-type Ws = WebSocketStream<TcpStream>;
+/// A byte stream a WebSocket runs over: a plain `TcpStream` or a TLS stream.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin {}
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for S {}
 
 /// Serves one registered connection until the client leaves, the
 /// connection fails, or the server closes it.
-pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Session) {
+pub async fn serve<S: Transport>(
+    shard: Rc<Shard>,
+    mut ws: WebSocketStream<S>,
+    outbox: Rc<Outbox>,
+    session: Session,
+) {
     debug!("connection opened");
     let config = &shard.config;
     let limits = shard.outbox_limits();
@@ -224,7 +231,11 @@ enum WriteError {
 /// Feeds every queued frame, then flushes once. Gives up after `timeout`,
 /// or as soon as the shard marks the connection a slow consumer (the
 /// socket is then typically full, so waiting for it would be pointless).
-async fn write_queued(ws: &mut Ws, outbox: &Outbox, timeout: Duration) -> Result<(), WriteError> {
+async fn write_queued<S: Transport>(
+    ws: &mut WebSocketStream<S>,
+    outbox: &Outbox,
+    timeout: Duration,
+) -> Result<(), WriteError> {
     let frames = outbox.take();
     if frames.is_empty() {
         return Ok(());
@@ -259,7 +270,7 @@ async fn write_queued(ws: &mut Ws, outbox: &Outbox, timeout: Duration) -> Result
 }
 
 /// Sends a close frame, briefly waiting for it to go out.
-async fn close(ws: &mut Ws, code: CloseCode, reason: &'static str) {
+async fn close<S: Transport>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),

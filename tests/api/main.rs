@@ -9,3 +9,4 @@ mod errors;
 mod history;
 mod limits;
 mod load;
+mod security;
