@@ -697,6 +697,112 @@ mod tests {
         ));
     }
 
+    fn sign_kid(claims: serde_json::Value, secret: &[u8], kid: Option<&str>) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    #[test]
+    fn key_ids_split_at_the_first_colon() {
+        assert_eq!(split_kid("secret"), (None, "secret"));
+        assert_eq!(split_kid("k1:sec:ret"), (Some("k1"), "sec:ret"));
+        assert_eq!(split_kid(":sec:ret"), (None, "sec:ret"));
+    }
+
+    #[test]
+    fn secrets_are_chosen_by_kid_and_tried_in_order_without_one() {
+        let v = KeySources {
+            secret: Some("current".into()),
+            secret_kid: Some("k2".into()),
+            previous_secrets: vec!["k1:old".into(), "".into(), "plain".into()],
+            ..KeySources::default()
+        }
+        .load()
+        .unwrap();
+        assert_eq!(
+            (v.key_count(), v.algorithm_names()),
+            (3, vec!["HS256".into()])
+        );
+        let claims = json!({"user_id": 5, "username": "al", "exp": exp_in(60)});
+        for (secret, kid) in [
+            (&b"current"[..], Some("k2")),
+            (b"current", None),
+            (b"old", Some("k1")),
+            (b"old", None),
+            (b"plain", None),
+        ] {
+            let t = sign_kid(claims.clone(), secret, kid);
+            assert_eq!(v.verify(&t).map(|i| i.user_id), Ok(5), "{kid:?}");
+        }
+        for (secret, kid, err) in [
+            (&b"current"[..], Some("k1"), AuthError::Signature),
+            (b"old", Some("k2"), AuthError::Signature),
+            (b"plain", Some("k3"), AuthError::UnknownKey),
+            (b"other", None, AuthError::Signature),
+        ] {
+            let t = sign_kid(claims.clone(), secret, kid);
+            assert_eq!(v.verify(&t), Err(err), "{kid:?}");
+        }
+        // Claims checked once a key verified the signature, whichever key.
+        let expired = json!({"user_id": 5, "username": "al", "exp": exp_in(-10)});
+        assert_eq!(
+            v.verify(&sign_kid(expired, b"old", None)),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(v.verify("garbage"), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn issuer_and_audience_are_required_when_set() {
+        let v = KeySources {
+            secret: Some("s".into()),
+            issuer: Some("me".into()),
+            audience: Some("chat".into()),
+            ..KeySources::default()
+        }
+        .load()
+        .unwrap();
+        let base = json!({"user_id": 5, "username": "al", "exp": exp_in(60)});
+        let with = |extra: serde_json::Value| {
+            let mut c = base.clone();
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            sign_kid(c, b"s", None)
+        };
+        assert!(v.verify(&with(json!({"iss": "me", "aud": "chat"}))).is_ok());
+        assert_eq!(
+            v.verify(&with(json!({"aud": "chat"}))),
+            Err(AuthError::Issuer)
+        );
+        assert_eq!(
+            v.verify(&with(json!({"iss": "you", "aud": "chat"}))),
+            Err(AuthError::Issuer)
+        );
+        assert_eq!(
+            v.verify(&with(json!({"iss": "me"}))),
+            Err(AuthError::Audience)
+        );
+        assert_eq!(
+            v.verify(&with(json!({"iss": "me", "aud": ["x"]}))),
+            Err(AuthError::Audience)
+        );
+    }
+
+    #[test]
+    fn no_source_is_an_error() {
+        assert!(matches!(
+            KeySources::default().load(),
+            Err(KeyError::NoKeys)
+        ));
+        let empty = KeySources {
+            secret: Some(String::new()),
+            ..KeySources::default()
+        };
+        assert!(matches!(empty.load(), Err(KeyError::EmptySecret(_))));
+    }
+
     /// Minimal base64url without padding, enough to forge test tokens.
     fn base64_url_nopad(input: &[u8]) -> String {
         const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

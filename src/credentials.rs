@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use tokio_rustls::TlsAcceptor;
 use tracing::{error, info};
 
-use crate::auth::{KeyError, KeySources, Verifier};
+use crate::auth::{AuthError, Identity, KeyError, KeySources, Verifier};
 use crate::config::Config;
 
 /// Why TLS could not be set up. Never contains key material.
@@ -104,6 +104,11 @@ impl Credentials {
     /// The current verifier.
     pub fn verifier(&self) -> Arc<Verifier> {
         self.verifier.load_full()
+    }
+
+    /// Verifies `token` with the current keys (no reference count taken).
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verifier.load().verify(token)
     }
 
     /// The TLS acceptor for a new connection (`None`: plain TCP).

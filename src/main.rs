@@ -166,14 +166,19 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
 type BoxError = Box<dyn std::error::Error>;
 
 fn serve(config: Config) -> Result<(), BoxError> {
-    let server = chat_server::start(config)?;
+    use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Caught from now on: a SIGHUP during start-up must not kill the process
+    // (it is applied once the server runs).
+    let mut hup = {
+        let _context = rt.enter();
+        signal(SignalKind::hangup())?
+    };
+    let server = chat_server::start(config)?;
     rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
-        let mut hup = signal(SignalKind::hangup())?;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {

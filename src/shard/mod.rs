@@ -273,9 +273,9 @@ async fn accept(shard: Rc<Shard>, stream: TcpStream) {
     // One deadline for the TLS handshake and the upgrade request together.
     let deadline = tokio::time::Instant::now() + shard.config.handshake_timeout();
     match shard.credentials.tls_acceptor() {
-        None => handshake(shard, stream, deadline).await,
+        None => serve_http(shard, stream, deadline).await,
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => handshake(shard, tls, deadline).await,
+            Ok(Ok(tls)) => serve_http(shard, tls, deadline).await,
             Ok(Err(e)) => debug!(shard = shard.index, error = %e, "tls handshake failed"),
             Err(_) => debug!(shard = shard.index, "tls handshake timed out"),
         },
@@ -284,7 +284,7 @@ async fn accept(shard: Rc<Shard>, stream: TcpStream) {
 
 /// The HTTP side of [`accept`], over a plain or a TLS stream: the upgrade
 /// (or probe), the checks, the token, the session, `101`, then the WebSocket.
-async fn handshake<S>(shard: Rc<Shard>, mut stream: S, deadline: tokio::time::Instant)
+async fn serve_http<S>(shard: Rc<Shard>, mut stream: S, deadline: tokio::time::Instant)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -342,7 +342,7 @@ where
         refuse(&mut stream, 401, "token too large").await;
         return;
     }
-    let identity = match shard.credentials.verifier().verify(&token) {
+    let identity = match shard.credentials.verify(&token) {
         Ok(identity) => identity,
         Err(e) => {
             info!(shard = shard.index, reason = %e, "handshake refused");
