@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,11 +23,18 @@ use crate::session::{Deferred, Outcome, Session};
 use crate::shard::outbox::{Outbox, OutboxState};
 use crate::shard::Shard;
 
-type Ws = WebSocketStream<TcpStream>;
+/// A byte stream a WebSocket runs over: a plain `TcpStream` or a TLS stream.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin {}
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for S {}
 
 /// Serves one registered connection until the client leaves, the
 /// connection fails, or the server closes it.
-pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Session) {
+pub async fn serve<S: Transport>(
+    shard: Rc<Shard>,
+    mut ws: WebSocketStream<S>,
+    outbox: Rc<Outbox>,
+    session: Session,
+) {
     debug!("connection opened");
     let config = &shard.config;
     let limits = shard.outbox_limits();
@@ -264,8 +271,8 @@ enum WriteError {
 /// Feeds every queued frame, then flushes once. Gives up after `timeout`,
 /// or as soon as the shard marks the connection a slow consumer (the
 /// socket is then typically full, so waiting for it would be pointless).
-async fn write_queued(
-    ws: &mut Ws,
+async fn write_queued<S: Transport>(
+    ws: &mut WebSocketStream<S>,
     outbox: &Outbox,
     timeout: Duration,
     shard: &Shard,
@@ -305,8 +312,8 @@ async fn write_queued(
 }
 
 /// Writes `frames` in order and flushes, within `timeout`.
-async fn write_direct(
-    ws: &mut Ws,
+async fn write_direct<S: Transport>(
+    ws: &mut WebSocketStream<S>,
     frames: Vec<Frame>,
     timeout: Duration,
 ) -> Result<(), WriteError> {
@@ -324,7 +331,7 @@ async fn write_direct(
 }
 
 /// Sends a close frame, briefly waiting for it to go out.
-async fn close(ws: &mut Ws, code: CloseCode, reason: &'static str) {
+async fn close<S: Transport>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),

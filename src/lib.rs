@@ -11,7 +11,9 @@
 //!   accepts on its own socket and owns every connection it accepted and the
 //!   local indexes ([`shard::registry`]) used to deliver to them.
 //! - [`handshake`]: reads the HTTP upgrade, finds the token; [`auth`]
-//!   verifies it. The shard registers the connection *before* writing `101`.
+//!   verifies it against the key set held by [`credentials`] (with the TLS
+//!   certificate; both reloadable). The shard registers the connection
+//!   *before* writing `101`.
 //! - [`connection`]: the transport of one WebSocket: reads frames, writes its
 //!   [`shard::outbox`] (feed everything queued, flush once).
 //! - [`session`]: the rules of each request; [`protocol`] decodes requests and
@@ -33,6 +35,7 @@
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod credentials;
 pub mod handshake;
 pub mod mesh;
 pub mod metrics;

@@ -10,8 +10,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::auth::Verifier;
 use crate::config::Config;
+use crate::credentials::{Credentials, CredentialsError};
 use crate::mesh::mailbox;
 use crate::metrics::Metrics;
 use crate::router::Router;
@@ -25,6 +25,9 @@ pub enum StartError {
     /// A required setting is missing or invalid.
     #[error("configuration: {0}")]
     Config(String),
+    /// The JWT keys or the TLS certificate could not be loaded.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
     /// The database could not be reached or migrated.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -44,6 +47,7 @@ pub struct ServerHandle {
     phase: watch::Sender<Phase>,
     shards: Vec<std::thread::JoinHandle<()>>,
     writers: WriterPool,
+    credentials: Arc<Credentials>,
 }
 
 /// How long start-up keeps retrying an unreachable database.
@@ -57,16 +61,14 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
 
 /// [`start`], giving up on an unreachable database after `db_wait`.
 pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHandle, StartError> {
-    if config.jwt_secret.is_empty() {
-        return Err(StartError::Config(
-            "JWT_SECRET (or --jwt-secret) is required".into(),
-        ));
-    }
     if config.database_url.is_empty() {
         return Err(StartError::Config(
             "DATABASE_URL (or --database-url) is required".into(),
         ));
     }
+    // Keys and certificate first: a bad file fails at once, not after the database.
+    let credentials = Arc::new(Credentials::load(&config)?);
+    credentials.log_active("active");
     let fd_limit = raise_fd_limit();
     prepare_database(&config.database_url, db_wait)?;
 
@@ -105,10 +107,6 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
     }
 
     let config = Arc::new(config);
-    let verifier = Arc::new(Verifier::hs256(
-        config.jwt_secret.as_bytes(),
-        config.jwt_leeway_secs,
-    ));
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
@@ -117,7 +115,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
             ShardParts {
                 index,
                 config: config.clone(),
-                verifier: verifier.clone(),
+                credentials: credentials.clone(),
                 listener,
                 inbox,
                 router: router.clone(),
@@ -135,6 +133,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
         phase: phase_tx,
         shards: threads,
         writers: writer_pool,
+        credentials: credentials.clone(),
     };
     for _ in 0..shards {
         match ready_rx.recv() {
@@ -155,6 +154,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
         writers,
         batch_max = config.batch_max,
         batch_linger_ms = config.batch_linger_ms,
+        tls = credentials.tls_enabled(),
         fd_limit,
         connection_ceiling = fd_limit.saturating_sub(64 + (shards * config.db_pool_size + writers) as u64),
         "chat server ready"
@@ -169,6 +169,15 @@ impl ServerHandle {
     /// The address the shards listen on (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Re-reads the TLS certificate and key and the JWT key files (what
+    /// SIGHUP does). New connections get what was loaded; open connections
+    /// are untouched. A part that fails to load is logged and keeps its
+    /// previous value; the first failure is returned.
+    pub fn reload(&self) -> Result<(), CredentialsError> {
+        info!("reloading keys and certificate");
+        self.credentials.reload()
     }
 
     /// Graceful stop: stop accepting and reading requests, let the writers

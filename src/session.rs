@@ -130,7 +130,7 @@ impl Session {
         if token.len() > self.shard.config.max_token_bytes {
             return error(&r, "refresh refused: token too large");
         }
-        match self.shard.verifier.verify(token) {
+        match self.shard.credentials.verify(token) {
             Ok(identity) if identity.user_id == self.user => {
                 self.refreshed.set(Some(identity.expires_at));
                 Outcome::Reply(encode_refresh_ack(identity.expires_at, r.as_ref()))

@@ -158,12 +158,16 @@ pub enum DevTokenError {
         "username must be 1 to {DEV_USERNAME_MAX_CHARS} characters, without control characters"
     )]
     Username,
+    /// Dev tokens are signed with `JWT_SECRET`, and none is configured.
+    #[error("dev tokens need JWT_SECRET (the server verifies only public keys)")]
+    NoSecret,
 }
 
 /// `GET /dev/enabled`: `true` or `false` (always 200, so that the page can
 /// ask without a failed request in the browser console).
 pub fn dev_enabled(config: &Config) -> Response {
-    Response::text(200, if config.dev { "true" } else { "false" })
+    let enabled = config.dev && config.jwt_secret.is_some();
+    Response::text(200, if enabled { "true" } else { "false" })
 }
 
 /// `GET /dev/token?user_id=N&username=NAME`: with `--dev`, a token signed
@@ -172,6 +176,7 @@ pub fn dev_token(config: &Config, query: Option<&str>) -> Response {
     match sign_dev_token(config, query) {
         Ok(token) => Response::text(200, token),
         Err(e @ DevTokenError::Disabled) => Response::text(404, e.to_string()),
+        Err(e @ DevTokenError::NoSecret) => Response::text(503, e.to_string()),
         Err(e) => Response::text(400, e.to_string()),
     }
 }
@@ -180,6 +185,7 @@ fn sign_dev_token(config: &Config, query: Option<&str>) -> Result<String, DevTok
     if !config.dev {
         return Err(DevTokenError::Disabled);
     }
+    let secret = config.jwt_secret.as_ref().ok_or(DevTokenError::NoSecret)?;
     let mut user_id = None;
     let mut username = None;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -197,8 +203,16 @@ fn sign_dev_token(config: &Config, query: Option<&str>) -> Result<String, DevTok
         })
         .ok_or(DevTokenError::Username)?;
     let ttl = i64::try_from(DEV_TOKEN_TTL.as_secs()).unwrap_or(3600);
-    Ok(crate::auth::sign_hs256(
-        config.jwt_secret.as_bytes(),
+    // Signed like the `token` command: with the secret's key id, issuer
+    // and audience when configured, so the server accepts it.
+    let options = crate::auth::SignOptions {
+        kid: config.jwt_secret_kid.clone(),
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+    };
+    Ok(crate::auth::sign_hs256_with(
+        secret.as_bytes(),
+        &options,
         user_id,
         &username,
         ttl,

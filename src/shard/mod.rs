@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::LocalSet;
@@ -21,9 +22,9 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, debug_span, info, warn, Instrument};
 
-use crate::auth::Verifier;
 use crate::config::Config;
 use crate::connection;
+use crate::credentials::Credentials;
 use crate::handshake::{
     read_upgrade, refuse, switching_protocols, HandshakeError, PlainRequest, Probe,
 };
@@ -59,8 +60,8 @@ pub struct Shard {
     pub index: usize,
     /// Server settings.
     pub config: Arc<Config>,
-    /// Token verification.
-    pub verifier: Arc<Verifier>,
+    /// Token verification keys and the TLS certificate (reloadable).
+    pub credentials: Arc<Credentials>,
     /// This shard's database pool.
     pub store: Store,
     /// Submission side of the writer queues.
@@ -96,8 +97,8 @@ pub struct ShardParts {
     pub index: usize,
     /// Settings.
     pub config: Arc<Config>,
-    /// Token verification.
-    pub verifier: Arc<Verifier>,
+    /// Token verification keys and the TLS certificate (reloadable).
+    pub credentials: Arc<Credentials>,
     /// The shard's bound, non-blocking listener.
     pub listener: std::net::TcpListener,
     /// The shard's inbox.
@@ -146,7 +147,7 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
     let ShardParts {
         index,
         config,
-        verifier,
+        credentials,
         listener,
         inbox,
         router,
@@ -183,7 +184,7 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
     let shard = Rc::new(Shard {
         index,
         config,
-        verifier,
+        credentials,
         store,
         writers,
         router,
@@ -281,17 +282,35 @@ async fn drain_inbox(shard: Rc<Shard>, inbox: Rc<Mailbox<ShardEvent>>) {
     }
 }
 
-/// Takes one TCP connection through the handshake and, if it is accepted,
-/// serves it until it closes.
-async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
+/// Takes one TCP connection through the TLS handshake (when TLS is on)
+/// and the HTTP handshake and, if it is accepted, serves it until it closes.
+async fn accept(shard: Rc<Shard>, stream: TcpStream) {
     if shard.config.tcp_nodelay {
         let _ = stream.set_nodelay(true);
     }
+    // One deadline for the TLS handshake and the upgrade request together.
+    let deadline = tokio::time::Instant::now() + shard.config.handshake_timeout();
+    match shard.credentials.tls_acceptor() {
+        None => serve_http(shard, stream, deadline).await,
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => serve_http(shard, tls, deadline).await,
+            Ok(Err(e)) => debug!(shard = shard.index, error = %e, "tls handshake failed"),
+            Err(_) => debug!(shard = shard.index, "tls handshake timed out"),
+        },
+    }
+}
+
+/// The HTTP side of [`accept`], over a plain or a TLS stream: the upgrade
+/// (or probe), the checks, the token, the session, `101`, then the WebSocket.
+async fn serve_http<S>(shard: Rc<Shard>, mut stream: S, deadline: tokio::time::Instant)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let cfg = &shard.config;
     let (request, rest) = match read_upgrade(
         &mut stream,
         cfg.max_handshake_bytes,
-        cfg.handshake_timeout(),
+        deadline.saturating_duration_since(tokio::time::Instant::now()),
     )
     .await
     {
@@ -353,7 +372,7 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
         refuse(&mut stream, 401, "token too large").await;
         return;
     }
-    let identity = match shard.verifier.verify(&token) {
+    let identity = match shard.credentials.verify(&token) {
         Ok(identity) => identity,
         Err(e) => {
             info!(shard = shard.index, reason = %e, "handshake refused");
@@ -402,10 +421,12 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
     }
     let span = debug_span!("conn", shard = shard.index, id, user = identity.user_id);
     let response = switching_protocols(&request.key, shard.index);
-    if tokio::io::AsyncWriteExt::write_all(&mut stream, response.as_bytes())
-        .await
-        .is_ok()
-    {
+    // The flush matters over TLS (a no-op on a plain socket).
+    let written = match stream.write_all(response.as_bytes()).await {
+        Ok(()) => stream.flush().await,
+        Err(e) => Err(e),
+    };
+    if written.is_ok() {
         let ws =
             WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(shard.ws_config))
                 .await;
