@@ -140,10 +140,10 @@ pub struct Config {
     #[arg(long, env = "CHAT_NO_CLIENT_ROOM_CREATE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub no_client_room_create: bool,
 
-    /// Rooms with more members than this get no `presence` events and no
-    /// `online` list in `join_ack` (both cost grows with the member count).
+    /// Rooms with more members online than this get no `presence` events
+    /// and no `online` list in `join_ack` (both cost grows with it).
     #[arg(long, env = "CHAT_PRESENCE_MAX_MEMBERS", default_value_t = 1000)]
-    pub presence_max_members: i64,
+    pub presence_max_members: usize,
 
     /// Highest unread count the `rooms` reply reports per room (counting
     /// stops there, so the query stays bounded).

@@ -146,6 +146,14 @@ impl Session {
     fn join(&self, room: String, since: Option<i64>, r: Option<Ref>) -> Outcome {
         let registry = self.shard.registry.borrow();
         let member = registry.is_member(self.user, &room);
+        if member && since.is_none() {
+            let online = self.online(&room);
+            let ack = JoinAck {
+                recovered: None,
+                online: online.as_deref(),
+            };
+            return Outcome::Reply(encode_join_ack(&room, ack, r.as_ref()));
+        }
         let max = self.shard.config.max_rooms_per_user;
         if !member && registry.room_count(self.user) >= max {
             return error(&r, format!("too many rooms (at most {max} per user)"));
@@ -163,7 +171,9 @@ impl Session {
                     Err(e) => return db_error(&shard, "join", &e, &r),
                 }
             }
-            let online = online_members(&shard, &room).await;
+            let online = shard
+                .presence
+                .online_in(&room, shard.config.presence_max_members);
             let ack = JoinAck {
                 recovered: None,
                 online: online.as_deref(),
@@ -185,6 +195,7 @@ impl Session {
             match shard.store.leave_room(user, &room).await {
                 Ok(_) => {
                     shard.registry.borrow_mut().leave(user, &room);
+                    shard.presence.left(user, &room);
                     shard.announce_leave(user, Arc::from(room.as_str()));
                     vec![encode_leave_ack(&room, r.as_ref())]
                 }
@@ -350,6 +361,12 @@ impl Session {
         })
     }
 
+    /// The room's online members for `join_ack` (`None`: too many).
+    fn online(&self, room: &str) -> Option<Vec<UserId>> {
+        let max = self.shard.config.presence_max_members;
+        self.shard.presence.online_in(room, max)
+    }
+
     fn window(&self, page: Page) -> Result<Window, &'static str> {
         Ok(Window {
             limit: self.shard.config.history_limit(page.limit)?,
@@ -434,22 +451,6 @@ async fn replay_room(
         frames.extend(missed.iter().map(encode_message));
     }
     frames
-}
-
-/// The room's members with an open connection, ascending (`None`: the room
-/// has more than `--presence-max-members` members, or the database failed).
-async fn online_members(shard: &Shard, room: &str) -> Option<Vec<UserId>> {
-    match shard
-        .store
-        .room_members(room, shard.config.presence_max_members)
-        .await
-    {
-        Ok(members) => members.map(|m| shard.presence.online_among(&m)),
-        Err(e) => {
-            warn!(error = %e, "join: online members: database error");
-            None
-        }
-    }
 }
 
 /// A query limit one past `max`, to tell "at most max" from "more".

@@ -416,10 +416,9 @@ where
     shard.metrics().handshakes_accepted.inc();
     shard.metrics().connections.inc();
     let username: Arc<str> = Arc::from(identity.username.as_str());
-    // A user in no room has no one to tell: no database round trip.
-    let in_rooms = |shard: &Shard| shard.registry.borrow().room_count(identity.user_id) > 0;
-    if shard.presence.connected(identity.user_id) && in_rooms(&shard) {
-        shard.announce_presence(identity.user_id, username.clone(), true);
+    let rooms = shard.registry.borrow().rooms_of(identity.user_id);
+    if shard.presence.connected(identity.user_id, &rooms) {
+        shard.announce_presence(identity.user_id, &username, true, &rooms);
     }
     let span = debug_span!("conn", shard = shard.index, id, user = identity.user_id);
     let response = switching_protocols(&request.key, shard.index);
@@ -444,11 +443,10 @@ where
             .instrument(span)
             .await;
     }
-    let had_rooms = in_rooms(&shard);
     shard.registry.borrow_mut().unregister(id);
     shard.metrics().connections.dec();
-    if shard.presence.disconnected(identity.user_id) && had_rooms {
-        shard.announce_presence(identity.user_id, username, false);
+    if let Some(rooms) = shard.presence.disconnected(identity.user_id) {
+        shard.announce_presence(identity.user_id, &username, false, &rooms);
     }
 }
 
@@ -621,6 +619,7 @@ impl Shard {
     pub fn joined(&self, user: UserId, room: &str) {
         let name: Arc<str> = Arc::from(room);
         self.registry.borrow_mut().join(user, name.clone());
+        self.presence.joined(user, &name);
         self.announce_join(user, name);
     }
 
@@ -647,33 +646,26 @@ impl Shard {
         self.apply(event);
     }
 
-    /// Tells the members of `user`'s rooms (up to `--presence-max-members`
-    /// members) that the user came online or went offline. Runs in the
-    /// background; dropped if the user's state changed again meanwhile
-    /// (that change sends its own).
-    pub fn announce_presence(self: &Rc<Self>, user: UserId, username: Arc<str>, online: bool) {
-        let shard = self.clone();
-        tokio::task::spawn_local(async move {
-            let config = &shard.config;
-            let rooms = match shard
-                .store
-                .presence_rooms(user, config.presence_max_members, config.max_rooms_per_user)
-                .await
-            {
-                Ok(rooms) => rooms,
-                Err(e) => {
-                    warn!(error = %e, user, "presence: database error");
-                    return;
-                }
-            };
-            if shard.presence.is_online(user) != online {
-                return;
+    /// Tells the other online members of `rooms` that `user` came online or
+    /// went offline (rooms with more than `--presence-max-members` members
+    /// online are skipped). All in memory: no database round trip.
+    pub fn announce_presence(
+        &self,
+        user: UserId,
+        username: &str,
+        online: bool,
+        rooms: &[Arc<str>],
+    ) {
+        let max = self.config.presence_max_members;
+        for room in rooms {
+            // Count the user itself, whether it just entered or just left.
+            let members = self.presence.online_count(room) + usize::from(!online);
+            if members > max {
+                continue;
             }
-            for room in rooms {
-                let frame = encode_presence(&room, user, &username, online);
-                shard.notify_room(Arc::from(room), user, frame);
-            }
-        });
+            let frame = encode_presence(room, user, username, online);
+            self.notify_room(room.clone(), user, frame);
+        }
     }
 
     fn announce(&self, event: ShardEvent) {

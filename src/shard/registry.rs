@@ -240,6 +240,14 @@ impl Registry {
         }
     }
 
+    /// The rooms `user` follows here (empty when the user has no local connection).
+    pub fn rooms_of(&self, user: UserId) -> Vec<Arc<str>> {
+        self.users
+            .get(&user)
+            .map(|u| u.rooms.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Queues `frame` for one connection, if it is still here.
     pub fn deliver_conn(&mut self, id: ConnId, frame: Frame) {
         if let Some(conn) = self.conns.get(&id) {

@@ -80,13 +80,6 @@ const CREATE_ROOM: &str = "WITH r AS (INSERT INTO rooms (name) VALUES ($2) \
                                  ON CONFLICT (name) DO NOTHING RETURNING name), \
           m AS (INSERT INTO room_members (user_id, room) SELECT $1, name FROM r) \
      SELECT count(*) FROM r";
-const ROOM_MEMBERS: &str =
-    "SELECT user_id FROM room_members WHERE room = $1 ORDER BY user_id LIMIT $2";
-/// The user's rooms with at most $2 members (counting stops at $2 + 1).
-const PRESENCE_ROOMS: &str = "SELECT m.room::text FROM room_members m WHERE m.user_id = $1 \
-       AND (SELECT count(*) FROM (SELECT 1 FROM room_members x WHERE x.room = m.room \
-                                  LIMIT $2::int8 + 1) c) <= $2::int8 \
-     ORDER BY m.room LIMIT $3";
 const ROOMS: &str = "SELECT m.room::text, \
             (SELECT max(x.id) FROM messages x WHERE x.room = m.room), \
             (SELECT count(*) FROM (SELECT 1 FROM messages y \
@@ -237,38 +230,6 @@ impl Store {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(USER_EXISTS).await?;
         Ok(client.query_one(&stmt, &[&user]).await?.get(0))
-    }
-
-    /// The room's member ids, ascending, if it has at most `max` (`None`: more).
-    pub async fn room_members(
-        &self,
-        room: &str,
-        max: i64,
-    ) -> Result<Option<Vec<UserId>>, StoreError> {
-        let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(ROOM_MEMBERS).await?;
-        let rows = client.query(&stmt, &[&room, &(max + 1)]).await?;
-        if rows.len() as i64 > max {
-            return Ok(None);
-        }
-        Ok(Some(rows.iter().map(|r| r.get(0)).collect()))
-    }
-
-    /// The user's rooms that have at most `max_members` members (at most
-    /// `max_rooms` of them): where its presence is announced.
-    pub async fn presence_rooms(
-        &self,
-        user: UserId,
-        max_members: i64,
-        max_rooms: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(PRESENCE_ROOMS).await?;
-        let max_rooms = i64::try_from(max_rooms).unwrap_or(i64::MAX);
-        let rows = client
-            .query(&stmt, &[&user, &max_members, &max_rooms])
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// A page of a room's history, oldest first (see [`Window`]).
