@@ -22,6 +22,8 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, debug_span, info, warn, Instrument};
 
 use crate::auth::Verifier;
+use crate::cluster::link::ClusterHandle;
+use crate::cluster::RemoteNotice;
 use crate::config::Config;
 use crate::connection;
 use crate::handshake::{read_upgrade, refuse, switching_protocols, HandshakeError, Probe};
@@ -67,6 +69,8 @@ pub struct Shard {
     pub registry: RefCell<Registry>,
     /// Who is online on any shard; typing throttle.
     pub presence: Arc<Presence>,
+    /// Cluster mode: the node's interest and the notice queue to other nodes.
+    pub cluster: Option<ClusterHandle>,
     /// Users known to exist, with the username last upserted from a token
     /// (`None`: known only to exist). Bounded by [`USER_CACHE_MAX`].
     known_users: RefCell<HashMap<UserId, Option<Box<str>>>>,
@@ -103,6 +107,8 @@ pub struct ShardParts {
     pub phase: watch::Receiver<Phase>,
     /// Who is online, shared by all shards.
     pub presence: Arc<Presence>,
+    /// Cluster mode: the link's handle.
+    pub cluster: Option<ClusterHandle>,
 }
 
 /// Starts the shard thread; `ready` receives `Ok` once it accepts.
@@ -144,6 +150,7 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
         writers,
         mut phase,
         presence,
+        cluster,
     } = parts;
     let setup = (|| {
         let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
@@ -177,8 +184,11 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
         store,
         writers,
         router,
-        registry: RefCell::new(Registry::new(limits)),
+        registry: RefCell::new(
+            Registry::new(limits).with_interest(cluster.as_ref().map(|c| c.interest().clone())),
+        ),
         presence,
+        cluster,
         known_users: RefCell::new(HashMap::new()),
         next_conn: Cell::new(0),
         draining: Cell::new(false),
@@ -355,15 +365,36 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
             return;
         }
     };
+    // Cluster mode: the last stored ids of the user's streams, read before
+    // registering, tell the cluster link where this node's delivery of
+    // them must start (unless this shard already follows the user).
+    let floors = match &shard.cluster {
+        Some(_) if !shard.registry.borrow().has_user(identity.user_id) => {
+            match shard
+                .store
+                .session_floors(identity.user_id, cfg.max_rooms_per_user)
+                .await
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(shard = shard.index, error = %e, "handshake: database error");
+                    refuse(&mut stream, 503, "database unavailable").await;
+                    return;
+                }
+            }
+        }
+        _ => registry::Floors::default(),
+    };
     let id = shard.next_conn.get();
     shard.next_conn.set(id + 1);
     let outbox = Rc::new(Outbox::new(id, identity.user_id));
     // Registered before the client can see the socket open: nothing sent
     // to this user from now on is missed.
-    shard
-        .registry
-        .borrow_mut()
-        .register(outbox.clone(), rooms.into_iter().map(Arc::from));
+    shard.registry.borrow_mut().register_with_floors(
+        outbox.clone(),
+        rooms.into_iter().map(Arc::from),
+        &floors,
+    );
     let username: Arc<str> = Arc::from(identity.username.as_str());
     if shard.presence.connected(identity.user_id) {
         shard.announce_presence(identity.user_id, username.clone(), true);
@@ -507,10 +538,13 @@ impl Shard {
     }
 
     /// Records here that `user` joined `room` (its local connections follow
-    /// it from now on) and tells the other shards.
-    pub fn joined(&self, user: UserId, room: &str) {
+    /// it from now on) and tells the other shards. `last` is the room's last
+    /// stored id read before the join (for the cluster link).
+    pub fn joined(&self, user: UserId, room: &str, last: Option<i64>) {
         let name: Arc<str> = Arc::from(room);
-        self.registry.borrow_mut().join(user, name.clone());
+        self.registry
+            .borrow_mut()
+            .join_with_floor(user, name.clone(), last);
         self.announce_join(user, name);
     }
 
@@ -528,6 +562,13 @@ impl Shard {
     /// Delivers an ephemeral room notice (presence, typing) here and on
     /// every other shard, without waiting.
     pub fn notify_room(&self, room: Arc<str>, except: UserId, frame: Frame) {
+        if let Some(cluster) = &self.cluster {
+            cluster.notice(RemoteNotice {
+                room: room.clone(),
+                except,
+                frame: frame.clone(),
+            });
+        }
         let event = ShardEvent::Notice {
             room,
             except,
