@@ -179,6 +179,88 @@ async fn a_killed_nodes_clients_recover_on_another_node() {
     all.extend(after);
     assert_same_as_stored(&all, &stored, "reader before and after recovery");
     nodes[1].assert_no_panic();
+    // A cluster node still stops gracefully (writers, then the link, then shards).
+    nodes[1].signal("TERM");
+    let status = nodes[1].wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        status.success(),
+        "SIGTERM exit: {status}\n{}",
+        nodes[1].log_text()
+    );
+    assert!(nodes[1].log_contains("cluster link stopped"));
+    drop(nodes);
+    db.drop_now().await;
+}
+
+/// With NATS down, a node still converges on what another node stored (by
+/// its periodic comparison with PostgreSQL), even when nothing follows
+/// the last message; when NATS is back, live fan-out resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stream_converges_from_postgres_while_nats_is_down() {
+    let _serial = SERIAL.lock().await;
+    let db = SharedDb::create().await;
+    let mut nats = PrivateNats::start().await;
+    let nodes = [
+        start_node(&db.url, &nats.url(), "a").await,
+        start_node(&db.url, &nats.url(), "b").await,
+    ];
+    create_room(&db.url, "lobby").await;
+    let mut reader = Client::connect(&nodes[1], 100, "reader").await;
+    reader.join("lobby").await;
+    let (_reader_sink, reader_log) = reader.split();
+    let mut sender = Client::connect(&nodes[0], 200, "sender").await;
+    sender.join("lobby").await;
+    let (mut sink, sender_log) = sender.split();
+    send_message(&mut sink, "lobby", "before")
+        .await
+        .expect("send");
+    reader_log
+        .wait_for("the first message", Duration::from_secs(10), |l| {
+            l.messages.len() == 1
+        })
+        .await;
+    nats.kill();
+    for i in 0..20 {
+        send_message(&mut sink, "lobby", &format!("while-down-{i}"))
+            .await
+            .expect("send");
+    }
+    sender_log
+        .wait_for("the sender's echoes", Duration::from_secs(10), |l| {
+            l.messages.len() == 21
+        })
+        .await;
+    reader_log
+        .wait_for(
+            "the messages stored while NATS is down",
+            Duration::from_secs(10),
+            |l| l.messages.len() >= 21,
+        )
+        .await;
+    let stored = stored_room_ids(&db.url, "lobby").await;
+    assert_same_as_stored(
+        &reader_log.snapshot().messages,
+        &stored,
+        "reader, NATS down",
+    );
+    nats.restart().await;
+    // Fan-out works again once the nodes are back on NATS.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send_message(&mut sink, "lobby", "after")
+        .await
+        .expect("send");
+    reader_log
+        .wait_for("the message after", Duration::from_secs(10), |l| {
+            l.messages.len() >= 22
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored = stored_room_ids(&db.url, "lobby").await;
+    assert_eq!(stored.len(), 22);
+    assert_same_as_stored(&reader_log.snapshot().messages, &stored, "reader");
+    for n in &nodes {
+        n.assert_no_panic();
+    }
     drop(nodes);
     db.drop_now().await;
 }
