@@ -215,8 +215,8 @@ impl Link {
         let mut last_check = Instant::now();
         let mut dropped_publishes = 0u64;
         loop {
+            // Unbiased: a stream of local commits must not starve NATS.
             tokio::select! {
-                biased;
                 () = stop.notified() => break,
                 () = self.interest.changed() => self.reconcile(&nats, &remote_tx).await,
                 Some(c) = committed.recv() => {
@@ -462,6 +462,7 @@ impl Link {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, %subject, "cluster link: subscribe failed; retrying");
+                    self.interest.restore_floor(&stream, floor);
                     self.reconcile_due = true;
                     continue;
                 }

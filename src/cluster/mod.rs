@@ -136,6 +136,14 @@ impl Interest {
         self.changed.notify_one();
     }
 
+    /// Gives back a floor the link took but could not use yet (its
+    /// subscription failed), unless the stream is no longer wanted.
+    pub(crate) fn restore_floor(&self, stream: &Stream, floor: Option<i64>) {
+        if let (Some(entry), Some(f)) = (self.lock().get_mut(stream), floor) {
+            entry.floor = Some(entry.floor.map_or(f, |e| e.min(f)));
+        }
+    }
+
     /// True when some shard has a local member of `stream`.
     pub fn contains(&self, stream: &Stream) -> bool {
         self.lock().contains_key(stream)
@@ -180,6 +188,9 @@ mod tests {
         i.add(r.clone(), None);
         assert_eq!(i.take_snapshot(), vec![(r.clone(), Some(7))]);
         assert_eq!(i.take_snapshot(), vec![(r.clone(), None)], "taken once");
+        i.restore_floor(&r, Some(9));
+        i.restore_floor(&r, Some(8));
+        assert_eq!(i.take_snapshot(), vec![(r.clone(), Some(8))], "given back");
         i.remove(&r);
         i.remove(&r);
         assert!(i.contains(&r));
