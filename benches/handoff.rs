@@ -115,6 +115,10 @@ fn bench_handoff(c: &mut Criterion) {
         room: Arc::from("general"),
         id: 1,
         own: None,
+        sent: chat_server::router::Sent {
+            shard: 0,
+            at: std::time::Instant::now(),
+        },
         frame: Frame::from(
             r#"{"type":"message","data":{"id":1,"fromUser":42,"username":"alice","content":"hi","timestamp":"2025-06-01T12:00:00.000000Z","room":"general"}}"#,
         ),

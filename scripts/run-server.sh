@@ -3,8 +3,10 @@
 #   scripts/run-server.sh [chat_server args...]
 # Provisions PostgreSQL (unless DATABASE_URL is set) and a JWT secret (unless
 # JWT_SECRET is set; kept in .pg/jwt_secret), builds the release binary, makes
-# sure room `general` exists, prints two tokens and how to connect, then execs
-# the server (listening on WS_BIND_ADDR, default 127.0.0.1:9001).
+# sure room `general` exists, prints two tokens, the URL of the web page and
+# how to connect, then execs the server (listening on WS_BIND_ADDR, default
+# 127.0.0.1:9001) in DEVELOPMENT mode (--dev: the page can sign tokens for
+# anyone; set CHAT_DEV=false to turn it off).
 set -euo pipefail
 case ${CHAT_PG_DIR:-} in '' | /*) ;; *) export CHAT_PG_DIR=$PWD/$CHAT_PG_DIR ;; esac
 cd "$(dirname "$0")/.."
@@ -28,6 +30,7 @@ if [ -z "${JWT_SECRET:-}" ]; then
 fi
 export JWT_SECRET
 export WS_BIND_ADDR=${WS_BIND_ADDR:-127.0.0.1:9001}
+export CHAT_DEV=${CHAT_DEV:-true}
 
 cargo build --release --bin chat_server
 bin=${CARGO_TARGET_DIR:-target}/release/chat_server
@@ -37,7 +40,17 @@ alice=$("$bin" token --user-id 1 --username alice --ttl 24h)
 bob=$("$bin" token --user-id 2 --username bob --ttl 24h)
 addr=${WS_BIND_ADDR/0.0.0.0/127.0.0.1} # a wildcard bind is reachable via loopback
 
+dev_note="DEVELOPMENT MODE (--dev): the page's \"Generate dev token\" button signs a token
+  for anyone who asks. Never run it like this where others can reach it (CHAT_DEV=false)."
+[ "$CHAT_DEV" = true ] || dev_note="(--dev is off: paste one of the tokens below into the page.)"
+
 cat >&2 <<MSG
+
+Open the chat in your browser:
+
+    http://$addr/
+
+  $dev_note
 
 Tokens (valid 24h):
   alice (user 1): $alice

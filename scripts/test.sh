@@ -30,6 +30,27 @@ SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', datname)
 FROM pg_database WHERE datname LIKE 'chat\_test\_%' \gexec
 SQL
 
+# The browser test (tests/browser) needs Debian's Chromium, Node.js and the
+# pinned npm packages; install what is missing, as for PostgreSQL.
+apt_install() {
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "test.sh: not root and no sudo: install $* yourself" >&2; return 1; }
+    sudo=sudo
+  fi
+  command -v apt-get >/dev/null || { echo "test.sh: no apt-get: install $* yourself" >&2; return 1; }
+  echo "test.sh: installing $*" >&2
+  $sudo apt-get update >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2
+}
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || apt_install chromium || true
+command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm || true
+if [ ! -d tests/browser/node_modules/playwright-core ] && command -v npm >/dev/null; then
+  echo "test.sh: npm ci in tests/browser" >&2
+  (cd tests/browser && npm ci --no-audit --no-fund >&2) || true
+fi
+# (When any of this failed, the browser test fails and says what is missing.)
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --doc 2>&1 | tee -a "$log"

@@ -2,6 +2,7 @@
 //! environment variable and a documented default (`chat_server --help`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -18,9 +19,57 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
 
-    /// Shared secret for HS256 tokens (required).
+    /// The current HS256 secret (the `token` command signs with it).
+    /// Required unless --jwt-public-key or --jwks-file is given.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: String,
+    pub jwt_secret: Option<String>,
+
+    /// Key id of JWT_SECRET: tokens whose header has a `kid` are verified
+    /// only with the key of that id.
+    #[arg(long, env = "JWT_SECRET_KID")]
+    pub jwt_secret_kid: Option<String>,
+
+    /// Previous HS256 secrets still accepted (comma-separated), each
+    /// `SECRET` or `KID:SECRET` (before the first `:` is the key id; write
+    /// `:SECRET` for a secret that contains `:` and has no id).
+    #[arg(
+        long,
+        env = "JWT_PREVIOUS_SECRETS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub jwt_previous_secrets: Vec<String>,
+
+    /// PEM public key files (comma-separated or repeated), each `PATH` or
+    /// `KID:PATH`: RSA (RS256/RS384/RS512), EC P-256 (ES256) or P-384
+    /// (ES384), Ed25519 (EdDSA). Re-read on SIGHUP.
+    #[arg(
+        long = "jwt-public-key",
+        env = "CHAT_JWT_PUBLIC_KEY",
+        value_delimiter = ','
+    )]
+    pub jwt_public_keys: Vec<String>,
+
+    /// A JWKS document on disk (keys selected by `kid`). Re-read on SIGHUP.
+    #[arg(long, env = "CHAT_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// When set, a token's `iss` must be exactly this.
+    #[arg(long, env = "CHAT_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// When set, a token's `aud` must be (or contain) this.
+    #[arg(long, env = "CHAT_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// PEM certificate chain: serve `wss://` and `https://` (with --tls-key).
+    /// Re-read on SIGHUP.
+    #[arg(long, env = "CHAT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert. Re-read on SIGHUP.
+    #[arg(long, env = "CHAT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Clock skew tolerated on a token's `exp` and `nbf`, in seconds.
     #[arg(long, env = "CHAT_JWT_LEEWAY_SECS", default_value_t = 0)]
@@ -229,6 +278,11 @@ pub struct Config {
     /// from PostgreSQL is forced; also the rows read per fill query.
     #[arg(long, env = "CHAT_CLUSTER_FILL_MAX", default_value_t = 1000)]
     pub cluster_fill_max: usize,
+
+    /// DEVELOPMENT ONLY: serve `GET /dev/token?user_id=N&username=NAME`,
+    /// which signs a token for whoever asks. Never on a reachable server.
+    #[arg(long, env = "CHAT_DEV", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dev: bool,
 }
 
 impl Config {
@@ -331,7 +385,15 @@ impl Config {
         // Defaults are what clap gives, but the environment may have leaked in.
         config.bind = bind;
         config.database_url = database_url.to_owned();
-        config.jwt_secret = jwt_secret.to_owned();
+        config.jwt_secret = Some(jwt_secret.to_owned());
+        config.jwt_secret_kid = None;
+        config.jwt_previous_secrets = Vec::new();
+        config.jwt_public_keys = Vec::new();
+        config.jwks_file = None;
+        config.jwt_issuer = None;
+        config.jwt_audience = None;
+        config.tls_cert = None;
+        config.tls_key = None;
         config.cluster_url = None;
         config.node_id = None;
         config

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,11 +23,18 @@ use crate::session::{Deferred, Outcome, Session};
 use crate::shard::outbox::{Outbox, OutboxState};
 use crate::shard::Shard;
 
-type Ws = WebSocketStream<TcpStream>;
+/// A byte stream a WebSocket runs over: a plain `TcpStream` or a TLS stream.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin {}
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for S {}
 
 /// Serves one registered connection until the client leaves, the
 /// connection fails, or the server closes it.
-pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Session) {
+pub async fn serve<S: Transport>(
+    shard: Rc<Shard>,
+    mut ws: WebSocketStream<S>,
+    outbox: Rc<Outbox>,
+    session: Session,
+) {
     debug!("connection opened");
     let config = &shard.config;
     let limits = shard.outbox_limits();
@@ -67,7 +74,7 @@ pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Se
                 ticker.as_mut().reset(clock.next_deadline());
             }
             _ = outbox.changed() => match outbox.state() {
-                OutboxState::Open => match write_queued(&mut ws, &outbox, write_timeout).await {
+                OutboxState::Open => match write_queued(&mut ws, &outbox, write_timeout, &shard).await {
                     Ok(()) => {}
                     Err(WriteError::SlowConsumer) => {
                         close(&mut ws, CloseCode::Policy, "slow consumer").await;
@@ -81,7 +88,7 @@ pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Se
                     break "slow consumer";
                 }
                 OutboxState::GoingAway => {
-                    let _ = write_queued(&mut ws, &outbox, write_timeout).await;
+                    let _ = write_queued(&mut ws, &outbox, write_timeout, &shard).await;
                     close(&mut ws, CloseCode::Away, "going away").await;
                     break "server shutting down";
                 }
@@ -111,9 +118,11 @@ pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Se
                         // tungstenite answers pings and close frames itself.
                         continue;
                     }
+                    shard.metrics().frames_in.inc();
                     match limiter.check(now) {
                         Verdict::Allow => {}
                         Verdict::Refuse => {
+                            shard.metrics().rate_limited.inc();
                             outbox.push(encode_error("rate limited"), limits);
                             continue;
                         }
@@ -135,7 +144,7 @@ pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Se
                             Outcome::Later(deferred) => pending = Some(deferred),
                             Outcome::CloseUnauthorized(frame) => {
                                 outbox.push(frame, limits);
-                                let _ = write_queued(&mut ws, &outbox, write_timeout).await;
+                                let _ = write_queued(&mut ws, &outbox, write_timeout, &shard).await;
                                 close(&mut ws, CloseCode::from(TOKEN_EXPIRED), "token user mismatch").await;
                                 break "refresh with another user's token";
                             }
@@ -165,6 +174,11 @@ pub async fn serve(shard: Rc<Shard>, mut ws: Ws, outbox: Rc<Outbox>, session: Se
             },
         }
     };
+    match reason {
+        "slow consumer" => shard.metrics().slow_consumers.inc(),
+        "rate limit exceeded" => shard.metrics().flood_disconnects.inc(),
+        _ => {}
+    }
     debug!(reason, "connection closed");
 }
 
@@ -257,11 +271,17 @@ enum WriteError {
 /// Feeds every queued frame, then flushes once. Gives up after `timeout`,
 /// or as soon as the shard marks the connection a slow consumer (the
 /// socket is then typically full, so waiting for it would be pointless).
-async fn write_queued(ws: &mut Ws, outbox: &Outbox, timeout: Duration) -> Result<(), WriteError> {
+async fn write_queued<S: Transport>(
+    ws: &mut WebSocketStream<S>,
+    outbox: &Outbox,
+    timeout: Duration,
+    shard: &Shard,
+) -> Result<(), WriteError> {
     let frames = outbox.take();
     if frames.is_empty() {
         return Ok(());
     }
+    shard.metrics().frames_out.add(frames.len() as u64);
     let write = async {
         for frame in frames {
             ws.feed(Message::Text(frame)).await?;
@@ -292,8 +312,8 @@ async fn write_queued(ws: &mut Ws, outbox: &Outbox, timeout: Duration) -> Result
 }
 
 /// Writes `frames` in order and flushes, within `timeout`.
-async fn write_direct(
-    ws: &mut Ws,
+async fn write_direct<S: Transport>(
+    ws: &mut WebSocketStream<S>,
     frames: Vec<Frame>,
     timeout: Duration,
 ) -> Result<(), WriteError> {
@@ -311,7 +331,7 @@ async fn write_direct(
 }
 
 /// Sends a close frame, briefly waiting for it to go out.
-async fn close(ws: &mut Ws, code: CloseCode, reason: &'static str) {
+async fn close<S: Transport>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),

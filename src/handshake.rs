@@ -35,13 +35,28 @@ pub enum Probe {
     Ready,
 }
 
+/// A plain HTTP `GET` that is not a WebSocket upgrade (the web page, its
+/// assets, `/metrics`, `/dev/token`): the shard answers it through
+/// [`crate::web`] and closes the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainRequest {
+    /// The path, without the query string.
+    pub path: String,
+    /// The query string, without `?`.
+    pub query: Option<String>,
+}
+
 /// Why a request is not a WebSocket upgrade to authenticate: a refusal, or
-/// a probe the shard answers directly.
+/// a request the shard answers directly (probe, page, metrics).
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     /// A health probe (not an error: answered with its own response).
     #[error("health probe")]
     Probe(Probe),
+    /// A plain `GET` for a page, an asset, the metrics or a dev token (not
+    /// an error: answered with its own response).
+    #[error("plain HTTP request")]
+    Plain(PlainRequest),
     /// The socket failed or closed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -63,7 +78,7 @@ impl HandshakeError {
     /// The HTTP status to answer with, if the socket can still take one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            HandshakeError::Io(_) | HandshakeError::Probe(_) => None,
+            HandshakeError::Io(_) | HandshakeError::Probe(_) | HandshakeError::Plain(_) => None,
             HandshakeError::Timeout => Some(408),
             HandshakeError::TooLarge => Some(431),
             HandshakeError::BadRequest(_) => Some(400),
@@ -126,12 +141,6 @@ pub fn parse(buf: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, HandshakeErr
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    match path {
-        "/" | "/ws" => {}
-        "/healthz" => return Err(HandshakeError::Probe(Probe::Health)),
-        "/readyz" => return Err(HandshakeError::Probe(Probe::Ready)),
-        _ => return Err(HandshakeError::NotFound),
-    }
     let header = |name: &str| {
         req.headers
             .iter()
@@ -141,7 +150,22 @@ pub fn parse(buf: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, HandshakeErr
     let has_token = |value: Option<&str>, token: &str| {
         value.is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
-    if !has_token(header("upgrade"), "websocket") || !has_token(header("connection"), "upgrade") {
+    let wants_upgrade = has_token(header("upgrade"), "websocket");
+    match path {
+        "/healthz" => return Err(HandshakeError::Probe(Probe::Health)),
+        "/readyz" => return Err(HandshakeError::Probe(Probe::Ready)),
+        "/" | "/ws" if wants_upgrade => {}
+        // `/ws` is only ever a WebSocket endpoint.
+        "/ws" => return Err(HandshakeError::BadRequest("expected a WebSocket upgrade")),
+        _ if wants_upgrade => return Err(HandshakeError::NotFound),
+        _ => {
+            return Err(HandshakeError::Plain(PlainRequest {
+                path: path.to_owned(),
+                query: query.map(str::to_owned),
+            }))
+        }
+    }
+    if !wants_upgrade || !has_token(header("connection"), "upgrade") {
         return Err(HandshakeError::BadRequest("expected a WebSocket upgrade"));
     }
     if header("sec-websocket-version").map(str::trim) != Some("13") {
@@ -189,7 +213,20 @@ pub fn switching_protocols(key: &str, shard: usize) -> String {
 /// A plain-text response (a refusal, or a probe's answer); the connection
 /// closes after it.
 pub fn refusal(status: u16, reason: &str) -> String {
-    let text = match status {
+    let text = reason_phrase(status);
+    let body = format!("{reason}\n");
+    format!(
+        "HTTP/1.1 {status} {text}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The reason phrase of the status codes this server sends.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
@@ -200,15 +237,7 @@ pub fn refusal(status: u16, reason: &str) -> String {
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
-    };
-    let body = format!("{reason}\n");
-    format!(
-        "HTTP/1.1 {status} {text}\r\n\
-         Content-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    )
+    }
 }
 
 /// Writes a refusal and shuts the socket's write side, ignoring errors (the
@@ -254,7 +283,11 @@ mod tests {
     #[test]
     fn refuses_non_upgrades() {
         assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            parse(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Err(HandshakeError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n"),
             Err(HandshakeError::BadRequest(_))
         ));
         assert!(matches!(
@@ -273,6 +306,23 @@ mod tests {
             parse(b"\x16\x03\x01garbage\r\n\r\n"),
             Err(HandshakeError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn plain_gets_are_answered_by_the_web_side() {
+        match parse(b"GET /dev/token?user_id=1&username=a HTTP/1.1\r\nHost: x\r\n\r\n") {
+            Err(HandshakeError::Plain(p)) => {
+                assert_eq!(p.path, "/dev/token");
+                assert_eq!(p.query.as_deref(), Some("user_id=1&username=a"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Err(HandshakeError::Plain(p)) if p.path == "/" && p.query.is_none()
+        ));
+        // The same path with an Upgrade header is still a WebSocket upgrade.
+        assert!(parse(request("/", "").as_bytes()).unwrap().is_some());
     }
 
     #[test]

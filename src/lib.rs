@@ -11,7 +11,9 @@
 //!   accepts on its own socket and owns every connection it accepted and the
 //!   local indexes ([`shard::registry`]) used to deliver to them.
 //! - [`handshake`]: reads the HTTP upgrade, finds the token; [`auth`]
-//!   verifies it. The shard registers the connection *before* writing `101`.
+//!   verifies it against the key set held by [`credentials`] (with the TLS
+//!   certificate; both reloadable). The shard registers the connection
+//!   *before* writing `101`.
 //! - [`connection`]: the transport of one WebSocket: reads frames, writes its
 //!   [`shard::outbox`] (feed everything queued, flush once).
 //! - [`session`]: the rules of each request; [`protocol`] decodes requests and
@@ -27,6 +29,8 @@
 //! - [`config`]: every setting, as flags and environment variables.
 //! - [`cluster`]: cluster mode: several nodes serve one chat through NATS;
 //!   the cluster link orders local and remote messages per stream.
+//! - [`web`]: the plain-HTTP side of the port: the embedded chat page,
+//!   `/metrics` ([`metrics`]) and the `--dev` token endpoint.
 //!
 //! See `docs/ARCHITECTURE.md` for the life of one message and the invariants.
 
@@ -34,8 +38,10 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod credentials;
 pub mod handshake;
 pub mod mesh;
+pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
@@ -44,6 +50,7 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod store;
+pub mod web;
 
 pub use config::Config;
 pub use server::{start, ServerHandle, StartError};

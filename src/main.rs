@@ -46,6 +46,15 @@ enum Command {
         /// Shared secret.
         #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
         jwt_secret: String,
+        /// Key id put in the token's `kid` header.
+        #[arg(long, env = "JWT_SECRET_KID")]
+        jwt_secret_kid: Option<String>,
+        /// `iss` claim.
+        #[arg(long, env = "CHAT_JWT_ISSUER")]
+        jwt_issuer: Option<String>,
+        /// `aud` claim.
+        #[arg(long, env = "CHAT_JWT_AUDIENCE")]
+        jwt_audience: Option<String>,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -90,11 +99,19 @@ fn main() -> ExitCode {
             username,
             ttl,
             jwt_secret,
+            jwt_secret_kid,
+            jwt_issuer,
+            jwt_audience,
         } => {
             let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+            let options = auth::SignOptions {
+                kid: jwt_secret_kid,
+                issuer: jwt_issuer,
+                audience: jwt_audience,
+            };
             println!(
                 "{}",
-                auth::sign_hs256(jwt_secret.as_bytes(), user_id, &username, ttl)
+                auth::sign_hs256_with(jwt_secret.as_bytes(), &options, user_id, &username, ttl)
             );
             Ok(())
         }
@@ -149,15 +166,36 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
 type BoxError = Box<dyn std::error::Error>;
 
 fn serve(config: Config) -> Result<(), BoxError> {
-    let server = chat_server::start(config)?;
+    use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Caught from now on: a SIGHUP during start-up must not kill the process
+    // (it is applied once the server runs).
+    let mut hup = {
+        let _context = rt.enter();
+        signal(SignalKind::hangup())?
+    };
+    let server = chat_server::start(config)?;
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        let mut term = signal(SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("SIGINT: shutting down");
+                    break;
+                }
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: shutting down");
+                    break;
+                }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading keys and certificate");
+                    // A failed reload is logged and keeps the previous keys
+                    // and certificate; the server carries on either way.
+                    let _ = server.reload();
+                }
+            }
         }
         Ok::<_, std::io::Error>(())
     })?;

@@ -35,6 +35,28 @@ pub struct OwnCopy {
     pub frame: Frame,
 }
 
+/// Where and when a message entered the server: its origin shard observes
+/// the end-to-end delivery latency when it hands the message to the
+/// sender's connection (`chat_delivery_latency_seconds`).
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    /// The shard of the sending connection.
+    pub shard: usize,
+    /// When the sender's shard queued the message for its writer.
+    pub at: std::time::Instant,
+}
+
+impl Sent {
+    /// A message from another node (cluster mode) or read back from
+    /// PostgreSQL: no local sender, so no shard observes its latency.
+    pub fn remote() -> Sent {
+        Sent {
+            shard: usize::MAX,
+            at: std::time::Instant::now(),
+        }
+    }
+}
+
 /// What a shard's inbox carries.
 #[derive(Debug, Clone)]
 pub enum ShardEvent {
@@ -48,6 +70,8 @@ pub enum ShardEvent {
         frame: Frame,
         /// The sending connection's own copy, if it has one.
         own: Option<Arc<OwnCopy>>,
+        /// Origin shard and enqueue time, for the delivery latency metric.
+        sent: Sent,
     },
     /// A committed DM: write `frame` to every local connection of both users.
     Users {
@@ -59,6 +83,8 @@ pub enum ShardEvent {
         frame: Frame,
         /// The sending connection's own copy, if it has one.
         own: Option<Arc<OwnCopy>>,
+        /// Origin shard and enqueue time, for the delivery latency metric.
+        sent: Sent,
     },
     /// A frame for one connection (e.g. "message not stored").
     Conn {
@@ -159,6 +185,11 @@ impl Router {
         for shard in self.shards.iter() {
             shard.ring();
         }
+    }
+
+    /// Events waiting in each shard's inbox, in shard order.
+    pub fn inbox_depths(&self) -> Vec<usize> {
+        self.shards.iter().map(|s| s.len()).collect()
     }
 
     /// Total events waiting in all shard inboxes.

@@ -10,10 +10,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::auth::Verifier;
 use crate::cluster::{ClusterLink, LinkError, LinkSettings};
 use crate::config::Config;
+use crate::credentials::{Credentials, CredentialsError};
 use crate::mesh::mailbox;
+use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::shard::{self, Phase, ShardParts};
 use crate::store::writer::{self, WriterPool, WriterSettings};
@@ -25,6 +26,9 @@ pub enum StartError {
     /// A required setting is missing or invalid.
     #[error("configuration: {0}")]
     Config(String),
+    /// The JWT keys or the TLS certificate could not be loaded.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
     /// The database could not be reached or migrated.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -48,6 +52,7 @@ pub struct ServerHandle {
     shards: Vec<std::thread::JoinHandle<()>>,
     writers: WriterPool,
     link: Option<ClusterLink>,
+    credentials: Arc<Credentials>,
 }
 
 /// How long start-up keeps retrying an unreachable database.
@@ -61,16 +66,14 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
 
 /// [`start`], giving up on an unreachable database after `db_wait`.
 pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHandle, StartError> {
-    if config.jwt_secret.is_empty() {
-        return Err(StartError::Config(
-            "JWT_SECRET (or --jwt-secret) is required".into(),
-        ));
-    }
     if config.database_url.is_empty() {
         return Err(StartError::Config(
             "DATABASE_URL (or --database-url) is required".into(),
         ));
     }
+    // Keys and certificate first: a bad file fails at once, not after the database.
+    let credentials = Arc::new(Credentials::load(&config)?);
+    credentials.log_active("active");
     let fd_limit = raise_fd_limit();
     prepare_database(&config.database_url, db_wait)?;
 
@@ -84,6 +87,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
     let router = Router::new(inbox_senders);
     let presence = Arc::new(crate::presence::Presence::new());
     let node_id = config.node_id.clone().unwrap_or_else(generated_node_id);
+    let metrics = Arc::new(Metrics::new(shards, writers).with_node(&node_id, config.clustered()));
     let link = match &config.cluster_url {
         None => None,
         Some(url) => Some(crate::cluster::spawn(
@@ -108,6 +112,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
             persist_timeout: config.persist_timeout(),
             queue: config.writer_queue,
             synchronous_commit: config.synchronous_commit,
+            metrics: metrics.clone(),
         },
         router.clone(),
         link.as_ref().map(|l| l.committed.clone()),
@@ -124,10 +129,6 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
     }
 
     let config = Arc::new(config);
-    let verifier = Arc::new(Verifier::hs256(
-        config.jwt_secret.as_bytes(),
-        config.jwt_leeway_secs,
-    ));
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
@@ -136,12 +137,13 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
             ShardParts {
                 index,
                 config: config.clone(),
-                verifier: verifier.clone(),
+                credentials: credentials.clone(),
                 listener,
                 inbox,
                 router: router.clone(),
                 writers: writer_handles.clone(),
                 phase: phase_rx.clone(),
+                metrics: metrics.clone(),
                 presence: presence.clone(),
                 cluster: link.as_ref().map(|l| l.handle.clone()),
             },
@@ -155,6 +157,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
         shards: threads,
         writers: writer_pool,
         link,
+        credentials: credentials.clone(),
     };
     for _ in 0..shards {
         match ready_rx.recv() {
@@ -177,10 +180,14 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
         writers,
         batch_max = config.batch_max,
         batch_linger_ms = config.batch_linger_ms,
+        tls = credentials.tls_enabled(),
         fd_limit,
         connection_ceiling = fd_limit.saturating_sub(64 + (shards * config.db_pool_size + writers) as u64),
         "chat server ready"
     );
+    if config.dev {
+        warn!("--dev: GET /dev/token signs a token for anyone who asks; development only");
+    }
     Ok(handle)
 }
 
@@ -188,6 +195,15 @@ impl ServerHandle {
     /// The address the shards listen on (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Re-reads the TLS certificate and key and the JWT key files (what
+    /// SIGHUP does). New connections get what was loaded; open connections
+    /// are untouched. A part that fails to load is logged and keeps its
+    /// previous value; the first failure is returned.
+    pub fn reload(&self) -> Result<(), CredentialsError> {
+        info!("reloading keys and certificate");
+        self.credentials.reload()
     }
 
     /// Graceful stop: stop accepting and reading requests, let the writers

@@ -130,7 +130,7 @@ impl Session {
         if token.len() > self.shard.config.max_token_bytes {
             return error(&r, "refresh refused: token too large");
         }
-        match self.shard.verifier.verify(token) {
+        match self.shard.credentials.verify(token) {
             Ok(identity) if identity.user_id == self.user => {
                 self.refreshed.set(Some(identity.expires_at));
                 Outcome::Reply(encode_refresh_ack(identity.expires_at, r.as_ref()))
@@ -160,7 +160,7 @@ impl Session {
                     Ok(None) => {
                         return vec![error_frame(&r, format!("room '{room}' does not exist"))]
                     }
-                    Err(e) => return db_error("join", &e, &r),
+                    Err(e) => return db_error(&shard, "join", &e, &r),
                 }
             }
             let online = online_members(&shard, &room).await;
@@ -188,7 +188,7 @@ impl Session {
                     shard.announce_leave(user, Arc::from(room.as_str()));
                     vec![encode_leave_ack(&room, r.as_ref())]
                 }
-                Err(e) => db_error("leave", &e, &r),
+                Err(e) => db_error(&shard, "leave", &e, &r),
             }
         })
     }
@@ -217,7 +217,7 @@ impl Session {
                     vec![encode_room_created(&room, r.as_ref())]
                 }
                 Ok(false) => vec![error_frame(&r, format!("room '{room}' already exists"))],
-                Err(e) => db_error("create_room", &e, &r),
+                Err(e) => db_error(&shard, "create_room", &e, &r),
             }
         })
     }
@@ -233,7 +233,7 @@ impl Session {
                 .await
             {
                 Ok(rooms) => vec![encode_rooms(&rooms, r.as_ref())],
-                Err(e) => db_error("rooms", &e, &r),
+                Err(e) => db_error(&shard, "rooms", &e, &r),
             }
         })
     }
@@ -248,7 +248,7 @@ impl Session {
             match shard.store.mark_read(user, &room, up_to).await {
                 Ok(Some(position)) => vec![encode_read_ack(&room, position, r.as_ref())],
                 Ok(None) => vec![error_frame(&r, format!("not a member of room '{room}'"))],
-                Err(e) => db_error("read", &e, &r),
+                Err(e) => db_error(&shard, "read", &e, &r),
             }
         })
     }
@@ -291,7 +291,7 @@ impl Session {
                     submit(&shard, request).err().into_iter().collect()
                 }
                 Ok(false) => vec![error_frame(&r, format!("user {to} does not exist"))],
-                Err(e) => db_error("dm", &e, &r),
+                Err(e) => db_error(&shard, "dm", &e, &r),
             }
         })
     }
@@ -308,7 +308,7 @@ impl Session {
         later(async move {
             match shard.store.room_history(&room, window).await {
                 Ok(messages) => vec![encode_history(HistoryKind::Room, &messages, r.as_ref())],
-                Err(e) => db_error("room_history", &e, &r),
+                Err(e) => db_error(&shard, "room_history", &e, &r),
             }
         })
     }
@@ -323,7 +323,7 @@ impl Session {
         later(async move {
             match shard.store.dm_history(user, with, window).await {
                 Ok(messages) => vec![encode_history(HistoryKind::Dm, &messages, r.as_ref())],
-                Err(e) => db_error("dm_history", &e, &r),
+                Err(e) => db_error(&shard, "dm_history", &e, &r),
             }
         })
     }
@@ -335,7 +335,7 @@ impl Session {
             let max = shard.config.recovery_max;
             let missed = match shard.store.dm_since(user, since, limit_past(max)).await {
                 Ok(m) => m,
-                Err(e) => return db_error("dm_sync", &e, &r),
+                Err(e) => return db_error(&shard, "dm_sync", &e, &r),
             };
             let recovered = missed.len() <= max;
             let mut frames = vec![encode_dm_sync_ack(recovered, r.as_ref())];
@@ -418,7 +418,7 @@ async fn replay_room(
     };
     let missed = match shard.store.room_history(room, window).await {
         Ok(m) => m,
-        Err(e) => return db_error("join", &e, &r),
+        Err(e) => return db_error(shard, "join", &e, &r),
     };
     let recovered = missed.len() <= max;
     let ack = JoinAck {
@@ -478,8 +478,9 @@ fn error(r: &Option<Ref>, message: impl AsRef<str>) -> Outcome {
     Outcome::Reply(error_frame(r, message))
 }
 
-fn db_error(what: &'static str, e: &StoreError, r: &Option<Ref>) -> Vec<Frame> {
+fn db_error(shard: &Shard, what: &'static str, e: &StoreError, r: &Option<Ref>) -> Vec<Frame> {
     warn!(error = %e, request = what, "database error");
+    shard.metrics().db_errors.inc();
     vec![error_frame(r, DB_UNAVAILABLE)]
 }
 

@@ -26,7 +26,7 @@ use super::sequencer::Sequencer;
 use super::wire::{self, Remote};
 use super::{Committed, Interest, RemoteNotice, Stream};
 use crate::protocol::{encode_message, StoredMessage};
-use crate::router::{Router, ShardEvent};
+use crate::router::{Router, Sent, ShardEvent};
 use crate::store::{Store, StoreError, Window};
 
 /// Cluster link settings (see `Config`).
@@ -351,6 +351,7 @@ impl Link {
                 id,
                 frame,
                 own,
+                sent,
             } => parts.push((
                 Stream::Room(room.clone()),
                 id,
@@ -360,6 +361,7 @@ impl Link {
                     id,
                     frame,
                     own,
+                    sent,
                 },
             )),
             ShardEvent::Users {
@@ -367,6 +369,7 @@ impl Link {
                 id,
                 frame,
                 own,
+                sent,
             } => {
                 parts.push((
                     Stream::User(users[0]),
@@ -377,6 +380,7 @@ impl Link {
                         id,
                         frame: frame.clone(),
                         own,
+                        sent,
                     },
                 ));
                 if users[1] != users[0] {
@@ -389,6 +393,8 @@ impl Link {
                             id,
                             frame,
                             own: None,
+                            // Observed once, with the sender's stream.
+                            sent: Sent::remote(),
                         },
                     ));
                 }
@@ -629,12 +635,14 @@ fn stored_event(stream: &Stream, m: &StoredMessage) -> ShardEvent {
             id: m.id,
             frame,
             own: None,
+            sent: Sent::remote(),
         },
         Stream::User(u) => ShardEvent::Users {
             users: [*u, *u],
             id: m.id,
             frame,
             own: None,
+            sent: Sent::remote(),
         },
     }
 }

@@ -129,6 +129,7 @@ mod tests {
             id,
             frame: Frame::from(format!("{id}")),
             own: None,
+            sent: crate::router::Sent::remote(),
         }
     }
 
@@ -170,6 +171,7 @@ mod tests {
             id: 30,
             frame: Frame::from("held"),
             own: None,
+            sent: crate::router::Sent::remote(),
         };
         assert!(s.offer(30, 20, held).is_empty());
         assert!(s.offer(50, 40, ev(50)).is_empty());

@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Committed, RemoteNotice};
 use crate::protocol::Frame;
-use crate::router::ShardEvent;
+use crate::router::{Sent, ShardEvent};
 
 const ROOM: u8 = 1;
 const DM: u8 = 2;
@@ -107,6 +107,7 @@ pub fn decode(payload: Bytes) -> Result<Remote, WireError> {
                     id,
                     frame,
                     own: None,
+                    sent: Sent::remote(),
                 },
                 prev: [prev, prev],
             }))
@@ -123,6 +124,7 @@ pub fn decode(payload: Bytes) -> Result<Remote, WireError> {
                     id,
                     frame,
                     own: None,
+                    sent: Sent::remote(),
                 },
                 prev,
             }))
@@ -188,6 +190,7 @@ mod tests {
                 id: 42,
                 frame: Frame::from("{\"type\":\"message\"}"),
                 own: None,
+                sent: Sent::remote(),
             },
             prev: [40, 40],
         };
@@ -213,6 +216,7 @@ mod tests {
                 id: 9,
                 frame: Frame::from("dm"),
                 own: None,
+                sent: Sent::remote(),
             },
             prev: [3, 5],
         };

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::LocalSet;
@@ -21,19 +22,23 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, debug_span, info, warn, Instrument};
 
-use crate::auth::Verifier;
 use crate::cluster::link::ClusterHandle;
 use crate::cluster::RemoteNotice;
 use crate::config::Config;
 use crate::connection;
-use crate::handshake::{read_upgrade, refuse, switching_protocols, HandshakeError, Probe};
+use crate::credentials::Credentials;
+use crate::handshake::{
+    read_upgrade, refuse, switching_protocols, HandshakeError, PlainRequest, Probe,
+};
 use crate::mesh::Mailbox;
+use crate::metrics::{Metrics, Refusal, ShardMetrics};
 use crate::presence::Presence;
 use crate::protocol::{encode_presence, Frame, UserId};
-use crate::router::{ConnId, Origin, Router, ShardEvent};
+use crate::router::{ConnId, Origin, Router, Sent, ShardEvent};
 use crate::session::Session;
 use crate::store::writer::Writers;
 use crate::store::{Store, StoreError};
+use crate::web;
 use outbox::{Outbox, OutboxLimits};
 use registry::Registry;
 
@@ -57,8 +62,8 @@ pub struct Shard {
     pub index: usize,
     /// Server settings.
     pub config: Arc<Config>,
-    /// Token verification.
-    pub verifier: Arc<Verifier>,
+    /// Token verification keys and the TLS certificate (reloadable).
+    pub credentials: Arc<Credentials>,
     /// This shard's database pool.
     pub store: Store,
     /// Submission side of the writer queues.
@@ -67,6 +72,9 @@ pub struct Shard {
     pub router: Router,
     /// Local connections, users and room subscriptions.
     pub registry: RefCell<Registry>,
+    /// Counters of every shard and writer; this shard writes only
+    /// [`metrics()`](Self::metrics).
+    pub all_metrics: Arc<Metrics>,
     /// Who is online on any shard; typing throttle.
     pub presence: Arc<Presence>,
     /// Cluster mode: the node's interest and the notice queue to other nodes.
@@ -93,8 +101,8 @@ pub struct ShardParts {
     pub index: usize,
     /// Settings.
     pub config: Arc<Config>,
-    /// Token verification.
-    pub verifier: Arc<Verifier>,
+    /// Token verification keys and the TLS certificate (reloadable).
+    pub credentials: Arc<Credentials>,
     /// The shard's bound, non-blocking listener.
     pub listener: std::net::TcpListener,
     /// The shard's inbox.
@@ -105,6 +113,8 @@ pub struct ShardParts {
     pub writers: Writers,
     /// Server phase.
     pub phase: watch::Receiver<Phase>,
+    /// Counters of every shard and writer (this shard writes its own block).
+    pub metrics: Arc<Metrics>,
     /// Who is online, shared by all shards.
     pub presence: Arc<Presence>,
     /// Cluster mode: the link's handle.
@@ -143,12 +153,13 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
     let ShardParts {
         index,
         config,
-        verifier,
+        credentials,
         listener,
         inbox,
         router,
         writers,
         mut phase,
+        metrics,
         presence,
         cluster,
     } = parts;
@@ -180,13 +191,14 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
     let shard = Rc::new(Shard {
         index,
         config,
-        verifier,
+        credentials,
         store,
         writers,
         router,
         registry: RefCell::new(
             Registry::new(limits).with_interest(cluster.as_ref().map(|c| c.interest().clone())),
         ),
+        all_metrics: metrics,
         presence,
         cluster,
         known_users: RefCell::new(HashMap::new()),
@@ -280,17 +292,35 @@ async fn drain_inbox(shard: Rc<Shard>, inbox: Rc<Mailbox<ShardEvent>>) {
     }
 }
 
-/// Takes one TCP connection through the handshake and, if it is accepted,
-/// serves it until it closes.
-async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
+/// Takes one TCP connection through the TLS handshake (when TLS is on)
+/// and the HTTP handshake and, if it is accepted, serves it until it closes.
+async fn accept(shard: Rc<Shard>, stream: TcpStream) {
     if shard.config.tcp_nodelay {
         let _ = stream.set_nodelay(true);
     }
+    // One deadline for the TLS handshake and the upgrade request together.
+    let deadline = tokio::time::Instant::now() + shard.config.handshake_timeout();
+    match shard.credentials.tls_acceptor() {
+        None => serve_http(shard, stream, deadline).await,
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => serve_http(shard, tls, deadline).await,
+            Ok(Err(e)) => debug!(shard = shard.index, error = %e, "tls handshake failed"),
+            Err(_) => debug!(shard = shard.index, "tls handshake timed out"),
+        },
+    }
+}
+
+/// The HTTP side of [`accept`], over a plain or a TLS stream: the upgrade
+/// (or probe), the checks, the token, the session, `101`, then the WebSocket.
+async fn serve_http<S>(shard: Rc<Shard>, mut stream: S, deadline: tokio::time::Instant)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let cfg = &shard.config;
     let (request, rest) = match read_upgrade(
         &mut stream,
         cfg.max_handshake_bytes,
-        cfg.handshake_timeout(),
+        deadline.saturating_duration_since(tokio::time::Instant::now()),
     )
     .await
     {
@@ -300,8 +330,15 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
             refuse(&mut stream, status, body).await;
             return;
         }
+        Err(HandshakeError::Plain(request)) => {
+            shard.answer_plain(&request).write(&mut stream).await;
+            return;
+        }
         Err(e) => {
             debug!(shard = shard.index, error = %e, "handshake failed");
+            if let Some(reason) = refusal_reason(&e) {
+                shard.metrics().refused(reason);
+            }
             if let Some(status) = e.status() {
                 refuse(&mut stream, status, &e.to_string()).await;
             }
@@ -309,16 +346,19 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
         }
     };
     if shard.draining.get() {
+        shard.metrics().refused(Refusal::ShuttingDown);
         refuse(&mut stream, 503, "server shutting down").await;
         return;
     }
     if shard.registry.borrow().connection_count() >= cfg.max_connections_per_shard {
         warn!(shard = shard.index, "connection limit reached");
+        shard.metrics().refused(Refusal::ServerFull);
         refuse(&mut stream, 503, "server full").await;
         return;
     }
     if !cfg.origin_allowed(request.origin.as_deref()) {
         info!(shard = shard.index, origin = ?request.origin, "handshake refused: origin");
+        shard.metrics().refused(Refusal::Origin);
         refuse(&mut stream, 403, "origin not allowed").await;
         return;
     }
@@ -328,6 +368,7 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
             reason = "missing token",
             "handshake refused"
         );
+        shard.metrics().refused(Refusal::MissingToken);
         refuse(&mut stream, 401, "missing token").await;
         return;
     };
@@ -337,13 +378,18 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
             reason = "token too large",
             "handshake refused"
         );
+        shard.metrics().refused(Refusal::TokenTooLarge);
         refuse(&mut stream, 401, "token too large").await;
         return;
     }
-    let identity = match shard.verifier.verify(&token) {
+    let identity = match shard.credentials.verify(&token) {
         Ok(identity) => identity,
         Err(e) => {
             info!(shard = shard.index, reason = %e, "handshake refused");
+            shard.metrics().refused(match e {
+                crate::auth::AuthError::Expired => Refusal::ExpiredToken,
+                _ => Refusal::InvalidToken,
+            });
             refuse(&mut stream, 401, &e.to_string()).await;
             return;
         }
@@ -356,11 +402,14 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
                 user = identity.user_id,
                 "username taken"
             );
+            shard.metrics().refused(Refusal::UsernameTaken);
             refuse(&mut stream, 409, "username already taken by another user").await;
             return;
         }
         Err(e) => {
             warn!(shard = shard.index, error = %e, "handshake: database error");
+            shard.metrics().refused(Refusal::Database);
+            shard.metrics().db_errors.inc();
             refuse(&mut stream, 503, "database unavailable").await;
             return;
         }
@@ -395,16 +444,20 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
         rooms.into_iter().map(Arc::from),
         &floors,
     );
+    shard.metrics().handshakes_accepted.inc();
+    shard.metrics().connections.inc();
     let username: Arc<str> = Arc::from(identity.username.as_str());
     if shard.presence.connected(identity.user_id) {
         shard.announce_presence(identity.user_id, username.clone(), true);
     }
     let span = debug_span!("conn", shard = shard.index, id, user = identity.user_id);
     let response = switching_protocols(&request.key, shard.index);
-    if tokio::io::AsyncWriteExt::write_all(&mut stream, response.as_bytes())
-        .await
-        .is_ok()
-    {
+    // The flush matters over TLS (a no-op on a plain socket).
+    let written = match stream.write_all(response.as_bytes()).await {
+        Ok(()) => stream.flush().await,
+        Err(e) => Err(e),
+    };
+    if written.is_ok() {
         let ws =
             WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(shard.ws_config))
                 .await;
@@ -421,8 +474,20 @@ async fn accept(shard: Rc<Shard>, mut stream: TcpStream) {
             .await;
     }
     shard.registry.borrow_mut().unregister(id);
+    shard.metrics().connections.dec();
     if shard.presence.disconnected(identity.user_id) {
         shard.announce_presence(identity.user_id, username, false);
+    }
+}
+
+/// The `reason` label of a handshake the parser refused.
+fn refusal_reason(e: &HandshakeError) -> Option<Refusal> {
+    match e {
+        HandshakeError::BadRequest(_) => Some(Refusal::BadRequest),
+        HandshakeError::NotFound => Some(Refusal::NotFound),
+        HandshakeError::TooLarge => Some(Refusal::TooLarge),
+        HandshakeError::Timeout => Some(Refusal::Timeout),
+        HandshakeError::Io(_) | HandshakeError::Probe(_) | HandshakeError::Plain(_) => None,
     }
 }
 
@@ -449,11 +514,49 @@ impl Shard {
         }
     }
 
+    /// This shard's counters (written by this thread only).
+    #[inline]
+    pub fn metrics(&self) -> &ShardMetrics {
+        self.all_metrics.shard(self.index)
+    }
+
+    /// A plain `GET`: the web page and its assets, `/metrics`, `/dev/token`.
+    fn answer_plain(&self, request: &PlainRequest) -> web::Response {
+        debug!(shard = self.index, path = %request.path, "plain HTTP request");
+        match request.path.as_str() {
+            "/metrics" => web::Response {
+                status: 200,
+                content_type: crate::metrics::CONTENT_TYPE,
+                cache_control: "no-store",
+                body: self
+                    .all_metrics
+                    .render(self.router.inbox_depths(), self.writers.queue_depths())
+                    .into_bytes()
+                    .into(),
+            },
+            "/dev/token" => web::dev_token(&self.config, request.query.as_deref()),
+            "/dev/enabled" => web::dev_enabled(&self.config),
+            path => web::asset(path),
+        }
+    }
+
     /// Bounds of every outbox on this shard.
     pub fn outbox_limits(&self) -> OutboxLimits {
         OutboxLimits {
             frames: self.config.outbox_frames,
             bytes: self.config.outbox_bytes,
+        }
+    }
+
+    /// On the sender's shard, records how long the message took from its
+    /// arrival to being queued on its sender's (and local recipients')
+    /// connections: one clock read per message, on one shard.
+    #[inline]
+    fn delivered(&self, sent: Sent) {
+        if sent.shard == self.index {
+            self.metrics()
+                .delivery_seconds
+                .observe_duration(sent.at.elapsed());
         }
     }
 
@@ -466,18 +569,22 @@ impl Shard {
                 id,
                 frame,
                 own,
+                sent,
             } => {
                 let own = own.as_deref().filter(|o| o.origin.shard == self.index);
                 registry.deliver_room(&room, id, &frame, own);
+                self.delivered(sent);
             }
             ShardEvent::Users {
                 users,
                 id,
                 frame,
                 own,
+                sent,
             } => {
                 let own = own.as_deref().filter(|o| o.origin.shard == self.index);
                 registry.deliver_users(users, id, &frame, own);
+                self.delivered(sent);
             }
             ShardEvent::Conn { conn, frame } => registry.deliver_conn(conn, frame),
             ShardEvent::Joined { user, room } => {

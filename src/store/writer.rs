@@ -23,10 +23,11 @@ use tracing::{debug, info_span, warn, Instrument};
 use super::is_transient;
 use crate::cluster::Committed;
 use crate::mesh::{mailbox, Mailbox, MailboxSender, PushError};
+use crate::metrics::{Metrics, WriterMetrics};
 use crate::protocol::{
     encode_error_for, encode_message, encode_message_for, Ref, StoredMessage, Target, UserId,
 };
-use crate::router::{Origin, OwnCopy, Router, ShardEvent};
+use crate::router::{Origin, OwnCopy, Router, Sent, ShardEvent};
 
 /// A message waiting to be persisted.
 #[derive(Debug)]
@@ -75,6 +76,8 @@ pub struct WriterSettings {
     pub queue: usize,
     /// Wait for the WAL flush at each commit (PostgreSQL `synchronous_commit`).
     pub synchronous_commit: bool,
+    /// Counters; writer `i` writes only its own block.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The shards' handle on the writers: it can only submit messages (and
@@ -98,6 +101,11 @@ impl Writers {
     /// Messages waiting in all writer queues.
     pub fn queued(&self) -> usize {
         self.queues.iter().map(|q| q.len()).sum()
+    }
+
+    /// Messages waiting in each writer's queue, in writer order.
+    pub fn queue_depths(&self) -> Vec<usize> {
+        self.queues.iter().map(|q| q.len()).collect()
     }
 
     /// True when every writer is connected and its last commit (if any) succeeded.
@@ -632,6 +640,12 @@ impl Writer {
             let err = match attempt {
                 Ok(Ok(fates)) => {
                     self.set_healthy(true);
+                    let m = self.metrics();
+                    // Retried client_ids and lost rows were not stored now.
+                    let skipped = fates.iter().filter(|f| !matches!(f, Fate::Stored)).count();
+                    m.persisted.add((batch.len() - skipped) as u64);
+                    m.batch_size.observe(batch.len() as f64);
+                    m.commit_seconds.observe_duration(started.elapsed());
                     let _e = span.enter();
                     debug!(elapsed = ?started.elapsed(), "batch committed");
                     drop(_e);
@@ -639,7 +653,10 @@ impl Writer {
                     self.publish(batch.drain(..).zip(ids), fates, at, &[]).await;
                     break;
                 }
-                Ok(Err(e)) => e,
+                Ok(Err(e)) => {
+                    self.metrics().db_errors.inc();
+                    e
+                }
                 // No answer by the earliest deadline: outcome unknown; the
                 // loop refuses what expired and retries the rest with the
                 // same ids. Only a connection that stayed silent for a while
@@ -647,6 +664,7 @@ impl Writer {
                 // (an overloaded queue) is healthy, and reconnecting per
                 // batch would make the overload worse.
                 Err(_) => {
+                    self.metrics().db_errors.inc();
                     if attempt_started.elapsed() >= STUCK_CONNECTION {
                         self.db = None;
                     }
@@ -679,6 +697,7 @@ impl Writer {
     /// anything else happens to the batch, so a row is never stored twice.
     async fn persist_and_publish_cluster(&mut self, batch: &mut Vec<PersistRequest>) {
         let span = info_span!("batch", rows = batch.len(), cluster = true);
+        let started = Instant::now();
         let mut pending: Option<ClusterOutcome> = None;
         let mut backoff = Duration::from_millis(25);
         let timeout = self.settings.persist_timeout;
@@ -723,6 +742,15 @@ impl Writer {
             let err = match attempt {
                 Ok(Ok(outcome)) => {
                     self.set_healthy(true);
+                    let m = self.metrics();
+                    let skipped = outcome
+                        .fates
+                        .iter()
+                        .filter(|f| !matches!(f, Fate::Stored))
+                        .count();
+                    m.persisted.add((batch.len() - skipped) as u64);
+                    m.batch_size.observe(batch.len() as f64);
+                    m.commit_seconds.observe_duration(started.elapsed());
                     let ClusterOutcome {
                         ids,
                         prevs,
@@ -734,7 +762,10 @@ impl Writer {
                         .await;
                     break;
                 }
-                Ok(Err(e)) => e,
+                Ok(Err(e)) => {
+                    self.metrics().db_errors.inc();
+                    e
+                }
                 Err(_) => {
                     // A transaction cut mid-way: start again on a new connection.
                     self.db = None;
@@ -814,6 +845,10 @@ impl Writer {
                     continue;
                 }
             }
+            let sent = Sent {
+                shard: req.origin.shard,
+                at: req.enqueued,
+            };
             let stored = StoredMessage {
                 id,
                 from_user: req.from,
@@ -835,12 +870,14 @@ impl Writer {
                     id,
                     frame,
                     own,
+                    sent,
                 },
                 Target::User(to) => ShardEvent::Users {
                     users: [stored.from_user, to],
                     id,
                     frame,
                     own,
+                    sent,
                 },
             };
             match &self.link {
@@ -860,6 +897,7 @@ impl Writer {
     async fn refuse(&self, requests: Vec<PersistRequest>) {
         const NOT_STORED: &str = "message not stored: database unavailable";
         let shared = encode_error_for(NOT_STORED, None);
+        self.metrics().not_stored.add(requests.len() as u64);
         for req in requests {
             let Origin { shard, conn } = req.origin;
             let frame = match &req.reference {
@@ -890,6 +928,11 @@ impl Writer {
         self.db = Some(result?);
         debug!("writer connected");
         Ok(())
+    }
+
+    /// This writer's counters.
+    fn metrics(&self) -> &WriterMetrics {
+        self.settings.metrics.writer(self.index)
     }
 
     fn set_healthy(&self, healthy: bool) {

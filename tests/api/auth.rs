@@ -173,7 +173,9 @@ async fn non_websocket_requests_get_clear_http_errors() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = TestServer::start().await;
     for (request, status) in [
-        ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "400"),
+        ("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", "400"),
+        // A browser's plain GET / gets the web page.
+        ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "200"),
         ("GET /nope HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", "404"),
         ("garbage\r\n\r\n", "400"),
         ("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", "200"),

@@ -105,6 +105,15 @@ impl TestServer {
         self.handle = Some(handle);
     }
 
+    /// What SIGHUP does: re-read the TLS certificate and the key files.
+    pub fn reload(&self) -> Result<(), String> {
+        self.handle
+            .as_ref()
+            .expect("server running")
+            .reload()
+            .map_err(|e| e.to_string())
+    }
+
     /// Graceful stop.
     pub async fn stop(&mut self) {
         if let Some(h) = self.handle.take() {

@@ -12,3 +12,5 @@ mod load;
 mod presence;
 mod recovery;
 mod rooms;
+mod security;
+mod web;

@@ -12,6 +12,7 @@ mod harness;
 mod kill;
 mod outage;
 mod ready;
+mod security;
 mod shutdown;
 mod slow;
 mod startup;

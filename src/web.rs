@@ -1,0 +1,269 @@
+//! The plain-HTTP answers of the WebSocket port: the chat page and its
+//! assets (embedded in the binary from `web/`), and the `--dev` token
+//! endpoint (`/dev/token`, and `/dev/enabled` for the page to ask). `/metrics` is rendered by [`crate::metrics`] and written
+//! through [`Response`] here.
+//!
+//! Every answer is one bounded response followed by closing the connection:
+//! the request was already read by [`crate::handshake`] under its size and
+//! time limits.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::config::Config;
+use crate::handshake::reason_phrase;
+
+/// Forbids every resource that is not served by this server: no CDN, no
+/// inline script or style, no framing. `connect-src 'self'` also covers
+/// `ws:`/`wss:` to the same host.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+/// Lifetime of a token signed by `/dev/token`.
+pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// Longest username `/dev/token` signs, in characters.
+pub const DEV_USERNAME_MAX_CHARS: usize = 32;
+
+/// Time allowed to write one response.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A file of the web client, embedded at build time.
+#[derive(Debug)]
+pub struct Asset {
+    /// Request path.
+    pub path: &'static str,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// File contents.
+    pub body: &'static [u8],
+}
+
+const INDEX: &[u8] = include_bytes!("../web/index.html");
+
+/// The web client's files.
+pub const ASSETS: &[Asset] = &[
+    Asset {
+        path: "/",
+        content_type: "text/html; charset=utf-8",
+        body: INDEX,
+    },
+    Asset {
+        path: "/index.html",
+        content_type: "text/html; charset=utf-8",
+        body: INDEX,
+    },
+    Asset {
+        path: "/app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/app.js"),
+    },
+    Asset {
+        path: "/style.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../web/style.css"),
+    },
+    Asset {
+        path: "/favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../web/favicon.svg"),
+    },
+];
+
+/// One complete HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// `Cache-Control`.
+    pub cache_control: &'static str,
+    /// Body.
+    pub body: Cow<'static, [u8]>,
+}
+
+impl Response {
+    /// A short plain-text answer (errors, tokens), never cached.
+    pub fn text(status: u16, body: impl Into<String>) -> Response {
+        let mut body = body.into();
+        body.push('\n');
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            cache_control: "no-store",
+            body: Cow::Owned(body.into_bytes()),
+        }
+    }
+
+    /// Status line and headers, ending with the blank line.
+    pub fn head(&self) -> String {
+        format!(
+            "HTTP/1.1 {} {}\r\n\
+             Content-Type: {}\r\n\
+             Content-Length: {}\r\n\
+             Cache-Control: {}\r\n\
+             Content-Security-Policy: {CONTENT_SECURITY_POLICY}\r\n\
+             X-Content-Type-Options: nosniff\r\n\
+             Referrer-Policy: no-referrer\r\n\
+             Connection: close\r\n\r\n",
+            self.status,
+            reason_phrase(self.status),
+            self.content_type,
+            self.body.len(),
+            self.cache_control,
+        )
+    }
+
+    /// Writes the response and shuts the socket's write side. Errors are
+    /// ignored: the client may be gone.
+    pub async fn write<S: AsyncWrite + Unpin>(&self, stream: &mut S) {
+        let write = async {
+            stream.write_all(self.head().as_bytes()).await?;
+            stream.write_all(&self.body).await?;
+            stream.shutdown().await
+        };
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, write).await;
+    }
+}
+
+/// The embedded file at `path`, or 404.
+pub fn asset(path: &str) -> Response {
+    match ASSETS.iter().find(|a| a.path == path) {
+        // Not fingerprinted: revalidate, so an upgraded server is picked up.
+        Some(a) => Response {
+            status: 200,
+            content_type: a.content_type,
+            cache_control: "no-cache",
+            body: Cow::Borrowed(a.body),
+        },
+        None => Response::text(404, "not found"),
+    }
+}
+
+/// Why `/dev/token` refused to sign.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DevTokenError {
+    /// The server runs without `--dev`.
+    #[error("not found")]
+    Disabled,
+    /// `user_id` is missing or not a positive integer.
+    #[error("user_id must be a positive integer")]
+    UserId,
+    /// `username` is missing, too long or holds control characters.
+    #[error(
+        "username must be 1 to {DEV_USERNAME_MAX_CHARS} characters, without control characters"
+    )]
+    Username,
+    /// Dev tokens are signed with `JWT_SECRET`, and none is configured.
+    #[error("dev tokens need JWT_SECRET (the server verifies only public keys)")]
+    NoSecret,
+}
+
+/// `GET /dev/enabled`: `true` or `false` (always 200, so that the page can
+/// ask without a failed request in the browser console).
+pub fn dev_enabled(config: &Config) -> Response {
+    let enabled = config.dev && config.jwt_secret.is_some();
+    Response::text(200, if enabled { "true" } else { "false" })
+}
+
+/// `GET /dev/token?user_id=N&username=NAME`: with `--dev`, a token signed
+/// with the server's secret, valid [`DEV_TOKEN_TTL`]; without it, 404.
+pub fn dev_token(config: &Config, query: Option<&str>) -> Response {
+    match sign_dev_token(config, query) {
+        Ok(token) => Response::text(200, token),
+        Err(e @ DevTokenError::Disabled) => Response::text(404, e.to_string()),
+        Err(e @ DevTokenError::NoSecret) => Response::text(503, e.to_string()),
+        Err(e) => Response::text(400, e.to_string()),
+    }
+}
+
+fn sign_dev_token(config: &Config, query: Option<&str>) -> Result<String, DevTokenError> {
+    if !config.dev {
+        return Err(DevTokenError::Disabled);
+    }
+    let secret = config.jwt_secret.as_ref().ok_or(DevTokenError::NoSecret)?;
+    let mut user_id = None;
+    let mut username = None;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "user_id" => user_id = v.trim().parse::<i64>().ok(),
+            "username" => username = Some(v.trim().to_owned()),
+            _ => {}
+        }
+    }
+    let user_id = user_id.filter(|id| *id > 0).ok_or(DevTokenError::UserId)?;
+    let username = username
+        .filter(|u| {
+            let n = u.chars().count();
+            (1..=DEV_USERNAME_MAX_CHARS).contains(&n) && !u.chars().any(char::is_control)
+        })
+        .ok_or(DevTokenError::Username)?;
+    let ttl = i64::try_from(DEV_TOKEN_TTL.as_secs()).unwrap_or(3600);
+    // Signed like the `token` command: with the secret's key id, issuer
+    // and audience when configured, so the server accepts it.
+    let options = crate::auth::SignOptions {
+        kid: config.jwt_secret_kid.clone(),
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+    };
+    Ok(crate::auth::sign_hs256_with(
+        secret.as_bytes(),
+        &options,
+        user_id,
+        &username,
+        ttl,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dev: bool) -> Config {
+        let mut c = Config::for_tests("postgres://x", "s", "127.0.0.1:0".parse().unwrap());
+        c.dev = dev;
+        c
+    }
+
+    #[test]
+    fn assets_have_types_and_lengths() {
+        let r = asset("/");
+        assert_eq!(r.status, 200);
+        assert!(r
+            .head()
+            .contains("Content-Type: text/html; charset=utf-8\r\n"));
+        assert!(r
+            .head()
+            .contains(&format!("Content-Length: {}\r\n", INDEX.len())));
+        assert_eq!(
+            asset("/app.js").content_type,
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(asset("/nope").status, 404);
+    }
+
+    #[test]
+    fn dev_token_needs_the_flag_and_valid_claims() {
+        assert_eq!(
+            dev_token(&config(false), Some("user_id=1&username=a")).status,
+            404
+        );
+        let dev = config(true);
+        assert_eq!(dev_token(&dev, None).status, 400);
+        assert_eq!(dev_token(&dev, Some("user_id=0&username=a")).status, 400);
+        assert_eq!(dev_token(&dev, Some("user_id=1&username=")).status, 400);
+        assert_eq!(
+            dev_token(&dev, Some("user_id=1&username=%07bell")).status,
+            400
+        );
+        let ok = dev_token(&dev, Some("user_id=7&username=ana%C3%AFs"));
+        assert_eq!(ok.status, 200);
+        let token = std::str::from_utf8(&ok.body).unwrap().trim();
+        let id = crate::auth::Verifier::hs256(b"s", 0).verify(token).unwrap();
+        assert_eq!((id.user_id, id.username.as_str()), (7, "anaïs"));
+    }
+}

@@ -1,0 +1,265 @@
+// Two users chat through the embedded page in headless Chromium.
+//
+//   node chat.mjs http://127.0.0.1:PORT/
+//
+// Run by `cargo test --test browser`, which starts the server (with --dev
+// and a room `general`) and answers this script's control lines on stdout:
+// `STOP` (stop the server; it answers `STOPPED` on stdin) and `START` (start
+// it again on the same port and database; it answers `STARTED`).
+// Fails (exit 1) on any console error or page error, on any missing or
+// duplicated message. Saves screenshots under target/browser/.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+
+const base = process.argv[2];
+if (!base) {
+  console.error('usage: node chat.mjs http://127.0.0.1:PORT/');
+  process.exit(2);
+}
+const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
+const shots = process.env.SCREENSHOT_DIR || path.resolve('../../target/browser');
+const STEP_MS = 15_000;
+// main.rs fills #general with this many messages before the pages open.
+const HISTORY_MESSAGES = Number(process.env.HISTORY_MESSAGES || 80);
+// The page's history page size (web/app.js HISTORY_PAGE).
+const HISTORY_PAGE = 50;
+
+async function waitForCount(locator, n, what) {
+  const deadline = Date.now() + STEP_MS;
+  let seen = -1;
+  while (Date.now() < deadline) {
+    seen = await locator.count();
+    if (seen === n) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what}: expected ${n} messages, saw ${seen}`);
+}
+
+const lines = readline.createInterface({ input: process.stdin });
+const waiting = [];
+lines.on('line', (l) => {
+  const w = waiting.shift();
+  if (w) w(l.trim());
+});
+const control = (command) =>
+  new Promise((resolve) => {
+    waiting.push(resolve);
+    process.stdout.write(command + '\n');
+  });
+
+const problems = [];
+// While the server is down the browser logs failed connection attempts:
+// expected then, and only then.
+let serverDown = false;
+const expectedWhileDown = /WebSocket connection to .* failed|ERR_CONNECTION_REFUSED|Failed to load resource/;
+
+function watch(page, who) {
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    if (serverDown && expectedWhileDown.test(m.text())) return;
+    problems.push(`${who} console error: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`${who} page error: ${e.message}`));
+  page.on('requestfailed', (r) => {
+    if (!serverDown) problems.push(`${who} request failed: ${r.url()} ${r.failure()?.errorText}`);
+  });
+}
+
+const log = (msg) => console.error(`chat.mjs: ${msg}`);
+
+async function signIn(page, username, userId) {
+  await page.goto(base);
+  await page.locator('#dev-form').waitFor({ state: 'visible', timeout: STEP_MS });
+  if (userId === 1) await page.screenshot({ path: path.join(shots, 'login.png') });
+  await page.fill('#dev-username', username);
+  await page.fill('#dev-userid', String(userId));
+  await page.click('#dev-generate');
+  await connected(page);
+  await page.locator('#me-name', { hasText: username }).waitFor({ timeout: STEP_MS });
+}
+
+/** Signs in by pasting a token (the flow without --dev). */
+async function pasteToken(page, token, username) {
+  await page.goto(base);
+  await page.locator('#token-form').waitFor({ state: 'visible', timeout: STEP_MS });
+  await page.fill('#token-input', token);
+  await page.click('#token-form button[type=submit]');
+  await connected(page);
+  await page.locator('#me-name', { hasText: username }).waitFor({ timeout: STEP_MS });
+}
+
+const connected = (page) => page.locator('#status.online').waitFor({ timeout: STEP_MS });
+
+async function joinRoom(page, room) {
+  await page.fill('#room-input', room);
+  await page.click('#join-room');
+  await page.locator('#conv-title', { hasText: '# ' + room }).waitFor({ timeout: STEP_MS });
+}
+
+async function say(page, text) {
+  await page.fill('#composer-input', text);
+  await page.press('#composer-input', 'Enter');
+}
+
+/** Waits until exactly one delivered (not pending) message shows `text`. */
+async function seesOnce(page, text, who) {
+  const delivered = page.locator('#message-list li.msg[data-id]', { hasText: text });
+  await delivered.first().waitFor({ timeout: STEP_MS });
+  // Give a duplicate a moment to show up before counting.
+  await page.waitForTimeout(300);
+  const n = await delivered.count();
+  if (n !== 1) problems.push(`${who} sees "${text}" ${n} times`);
+  const pending = await page.locator('#message-list li.msg.pending', { hasText: text }).count();
+  if (pending !== 0) problems.push(`${who} still shows "${text}" as pending`);
+}
+
+async function main() {
+  mkdirSync(shots, { recursive: true });
+  const browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  let pages = [];
+  try {
+    const viewport = { width: 1100, height: 680 };
+    const alice = await (await browser.newContext({ viewport })).newPage();
+    const bob = await (await browser.newContext({ viewport })).newPage();
+    watch(alice, 'alice');
+    watch(bob, 'bob');
+    pages = [['alice', alice], ['bob', bob]];
+
+    log('alice generates a dev token; bob pastes a token');
+    await signIn(alice, 'alice', 1);
+    if (!process.env.BOB_TOKEN) throw new Error('BOB_TOKEN is not set');
+    await pasteToken(bob, process.env.BOB_TOKEN, 'bob');
+
+    log('both join #general');
+    await joinRoom(alice, 'general');
+    await joinRoom(bob, 'general');
+
+    log('a server error is shown in the banner');
+    await alice.fill('#room-input', 'no-such-room');
+    await alice.click('#join-room');
+    await alice.locator('#banner', { hasText: "room 'no-such-room' does not exist" }).waitFor({ timeout: STEP_MS });
+    await alice.click('#banner-close');
+    await alice.locator('#banner').waitFor({ state: 'hidden', timeout: STEP_MS });
+    if ((await alice.locator('#room-list button', { hasText: 'no-such-room' }).count()) !== 0) {
+      problems.push('alice still lists a room that does not exist');
+    }
+    await alice.click('#room-list button:has-text("general")');
+
+    log('alice scrolls up through the history of #general');
+    const history = alice.locator('#message-list li.msg[data-id]', { hasText: 'history ' });
+    await waitForCount(history, HISTORY_PAGE, 'alice: the latest page of history');
+    await alice.locator('#messages').evaluate((el) => { el.scrollTop = 0; });
+    await waitForCount(history, HISTORY_MESSAGES, 'alice: every older message after scrolling up');
+    await alice.locator('#older', { hasText: 'Beginning of the conversation' }).waitFor({ timeout: STEP_MS });
+
+    log('alice creates #project-x from the page; bob joins it and reads its history');
+    await alice.fill('#room-input', 'project-x');
+    await alice.click('#create-room');
+    await alice.locator('#conv-title', { hasText: '# project-x' }).waitFor({ timeout: STEP_MS });
+    await say(alice, 'first post in project-x');
+    await seesOnce(alice, 'first post in project-x', 'alice');
+    await joinRoom(bob, 'project-x');
+    await seesOnce(bob, 'first post in project-x', 'bob');
+    await alice.click('#room-list button:has-text("general")');
+    await bob.click('#room-list button:has-text("general")');
+
+    log('alice says hello, bob sees it');
+    await say(alice, 'Hello from alice');
+    await seesOnce(bob, 'Hello from alice', 'bob');
+    await seesOnce(alice, 'Hello from alice', 'alice');
+    await say(bob, 'Hi alice! <b>not bold</b>');
+    await seesOnce(alice, 'Hi alice! <b>not bold</b>', 'alice');
+
+    log('bob opens a DM with alice from her name');
+    await bob.locator('#message-list .who', { hasText: 'alice' }).first().click();
+    await bob.locator('#conv-title', { hasText: 'alice' }).waitFor({ timeout: STEP_MS });
+    await say(bob, 'psst, a direct message');
+    await seesOnce(bob, 'psst, a direct message', 'bob');
+    await alice.locator('#dm-list button', { hasText: 'bob' }).waitFor({ timeout: STEP_MS });
+    await alice.locator('#dm-list .badge', { hasText: '1' }).waitFor({ timeout: STEP_MS });
+    await alice.click('#dm-list button:has-text("bob")');
+    await seesOnce(alice, 'psst, a direct message', 'alice');
+    await say(alice, 'got it');
+    await seesOnce(bob, 'got it', 'bob');
+    await alice.click('#room-list button:has-text("general")');
+    await bob.click('#room-list button:has-text("general")');
+
+    log('the server stops; alice writes while it is down');
+    serverDown = true;
+    if ((await control('STOP')) !== 'STOPPED') throw new Error('the test harness did not stop the server');
+    await alice.locator('#status.offline').waitFor({ timeout: STEP_MS });
+    await bob.locator('#status.offline').waitFor({ timeout: STEP_MS });
+    await say(alice, 'written while the server was down');
+    await alice.locator('#message-list li.msg.pending', { hasText: 'written while the server was down' }).waitFor({ timeout: STEP_MS });
+
+    log('the server comes back; both pages reconnect by themselves');
+    if ((await control('START')) !== 'STARTED') throw new Error('the test harness did not restart the server');
+    await connected(alice);
+    await connected(bob);
+    serverDown = false;
+    await seesOnce(bob, 'written while the server was down', 'bob');
+    await seesOnce(alice, 'written while the server was down', 'alice');
+    for (const page of [alice, bob]) {
+      await seesOnce(page, 'Hello from alice', page === alice ? 'alice' : 'bob');
+    }
+    await say(bob, 'welcome back');
+    await seesOnce(alice, 'welcome back', 'alice');
+
+    log('presence and typing');
+    await alice.locator('#conv-sub', { hasText: '2 online' }).waitFor({ timeout: STEP_MS });
+    // The server relays one `typing` per user and room every 2 s: let the
+    // one sent while bob wrote "welcome back" age out.
+    await bob.waitForTimeout(2100);
+    await bob.locator('#composer-input').pressSequentially('typing something', { delay: 10 });
+    await alice.locator('#typing', { hasText: 'bob is typing' }).waitFor({ timeout: STEP_MS });
+
+    await bob.waitForTimeout(300);
+    await alice.screenshot({ path: path.join(shots, 'chat-alice.png') });
+    await bob.screenshot({ path: path.join(shots, 'chat.png') });
+    log(`screenshots in ${shots}`);
+
+    log('bob leaves: alice sees him go offline');
+    await bob.context().close();
+    await alice.locator('#conv-sub', { hasText: '1 online' }).waitFor({ timeout: STEP_MS });
+  } catch (e) {
+    // Leave evidence: what each page showed when the step failed.
+    for (const [who, page] of pages) {
+      await page.screenshot({ path: path.join(shots, `failed-${who}.png`) }).catch(() => {});
+      const shown = await page.locator('#messages').innerText().catch(() => '?');
+      log(`${who} showed:\n${shown}`);
+    }
+    throw e;
+  } finally {
+    await browser.close();
+  }
+}
+
+main()
+  .then(() => {
+    if (problems.length) {
+      for (const p of problems) console.error(`chat.mjs: FAIL ${p}`);
+      process.exit(1);
+    }
+    log('ok');
+    process.exit(0);
+  })
+  .catch((e) => {
+    for (const p of problems) console.error(`chat.mjs: FAIL ${p}`);
+    console.error(`chat.mjs: FAIL ${e.stack || e}`);
+    process.exit(1);
+  });
