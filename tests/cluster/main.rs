@@ -16,3 +16,4 @@ mod nodes;
 
 mod fanout;
 mod faults;
+mod writer;
