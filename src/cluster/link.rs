@@ -24,7 +24,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::sequencer::Sequencer;
 use super::wire::{self, Remote};
-use super::{Committed, Interest, RemoteNotice, Stream};
+use super::{Committed, Interest, RemoteMembership, RemoteNotice, Stream};
 use crate::protocol::{encode_message, StoredMessage};
 use crate::router::{Router, Sent, ShardEvent};
 use crate::store::{Store, StoreError, Window};
@@ -65,6 +65,7 @@ pub enum LinkError {
 pub struct ClusterHandle {
     interest: Arc<Interest>,
     notices: mpsc::Sender<RemoteNotice>,
+    memberships: mpsc::Sender<RemoteMembership>,
 }
 
 impl ClusterHandle {
@@ -77,6 +78,20 @@ impl ClusterHandle {
     /// link is saturated (notices are hints, never stored).
     pub fn notice(&self, notice: RemoteNotice) {
         let _ = self.notices.try_send(notice);
+    }
+
+    /// Queues a membership change for the user's connections on other
+    /// nodes without waiting; gives it back when the queue is full (the
+    /// caller retries from a task with [`send_membership`](Self::send_membership)).
+    pub fn try_membership(&self, m: RemoteMembership) -> Result<(), RemoteMembership> {
+        self.memberships.try_send(m).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
+        })
+    }
+
+    /// Queues a membership change, waiting while the queue is full.
+    pub async fn send_membership(&self, m: RemoteMembership) {
+        let _ = self.memberships.send(m).await;
     }
 }
 
@@ -113,6 +128,7 @@ pub fn spawn(settings: LinkSettings, router: Router) -> Result<ClusterLink, Link
     let queue = settings.queue.max(1);
     let (committed_tx, committed_rx) = mpsc::channel(queue);
     let (notice_tx, notice_rx) = mpsc::channel(queue);
+    let (membership_tx, membership_rx) = mpsc::channel(queue);
     let interest = Arc::new(Interest::new());
     let stop = Arc::new(Notify::new());
     let store = Store::new(&settings.database_url, 2)?;
@@ -141,12 +157,16 @@ pub fn spawn(settings: LinkSettings, router: Router) -> Result<ClusterLink, Link
                 }
             };
             let span = info_span!("cluster", node = %link.settings.node_id);
-            rt.block_on(link.run(committed_rx, notice_rx, stop2).instrument(span));
+            rt.block_on(
+                link.run(committed_rx, notice_rx, membership_rx, stop2)
+                    .instrument(span),
+            );
         })?;
     Ok(ClusterLink {
         handle: ClusterHandle {
             interest,
             notices: notice_tx,
+            memberships: membership_tx,
         },
         committed: committed_tx,
         stop,
@@ -182,6 +202,7 @@ impl Link {
         mut self,
         mut committed: mpsc::Receiver<Committed>,
         mut notices: mpsc::Receiver<RemoteNotice>,
+        mut memberships: mpsc::Receiver<RemoteMembership>,
         stop: Arc<Notify>,
     ) {
         let queue = self.settings.queue.max(1);
@@ -240,6 +261,13 @@ impl Link {
                             Ok(r) => self.remote(r, &nats, &remote_tx).await,
                             Err(_) => break,
                         }
+                    }
+                }
+                Some(m) = memberships.recv() => {
+                    let subject = Stream::User(m.user).subject();
+                    if publish_tx.try_send((subject.clone(), wire::encode_membership(&m))).is_err() {
+                        // Membership must not be dropped: wait for room in the queue.
+                        let _ = publish_tx.send((subject, wire::encode_membership(&m))).await;
                     }
                 }
                 Some(n) = notices.recv() => {
@@ -323,6 +351,20 @@ impl Link {
     ) {
         match r {
             Remote::Message(c) => self.sequence(c, false, nats, remote_tx).await,
+            Remote::Membership(m) => {
+                let event = if m.joined {
+                    ShardEvent::Joined {
+                        user: m.user,
+                        room: m.room,
+                    }
+                } else {
+                    ShardEvent::Left {
+                        user: m.user,
+                        room: m.room,
+                    }
+                };
+                self.router.publish(event).await;
+            }
             Remote::Notice(n) => {
                 self.router
                     .publish(ShardEvent::Notice {

@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use crate::protocol::{Frame, UserId};
 use crate::router::ShardEvent;
 
-pub use link::{spawn, ClusterLink, LinkError, LinkSettings};
+pub use link::{spawn, ClusterHandle, ClusterLink, LinkError, LinkSettings};
 
 /// One ordered stream of stored messages, as delivered to a node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,6 +78,19 @@ pub struct RemoteNotice {
     pub except: UserId,
     /// The encoded frame.
     pub frame: Frame,
+}
+
+/// A membership change made on one node, for the user's connections on
+/// the others (published on the user's subject, which exactly the nodes
+/// with a connection of that user follow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteMembership {
+    /// Who joined or left.
+    pub user: UserId,
+    /// Which room.
+    pub room: Arc<str>,
+    /// Joined (true) or left (false).
+    pub joined: bool,
 }
 
 #[derive(Debug)]

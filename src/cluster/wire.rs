@@ -5,6 +5,7 @@
 //! room message: 1 | id i64 | prev i64 | name len u16 | name | frame
 //! DM:           2 | id i64 | from i64 | to i64 | prev_from i64 | prev_to i64 | frame
 //! room notice:  3 | except i64 | name len u16 | name | frame
+//! membership:   4 | user i64 | joined u8 | name len u16 | name
 //! ```
 //! Integers are big-endian. The sender's own copy (`ref`) never travels:
 //! only the origin node has the sending connection.
@@ -13,13 +14,14 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Committed, RemoteNotice};
+use super::{Committed, RemoteMembership, RemoteNotice};
 use crate::protocol::Frame;
 use crate::router::{Sent, ShardEvent};
 
 const ROOM: u8 = 1;
 const DM: u8 = 2;
 const NOTICE: u8 = 3;
+const MEMBERSHIP: u8 = 4;
 
 /// Why a NATS payload was not understood.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,6 +44,8 @@ pub enum Remote {
     Message(Committed),
     /// An ephemeral room notice.
     Notice(RemoteNotice),
+    /// A user joined or left a room on another node.
+    Membership(RemoteMembership),
 }
 
 /// Encodes a committed message; `None` for events that never travel.
@@ -82,6 +86,16 @@ pub fn encode_notice(n: &RemoteNotice) -> Bytes {
     b.put_i64(n.except);
     put_name(&mut b, &n.room);
     b.put_slice(n.frame.as_bytes());
+    b.freeze()
+}
+
+/// Encodes a membership change.
+pub fn encode_membership(m: &RemoteMembership) -> Bytes {
+    let mut b = BytesMut::with_capacity(12 + m.room.len());
+    b.put_u8(MEMBERSHIP);
+    b.put_i64(m.user);
+    b.put_u8(u8::from(m.joined));
+    put_name(&mut b, &m.room);
     b.freeze()
 }
 
@@ -138,6 +152,12 @@ pub fn decode(payload: Bytes) -> Result<Remote, WireError> {
                 except,
                 frame,
             }))
+        }
+        MEMBERSHIP => {
+            let user = r.i64()?;
+            let joined = r.u8()? != 0;
+            let room = r.name()?;
+            Ok(Remote::Membership(RemoteMembership { user, room, joined }))
         }
         k => Err(WireError::Kind(k)),
     }
@@ -242,6 +262,19 @@ mod tests {
             panic!("not a notice");
         };
         assert_eq!((&*d.room, d.except, d.frame.as_str()), ("r", 7, "typing"));
+    }
+
+    #[test]
+    fn membership_changes_round_trip() {
+        let m = RemoteMembership {
+            user: 5,
+            room: Arc::from("r"),
+            joined: false,
+        };
+        let Remote::Membership(d) = decode(encode_membership(&m)).unwrap() else {
+            panic!("not a membership");
+        };
+        assert_eq!(d, m);
     }
 
     #[test]

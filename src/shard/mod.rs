@@ -23,7 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, debug_span, info, warn, Instrument};
 
 use crate::cluster::link::ClusterHandle;
-use crate::cluster::RemoteNotice;
+use crate::cluster::{RemoteMembership, RemoteNotice};
 use crate::config::Config;
 use crate::connection;
 use crate::credentials::Credentials;
@@ -658,11 +658,25 @@ impl Shard {
     /// Tells the other shards that `user` joined `room`, without waiting on
     /// them: an inbox that is full gets the event from a retrying task.
     pub fn announce_join(&self, user: UserId, room: Arc<str>) {
+        self.to_other_nodes(user, room.clone(), true);
         self.announce(ShardEvent::Joined { user, room });
+    }
+
+    /// Cluster mode: tells the user's connections on other nodes about a
+    /// membership change (never waits: a full queue is retried from a task).
+    fn to_other_nodes(&self, user: UserId, room: Arc<str>, joined: bool) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if let Err(m) = cluster.try_membership(RemoteMembership { user, room, joined }) {
+            let cluster = cluster.clone();
+            tokio::task::spawn_local(async move { cluster.send_membership(m).await });
+        }
     }
 
     /// Tells the other shards that `user` left `room` (as [`announce_join`](Self::announce_join)).
     pub fn announce_leave(&self, user: UserId, room: Arc<str>) {
+        self.to_other_nodes(user, room.clone(), false);
         self.announce(ShardEvent::Left { user, room });
     }
 

@@ -211,3 +211,67 @@ async fn presence_and_typing_cross_nodes() {
     drop(nodes);
     db.drop_now().await;
 }
+
+/// A user connected to two nodes joins a room on one: its connection on
+/// the other follows the room at once (and stops after a leave).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_on_one_node_reaches_the_users_connections_on_others() {
+    let _serial = SERIAL.lock().await;
+    let db = SharedDb::create().await;
+    let nats = nats_url();
+    let nodes = [
+        start_node(&db.url, &nats, "a").await,
+        start_node(&db.url, &nats, "b").await,
+    ];
+    create_room(&db.url, "r").await;
+    let mut alice_a = Client::connect(&nodes[0], 1, "alice").await;
+    let (_alice_b_sink, alice_b) = Client::connect(&nodes[1], 1, "alice").await.split();
+    let mut bob = Client::connect(&nodes[1], 2, "bob").await;
+    bob.join("r").await;
+    alice_a.join("r").await;
+    // Give the membership change a moment to cross NATS (it is not ordered
+    // with the join_ack of the other node's connection).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bob.send(json!({"type": "message", "room": "r", "content": "hi"}))
+        .await;
+    alice_b
+        .wait_for(
+            "bob's message on alice's other node",
+            Duration::from_secs(10),
+            |l| l.messages.iter().any(|m| m.content == "hi"),
+        )
+        .await;
+    alice_a.send(json!({"type": "leave", "room": "r"})).await;
+    // (Bob's "hi" may come first on this connection.)
+    loop {
+        let v = alice_a.recv().await;
+        if v["type"] == "leave_ack" {
+            break;
+        }
+        assert_eq!(v["type"], "message", "{v}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bob.send(json!({"type": "message", "room": "r", "content": "bye"}))
+        .await;
+    // Bob's own echo marks the message as delivered on node b.
+    loop {
+        let v = bob.recv().await;
+        if v["type"] == "message" && v["data"]["content"] == "bye" {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !alice_b
+            .snapshot()
+            .messages
+            .iter()
+            .any(|m| m.content == "bye"),
+        "left on node a: no more room messages on node b"
+    );
+    for n in &nodes {
+        n.assert_no_panic();
+    }
+    drop(nodes);
+    db.drop_now().await;
+}
