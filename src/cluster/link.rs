@@ -66,7 +66,12 @@ pub struct ClusterHandle {
     interest: Arc<Interest>,
     notices: mpsc::Sender<RemoteNotice>,
     memberships: mpsc::Sender<RemoteMembership>,
+    /// The NATS client, once the link has created it.
+    nats: Arc<std::sync::OnceLock<async_nats::Client>>,
 }
+
+/// How long a presence probe waits for another node's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 impl ClusterHandle {
     /// The node's interest set, which shards keep up to date.
@@ -87,6 +92,23 @@ impl ClusterHandle {
         self.memberships.try_send(m).map_err(|e| match e {
             mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
         })
+    }
+
+    /// True when another node answers that `user` has a connection there
+    /// (a request on the user's subject, which exactly those nodes follow;
+    /// none: NATS answers "no responders" at once). Presence uses it so that
+    /// a user connected to two nodes is announced online once and offline
+    /// only when its last connection anywhere closes. Unknown (NATS away,
+    /// no answer within 300 ms): false.
+    pub async fn online_elsewhere(&self, user: crate::protocol::UserId) -> bool {
+        let Some(nats) = self.nats.get() else {
+            return false;
+        };
+        let request = nats.request(Stream::User(user).subject(), wire::encode_probe(user));
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, request).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Queues a membership change, waiting while the queue is full.
@@ -130,6 +152,7 @@ pub fn spawn(settings: LinkSettings, router: Router) -> Result<ClusterLink, Link
     let (notice_tx, notice_rx) = mpsc::channel(queue);
     let (membership_tx, membership_rx) = mpsc::channel(queue);
     let interest = Arc::new(Interest::new());
+    let nats = Arc::new(std::sync::OnceLock::new());
     let stop = Arc::new(Notify::new());
     let store = Store::new(&settings.database_url, 2)?;
     let link = Link {
@@ -137,6 +160,7 @@ pub fn spawn(settings: LinkSettings, router: Router) -> Result<ClusterLink, Link
         router,
         store,
         interest: interest.clone(),
+        nats_cell: nats.clone(),
         streams: HashMap::new(),
         fill_due: HashMap::new(),
         check_due: true,
@@ -167,6 +191,7 @@ pub fn spawn(settings: LinkSettings, router: Router) -> Result<ClusterLink, Link
             interest,
             notices: notice_tx,
             memberships: membership_tx,
+            nats,
         },
         committed: committed_tx,
         stop,
@@ -185,6 +210,8 @@ struct Link {
     router: Router,
     store: Store,
     interest: Arc<Interest>,
+    /// Where the link puts its NATS client for [`ClusterHandle::online_elsewhere`].
+    nats_cell: Arc<std::sync::OnceLock<async_nats::Client>>,
     streams: HashMap<Stream, Followed>,
     /// Streams with held messages, and when their fill is due.
     fill_due: HashMap<Stream, Instant>,
@@ -228,6 +255,7 @@ impl Link {
             }
         };
         info!(url = %self.settings.url, "cluster link started");
+        let _ = self.nats_cell.set(nats.clone());
         let (remote_tx, mut remote) = mpsc::channel::<Remote>(queue);
         let (publish_tx, publish_rx) = mpsc::channel::<(String, Bytes)>(queue);
         let publisher = tokio::spawn(publish_loop(nats.clone(), publish_rx));
@@ -351,6 +379,8 @@ impl Link {
     ) {
         match r {
             Remote::Message(c) => self.sequence(c, false, nats, remote_tx).await,
+            // Answered by the subscription's forwarder; never queued.
+            Remote::Probe(_) => {}
             Remote::Membership(m) => {
                 let event = if m.joined {
                     ShardEvent::Joined {
@@ -515,7 +545,12 @@ impl Link {
                     continue;
                 }
             };
-            let forwarder = tokio::spawn(forward(subscriber, remote_tx.clone()));
+            let forwarder = tokio::spawn(forward(
+                subscriber,
+                remote_tx.clone(),
+                nats.clone(),
+                self.interest.clone(),
+            ));
             debug!(%subject, last, "subscribed");
             self.streams.insert(
                 stream,
@@ -723,9 +758,23 @@ async fn publish_loop(nats: async_nats::Client, mut queue: mpsc::Receiver<(Strin
 }
 
 /// Decodes what one subscription receives and hands it to the link.
-async fn forward(mut subscriber: async_nats::Subscriber, to: mpsc::Sender<Remote>) {
+async fn forward(
+    mut subscriber: async_nats::Subscriber,
+    to: mpsc::Sender<Remote>,
+    nats: async_nats::Client,
+    interest: Arc<Interest>,
+) {
     while let Some(message) = subscriber.next().await {
         match wire::decode(message.payload) {
+            Ok(Remote::Probe(user)) => {
+                // Answer only while a shard still has a connection of the
+                // user (the subscription may outlive it by a moment).
+                if let Some(reply) = message.reply {
+                    if interest.contains(&Stream::User(user)) {
+                        let _ = nats.publish(reply, Bytes::from_static(b"1")).await;
+                    }
+                }
+            }
             Ok(remote) => {
                 if to.send(remote).await.is_err() {
                     return;

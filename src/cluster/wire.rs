@@ -6,6 +6,7 @@
 //! DM:           2 | id i64 | from i64 | to i64 | prev_from i64 | prev_to i64 | frame
 //! room notice:  3 | except i64 | name len u16 | name | frame
 //! membership:   4 | user i64 | joined u8 | name len u16 | name
+//! probe:        5 | user i64   (a request: "is this user connected on your node?")
 //! ```
 //! Integers are big-endian. The sender's own copy (`ref`) never travels:
 //! only the origin node has the sending connection.
@@ -22,6 +23,7 @@ const ROOM: u8 = 1;
 const DM: u8 = 2;
 const NOTICE: u8 = 3;
 const MEMBERSHIP: u8 = 4;
+const PROBE: u8 = 5;
 
 /// Why a NATS payload was not understood.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub enum Remote {
     Notice(RemoteNotice),
     /// A user joined or left a room on another node.
     Membership(RemoteMembership),
+    /// Another node asks whether this user has a connection here.
+    Probe(crate::protocol::UserId),
 }
 
 /// Encodes a committed message; `None` for events that never travel.
@@ -96,6 +100,14 @@ pub fn encode_membership(m: &RemoteMembership) -> Bytes {
     b.put_i64(m.user);
     b.put_u8(u8::from(m.joined));
     put_name(&mut b, &m.room);
+    b.freeze()
+}
+
+/// Encodes a presence probe for `user`.
+pub fn encode_probe(user: crate::protocol::UserId) -> Bytes {
+    let mut b = BytesMut::with_capacity(9);
+    b.put_u8(PROBE);
+    b.put_i64(user);
     b.freeze()
 }
 
@@ -159,6 +171,7 @@ pub fn decode(payload: Bytes) -> Result<Remote, WireError> {
             let room = r.name()?;
             Ok(Remote::Membership(RemoteMembership { user, room, joined }))
         }
+        PROBE => Ok(Remote::Probe(r.i64()?)),
         k => Err(WireError::Kind(k)),
     }
 }
@@ -275,6 +288,10 @@ mod tests {
             panic!("not a membership");
         };
         assert_eq!(d, m);
+        assert!(matches!(
+            decode(encode_probe(77)).unwrap(),
+            Remote::Probe(77)
+        ));
     }
 
     #[test]

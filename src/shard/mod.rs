@@ -706,6 +706,13 @@ impl Shard {
     pub fn announce_presence(self: &Rc<Self>, user: UserId, username: Arc<str>, online: bool) {
         let shard = self.clone();
         tokio::task::spawn_local(async move {
+            // Cluster mode: connected on another node too, the user was
+            // announced online there and is not offline yet.
+            if let Some(cluster) = &shard.cluster {
+                if cluster.online_elsewhere(user).await {
+                    return;
+                }
+            }
             let config = &shard.config;
             let rooms = match shard
                 .store

@@ -275,3 +275,61 @@ async fn a_join_on_one_node_reaches_the_users_connections_on_others() {
     drop(nodes);
     db.drop_now().await;
 }
+
+/// Frames of `kind` about `user` that arrive within `window`.
+async fn notices_within(
+    ws: &mut crate::harness::Ws,
+    kind: &str,
+    user: i64,
+    window: Duration,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
+            if v["type"] == kind && v["data"]["user"].as_i64() == Some(user) {
+                seen.push(v);
+            }
+        }
+    }
+    seen
+}
+
+/// A user connected to two nodes is online once, and offline only when its
+/// last connection anywhere closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_on_two_nodes_goes_offline_only_when_both_are_gone() {
+    let _serial = SERIAL.lock().await;
+    let db = SharedDb::create().await;
+    let nats = nats_url();
+    let nodes = [
+        start_node(&db.url, &nats, "a").await,
+        start_node(&db.url, &nats, "b").await,
+    ];
+    create_room(&db.url, "r").await;
+    let mut alice = Client::connect(&nodes[0], 1, "alice").await;
+    alice.join("r").await;
+    alice.ws.close(None).await.expect("close");
+    drop(alice);
+    let mut bob = Client::connect(&nodes[1], 2, "bob").await;
+    bob.join("r").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut alice_a = Client::connect(&nodes[0], 1, "alice").await;
+    let online = next_notice(&mut bob.ws, "presence", 1).await;
+    assert_eq!(online["data"]["status"], "online", "{online}");
+    let mut alice_b = Client::connect(&nodes[1], 1, "alice").await;
+    let again = notices_within(&mut bob.ws, "presence", 1, Duration::from_millis(1000)).await;
+    assert!(again.is_empty(), "online once, not per node: {again:?}");
+    alice_a.ws.close(None).await.expect("close");
+    let early = notices_within(&mut bob.ws, "presence", 1, Duration::from_millis(1000)).await;
+    assert!(early.is_empty(), "still connected on node b: {early:?}");
+    alice_b.ws.close(None).await.expect("close");
+    let offline = next_notice(&mut bob.ws, "presence", 1).await;
+    assert_eq!(offline["data"]["status"], "offline", "{offline}");
+    for n in &nodes {
+        n.assert_no_panic();
+    }
+    drop(nodes);
+    db.drop_now().await;
+}
