@@ -447,7 +447,9 @@ where
     shard.metrics().handshakes_accepted.inc();
     shard.metrics().connections.inc();
     let username: Arc<str> = Arc::from(identity.username.as_str());
-    if shard.presence.connected(identity.user_id) {
+    // A user in no room has no one to tell: no database round trip.
+    let in_rooms = |shard: &Shard| shard.registry.borrow().room_count(identity.user_id) > 0;
+    if shard.presence.connected(identity.user_id) && in_rooms(&shard) {
         shard.announce_presence(identity.user_id, username.clone(), true);
     }
     let span = debug_span!("conn", shard = shard.index, id, user = identity.user_id);
@@ -473,9 +475,10 @@ where
             .instrument(span)
             .await;
     }
+    let had_rooms = in_rooms(&shard);
     shard.registry.borrow_mut().unregister(id);
     shard.metrics().connections.dec();
-    if shard.presence.disconnected(identity.user_id) {
+    if shard.presence.disconnected(identity.user_id) && had_rooms {
         shard.announce_presence(identity.user_id, username, false);
     }
 }
