@@ -2,6 +2,7 @@
 # THE test command (README and CI call exactly this):
 #   scripts/test.sh [extra `cargo test` args, e.g. a test-name filter]
 # Uses $DATABASE_URL if set, else starts the private cluster (scripts/pg.sh),
+# and $CHAT_TEST_NATS_URL if set, else the private NATS server (scripts/nats.sh),
 # drops leftover chat_test_* databases, then runs all tests and doctests.
 set -euo pipefail
 # Resolve a relative CHAT_PG_DIR against the caller's cwd before we cd.
@@ -13,6 +14,13 @@ if [ -z "${DATABASE_URL:-}" ]; then
 fi
 export DATABASE_URL
 export CHAT_TEST_DATABASE_URL="$DATABASE_URL"
+
+# Cluster tests need NATS: $CHAT_TEST_NATS_URL if set, else the private
+# server (scripts/nats.sh installs Debian's nats-server when missing).
+if [ -z "${CHAT_TEST_NATS_URL:-}" ]; then
+  CHAT_TEST_NATS_URL=$(scripts/nats.sh start)
+fi
+export CHAT_TEST_NATS_URL
 
 # Tests create chat_test_* databases; drop any left by crashed/aborted runs.
 # pg.sh psql picks a psql (PATH or the server's bin dir); the URL wins over its defaults.

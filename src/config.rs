@@ -249,6 +249,36 @@ pub struct Config {
     #[arg(long, env = "CHAT_EVENT_INTERVAL", default_value_t = 61)]
     pub event_interval: u32,
 
+    /// NATS server of the cluster (`nats://HOST:PORT`). Set, this node
+    /// serves one chat with every other node on the same NATS and
+    /// PostgreSQL; unset, the server runs alone and needs no NATS.
+    #[arg(long, env = "CHAT_CLUSTER_URL")]
+    pub cluster_url: Option<String>,
+
+    /// Name of this node in logs and in NATS. Default: generated.
+    #[arg(long, env = "CHAT_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Cluster: how long an out-of-order message waits for its missing
+    /// predecessors over NATS before they are read from PostgreSQL, in ms.
+    #[arg(long, env = "CHAT_CLUSTER_GAP_WAIT_MS", default_value_t = 50)]
+    pub cluster_gap_wait_ms: u64,
+
+    /// Cluster: how often every followed room and user is compared with
+    /// PostgreSQL (catches a lost last message of a silent stream), in ms.
+    #[arg(long, env = "CHAT_CLUSTER_CHECK_MS", default_value_t = 1000)]
+    pub cluster_check_ms: u64,
+
+    /// Cluster: messages waiting for the cluster link (from the writers and
+    /// from NATS) before producers wait; also the NATS publish queue.
+    #[arg(long, env = "CHAT_CLUSTER_QUEUE", default_value_t = 65_536)]
+    pub cluster_queue: usize,
+
+    /// Cluster: most out-of-order messages held per stream before a fill
+    /// from PostgreSQL is forced; also the rows read per fill query.
+    #[arg(long, env = "CHAT_CLUSTER_FILL_MAX", default_value_t = 1000)]
+    pub cluster_fill_max: usize,
+
     /// DEVELOPMENT ONLY: serve `GET /dev/token?user_id=N&username=NAME`,
     /// which signs a token for whoever asks. Never on a reachable server.
     #[arg(long, env = "CHAT_DEV", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -285,6 +315,11 @@ impl Config {
     /// Socket write timeout as a duration.
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
+    }
+
+    /// True when this node serves a chat with other nodes through NATS.
+    pub fn clustered(&self) -> bool {
+        self.cluster_url.is_some()
     }
 
     /// Handshake timeout as a duration.
@@ -359,6 +394,8 @@ impl Config {
         config.jwt_audience = None;
         config.tls_cert = None;
         config.tls_key = None;
+        config.cluster_url = None;
+        config.node_id = None;
         config
     }
 }

@@ -27,12 +27,15 @@
 //! - [`presence`]: who is online across shards (counted at connection open
 //!   and close, never per message) and the typing throttle.
 //! - [`config`]: every setting, as flags and environment variables.
+//! - [`cluster`]: cluster mode: several nodes serve one chat through NATS;
+//!   the cluster link orders local and remote messages per stream.
 //! - [`web`]: the plain-HTTP side of the port: the embedded chat page,
 //!   `/metrics` ([`metrics`]) and the `--dev` token endpoint.
 //!
 //! See `docs/ARCHITECTURE.md` for the life of one message and the invariants.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod credentials;

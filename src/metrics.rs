@@ -312,6 +312,8 @@ impl Default for WriterMetrics {
 pub struct Metrics {
     shards: Box<[ShardMetrics]>,
     writers: Box<[WriterMetrics]>,
+    /// This node's name and whether it runs in cluster mode (`chat_node_info`).
+    node: (String, bool),
 }
 
 impl Metrics {
@@ -324,7 +326,14 @@ impl Metrics {
             writers: (0..writers.max(1))
                 .map(|_| WriterMetrics::default())
                 .collect(),
+            node: (String::new(), false),
         }
+    }
+
+    /// Names the node in `chat_node_info{node, cluster}` (cluster mode or not).
+    pub fn with_node(mut self, node: &str, clustered: bool) -> Metrics {
+        self.node = (node.to_owned(), clustered);
+        self
     }
 
     /// Shard `index`'s block (the last one if out of range).
@@ -354,6 +363,7 @@ impl Metrics {
 /// Every value read at one scrape.
 #[derive(Debug)]
 struct Snapshot {
+    node: (String, bool),
     shards: Vec<ShardSnapshot>,
     writers: Vec<WriterSnapshot>,
     inbox_depths: Vec<usize>,
@@ -420,6 +430,7 @@ impl Snapshot {
             })
             .collect();
         Snapshot {
+            node: m.node.clone(),
             shards,
             writers,
             inbox_depths,
@@ -492,6 +503,18 @@ impl Collector for Snapshot {
     fn encode(&self, mut e: DescriptorEncoder) -> Fmt {
         let shards = || self.shards.iter().enumerate();
         let writers = || self.writers.iter().enumerate();
+        gauges(
+            &mut e,
+            "chat_node_info",
+            "This node: its --node-id and whether it runs in cluster mode (value 1).",
+            [(
+                vec![
+                    ("node", self.node.0.clone()),
+                    ("cluster", self.node.1.to_string()),
+                ],
+                1,
+            )],
+        )?;
         gauges(
             &mut e,
             "chat_connections",
@@ -639,7 +662,10 @@ mod tests {
 
     #[test]
     fn renders_openmetrics_with_every_family() {
-        let m = Metrics::new(2, 1);
+        let m = Metrics::new(2, 1).with_node("node-a", true);
+        assert!(m
+            .render(vec![0, 0], vec![0])
+            .contains("chat_node_info{node=\"node-a\",cluster=\"true\"} 1"));
         m.shard(0).connections.inc();
         m.shard(1).frames_in.add(5);
         m.shard(1).refused(Refusal::ExpiredToken);

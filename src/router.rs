@@ -46,6 +46,17 @@ pub struct Sent {
     pub at: std::time::Instant,
 }
 
+impl Sent {
+    /// A message from another node (cluster mode) or read back from
+    /// PostgreSQL: no local sender, so no shard observes its latency.
+    pub fn remote() -> Sent {
+        Sent {
+            shard: usize::MAX,
+            at: std::time::Instant::now(),
+        }
+    }
+}
+
 /// What a shard's inbox carries.
 #[derive(Debug, Clone)]
 pub enum ShardEvent {

@@ -10,6 +10,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::cluster::{ClusterLink, LinkError, LinkSettings};
 use crate::config::Config;
 use crate::credentials::{Credentials, CredentialsError};
 use crate::mesh::mailbox;
@@ -37,6 +38,9 @@ pub enum StartError {
     /// A shard failed to start.
     #[error("shard failed to start: {0}")]
     Shard(String),
+    /// The cluster link could not start.
+    #[error(transparent)]
+    Cluster(#[from] LinkError),
 }
 
 /// A running server. Dropping it without [`shutdown`](Self::shutdown)
@@ -47,6 +51,7 @@ pub struct ServerHandle {
     phase: watch::Sender<Phase>,
     shards: Vec<std::thread::JoinHandle<()>>,
     writers: WriterPool,
+    link: Option<ClusterLink>,
     credentials: Arc<Credentials>,
 }
 
@@ -80,8 +85,24 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
     let (inbox_senders, inboxes): (Vec<_>, Vec<_>) =
         (0..shards).map(|_| mailbox(config.shard_queue)).unzip();
     let router = Router::new(inbox_senders);
-    let metrics = Arc::new(Metrics::new(shards, writers));
     let presence = Arc::new(crate::presence::Presence::new());
+    let node_id = config.node_id.clone().unwrap_or_else(generated_node_id);
+    let metrics = Arc::new(Metrics::new(shards, writers).with_node(&node_id, config.clustered()));
+    let link = match &config.cluster_url {
+        None => None,
+        Some(url) => Some(crate::cluster::spawn(
+            LinkSettings {
+                url: url.clone(),
+                node_id: node_id.clone(),
+                database_url: config.database_url.clone(),
+                gap_wait: Duration::from_millis(config.cluster_gap_wait_ms),
+                check_every: Duration::from_millis(config.cluster_check_ms.max(10)),
+                queue: config.cluster_queue,
+                fill_max: config.cluster_fill_max,
+            },
+            router.clone(),
+        )?),
+    };
     let (writer_handles, writer_pool) = writer::spawn(
         writers,
         WriterSettings {
@@ -94,6 +115,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
             metrics: metrics.clone(),
         },
         router.clone(),
+        link.as_ref().map(|l| l.committed.clone()),
     )?;
 
     // The database answered the migrations a moment ago: give the writers
@@ -123,6 +145,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
                 phase: phase_rx.clone(),
                 metrics: metrics.clone(),
                 presence: presence.clone(),
+                cluster: link.as_ref().map(|l| l.handle.clone()),
             },
             ready_tx.clone(),
         )?);
@@ -133,6 +156,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
         phase: phase_tx,
         shards: threads,
         writers: writer_pool,
+        link,
         credentials: credentials.clone(),
     };
     for _ in 0..shards {
@@ -150,6 +174,8 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
     }
     info!(
         %addr,
+        node = %node_id,
+        cluster = config.cluster_url.as_deref().unwrap_or("off"),
         shards,
         writers,
         batch_max = config.batch_max,
@@ -189,12 +215,24 @@ impl ServerHandle {
         // check); give them a moment before the writers drain.
         std::thread::sleep(Duration::from_millis(20));
         self.writers.stop_and_join();
+        if let Some(link) = self.link {
+            // Delivers what the writers handed over before shards close.
+            link.stop_and_join();
+        }
         let _ = self.phase.send(Phase::Closing);
         for t in self.shards {
             let _ = t.join();
         }
         info!("chat server stopped");
     }
+}
+
+/// A node name when none is configured: process id and start time.
+fn generated_node_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("node-{}-{:08x}", std::process::id(), nanos)
 }
 
 /// Raises the soft open-files limit to the hard limit; returns the result.

@@ -164,8 +164,8 @@ impl Session {
         later(async move {
             if !member {
                 match shard.store.join_room(user, &room).await {
-                    Ok(true) => shard.joined(user, &room),
-                    Ok(false) => {
+                    Ok(Some(last)) => shard.joined(user, &room, Some(last)),
+                    Ok(None) => {
                         return vec![error_frame(&r, format!("room '{room}' does not exist"))]
                     }
                     Err(e) => return db_error(&shard, "join", &e, &r),
@@ -223,7 +223,8 @@ impl Session {
         later(async move {
             match shard.store.create_room(user, &room).await {
                 Ok(true) => {
-                    shard.joined(user, &room);
+                    // A new room: nothing stored in it yet.
+                    shard.joined(user, &room, Some(0));
                     vec![encode_room_created(&room, r.as_ref())]
                 }
                 Ok(false) => vec![error_frame(&r, format!("room '{room}' already exists"))],

@@ -86,7 +86,9 @@ pub struct TrafficArgs {
 /// Options shared by all scenarios.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// Server WebSocket URL; only loopback hosts (127.0.0.0/8, ::1, localhost) are accepted.
+    /// Server WebSocket URL; only loopback hosts (127.0.0.0/8, ::1, localhost)
+    /// are accepted. Several, comma-separated (cluster nodes): the connections
+    /// are split in contiguous blocks, block k to URL k.
     #[arg(
         long,
         global = true,
@@ -134,8 +136,9 @@ pub struct CommonArgs {
     #[arg(long, global = true, default_value_t = 10.0)]
     pub connect_timeout: f64,
     /// PID of the server, to report its CPU per delivered frame and its RSS.
-    #[arg(long, global = true)]
-    pub server_pid: Option<u32>,
+    /// Several, comma-separated (cluster nodes, NATS): figures are summed.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Also write the JSON result to this file.
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,

@@ -22,7 +22,12 @@ pub fn ephemeral_ports() -> u64 {
 /// Validated parameters for `cli` given this process's fd hard limit.
 pub fn params_from_cli(cli: &Cli, fd_hard: u64, ports: u64) -> anyhow::Result<RunParams> {
     let c = &cli.common;
-    let target = Target::parse(&c.url)?;
+    let targets = c
+        .url
+        .split(',')
+        .map(Target::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    ensure!(!targets.is_empty(), "--url is empty");
     let jwt_secret = c
         .jwt_secret
         .clone()
@@ -42,7 +47,7 @@ pub fn params_from_cli(cli: &Cli, fd_hard: u64, ports: u64) -> anyhow::Result<Ru
         c.connect_concurrency > 0,
         "--connect-concurrency must be at least 1"
     );
-    if c.source_ips > 1 && !target.addr.is_ipv4() {
+    if c.source_ips > 1 && !targets.iter().all(|t| t.addr.is_ipv4()) {
         bail!("--source-ips needs an IPv4 target (127.x.y.z)");
     }
 
@@ -108,7 +113,7 @@ pub fn params_from_cli(cli: &Cli, fd_hard: u64, ports: u64) -> anyhow::Result<Ru
 
     let params = RunParams {
         scenario,
-        url: target.url.clone(),
+        url: c.url.clone(),
         jwt_secret,
         token_in_query: c.token_in_query,
         connections: c.connections,

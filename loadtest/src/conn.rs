@@ -98,15 +98,13 @@ async fn setup(ctx: &WorkerCtx, minter: &TokenMinter, i: u32) -> Result<Ws, (Str
         .mint(p.user_id(i), &format!("lt{i}"))
         .map_err(|e| ("token".to_string(), e.to_string()))?;
     let source = plan::source_ip(i, p.source_ips);
-    let connected = net::connect(
-        ctx.target.addr,
-        &ctx.target.url,
-        &token,
-        p.token_in_query,
-        source,
-    )
-    .await
-    .map_err(|e| (e.kind(), format!("connection {i}: {e}")))?;
+    // Contiguous blocks: the members of every room are spread over all targets.
+    let n = ctx.targets.len() as u64;
+    let block = (u64::from(i) * n / u64::from(p.connections.max(1))).min(n - 1);
+    let target = &ctx.targets[block as usize];
+    let connected = net::connect(target.addr, &target.url, &token, p.token_in_query, source)
+        .await
+        .map_err(|e| (e.kind(), format!("connection {i}: {e}")))?;
     if let Ok(mut h) = ctx.handshake.lock() {
         h.saturating_record(connected.handshake_us.max(1));
     }

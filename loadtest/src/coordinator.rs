@@ -22,8 +22,8 @@ const WORKER_GRACE: Duration = Duration::from_secs(5);
 /// Coordinator options that are not part of what workers run.
 #[derive(Debug, Clone, Default)]
 pub struct Observe {
-    /// Server process to sample.
-    pub server_pid: Option<u32>,
+    /// Server processes to sample (figures are summed).
+    pub server_pid: Vec<u32>,
     /// Suppress the progress line.
     pub quiet: bool,
     /// RLIMIT_NOFILE hard limit.
@@ -142,7 +142,7 @@ impl Ticker {
 /// Runs one run of `params` and returns its report.
 pub async fn run_once(params: &RunParams, obs: &Observe) -> anyhow::Result<RunReport> {
     let workers = params.procs.max(1) as usize;
-    let rss_before = obs.server_pid.and_then(|p| sysinfo::rss_kib(p).ok());
+    let rss_before = sysinfo::rss_kib_sum(&obs.server_pid);
     let mut set = WorkerSet::spawn(params, crate::worker::run)?;
     let mut live = Live::new(workers, params.groups());
     let mut ticker = Ticker {
@@ -181,9 +181,9 @@ pub async fn run_once(params: &RunParams, obs: &Observe) -> anyhow::Result<RunRe
     let mut rss_after = None;
     if let Scenario::Idle { settle } = params.scenario {
         tokio::time::sleep(Duration::from_secs_f64(settle.max(0.0))).await;
-        rss_after = obs.server_pid.and_then(|p| sysinfo::rss_kib(p).ok());
+        rss_after = sysinfo::rss_kib_sum(&obs.server_pid);
     } else {
-        rss_after = rss_after.or_else(|| obs.server_pid.and_then(|p| sysinfo::rss_kib(p).ok()));
+        rss_after = rss_after.or_else(|| sysinfo::rss_kib_sum(&obs.server_pid));
     }
 
     // Traffic (or hold) phase.
@@ -209,13 +209,14 @@ pub async fn run_once(params: &RunParams, obs: &Observe) -> anyhow::Result<RunRe
         deadline_ns: drain_end_ns + WORKER_GRACE.as_nanos() as u64,
     };
     set.broadcast(ToWorker::Start(cmd)).await;
-    let server_cpu = obs.server_pid.map(|pid| {
+    let pids = obs.server_pid.clone();
+    let server_cpu = (!pids.is_empty()).then(|| {
         tokio::spawn(async move {
             tokio::time::sleep_until(instant_at(measure_start_ns)).await;
-            let c0 = sysinfo::process_cpu_us(pid).ok();
+            let c0 = sysinfo::process_cpu_us_sum(&pids);
             let own0 = sysinfo::self_cpu_us();
             tokio::time::sleep_until(instant_at(send_end_ns)).await;
-            let c1 = sysinfo::process_cpu_us(pid).ok();
+            let c1 = sysinfo::process_cpu_us_sum(&pids);
             let own1 = sysinfo::self_cpu_us();
             (c0.zip(c1).map(|(a, b)| b.saturating_sub(a)), own1 - own0)
         })

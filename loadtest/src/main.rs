@@ -62,7 +62,7 @@ fn coordinate(cli: Cli) -> anyhow::Result<()> {
             fdlimit::max_connections(hard)
         );
     }
-    if let Some(pid) = cli.common.server_pid {
+    for &pid in &cli.common.server_pid {
         sysinfo::rss_kib(pid).with_context(|| format!("--server-pid {pid}: no such process"))?;
         if let Some(limit) = coordinator::server_fd_limit(pid) {
             if u64::from(params.connections) + 64 > limit {
@@ -74,7 +74,7 @@ fn coordinate(cli: Cli) -> anyhow::Result<()> {
         }
     }
     let obs = Observe {
-        server_pid: cli.common.server_pid,
+        server_pid: cli.common.server_pid.clone(),
         quiet: cli.common.quiet,
         fd_hard_limit: hard,
     };

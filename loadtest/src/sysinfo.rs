@@ -9,6 +9,19 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS line"))
 }
 
+/// Summed RSS of `pids` in KiB; `None` when empty or one cannot be read.
+pub fn rss_kib_sum(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| rss_kib(p).ok()).sum()
+}
+
+/// Summed CPU time of `pids` in microseconds; `None` when one cannot be read.
+pub fn process_cpu_us_sum(pids: &[u32]) -> Option<u64> {
+    pids.iter().map(|&p| process_cpu_us(p).ok()).sum()
+}
+
 /// Extracts VmRSS (KiB) from the text of /proc/<pid>/status.
 pub fn parse_vmrss_kib(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;

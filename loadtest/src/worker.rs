@@ -54,8 +54,8 @@ pub struct Window {
 pub struct WorkerCtx {
     /// Run parameters.
     pub params: RunParams,
-    /// Validated target.
-    pub target: Target,
+    /// Validated targets (connection i uses target i % n).
+    pub targets: Vec<Target>,
     /// Live counters.
     pub counters: Counters,
     /// Latency histograms, one per runtime thread.
@@ -172,7 +172,12 @@ async fn worker_main(
     events: mpsc::Sender<FromWorker>,
 ) -> anyhow::Result<()> {
     let params = spec.params;
-    let target = Target::parse(&params.url)?;
+    let targets = params
+        .url
+        .split(',')
+        .map(Target::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    anyhow::ensure!(!targets.is_empty(), "no target");
     let range = params.worker_range(spec.index);
     let (start_tx, start_rx) = watch::channel(None);
     let ctx = Arc::new(WorkerCtx {
@@ -192,7 +197,7 @@ async fn worker_main(
         setup_done: AtomicU64::new(0),
         senders_running: AtomicU64::new(0),
         connect_gate: Semaphore::new(params.connect_concurrency.max(1)),
-        target,
+        targets,
         params,
     });
 

@@ -22,6 +22,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, debug_span, info, warn, Instrument};
 
+use crate::cluster::link::ClusterHandle;
+use crate::cluster::{RemoteMembership, RemoteNotice};
 use crate::config::Config;
 use crate::connection;
 use crate::credentials::Credentials;
@@ -75,6 +77,8 @@ pub struct Shard {
     pub all_metrics: Arc<Metrics>,
     /// Who is online on any shard; typing throttle.
     pub presence: Arc<Presence>,
+    /// Cluster mode: the node's interest and the notice queue to other nodes.
+    pub cluster: Option<ClusterHandle>,
     /// Users known to exist, with the username last upserted from a token
     /// (`None`: known only to exist). Bounded by [`USER_CACHE_MAX`].
     known_users: RefCell<HashMap<UserId, Option<Box<str>>>>,
@@ -113,6 +117,8 @@ pub struct ShardParts {
     pub metrics: Arc<Metrics>,
     /// Who is online, shared by all shards.
     pub presence: Arc<Presence>,
+    /// Cluster mode: the link's handle.
+    pub cluster: Option<ClusterHandle>,
 }
 
 /// Starts the shard thread; `ready` receives `Ok` once it accepts.
@@ -155,6 +161,7 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
         mut phase,
         metrics,
         presence,
+        cluster,
     } = parts;
     let setup = (|| {
         let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
@@ -188,9 +195,12 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
         store,
         writers,
         router,
-        registry: RefCell::new(Registry::new(limits)),
+        registry: RefCell::new(
+            Registry::new(limits).with_interest(cluster.as_ref().map(|c| c.interest().clone())),
+        ),
         all_metrics: metrics,
         presence,
+        cluster,
         known_users: RefCell::new(HashMap::new()),
         next_conn: Cell::new(0),
         draining: Cell::new(false),
@@ -404,15 +414,36 @@ where
             return;
         }
     };
+    // Cluster mode: the last stored ids of the user's streams, read before
+    // registering, tell the cluster link where this node's delivery of
+    // them must start (unless this shard already follows the user).
+    let floors = match &shard.cluster {
+        Some(_) if !shard.registry.borrow().has_user(identity.user_id) => {
+            match shard
+                .store
+                .session_floors(identity.user_id, cfg.max_rooms_per_user)
+                .await
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(shard = shard.index, error = %e, "handshake: database error");
+                    refuse(&mut stream, 503, "database unavailable").await;
+                    return;
+                }
+            }
+        }
+        _ => registry::Floors::default(),
+    };
     let id = shard.next_conn.get();
     shard.next_conn.set(id + 1);
     let outbox = Rc::new(Outbox::new(id, identity.user_id));
     // Registered before the client can see the socket open: nothing sent
     // to this user from now on is missed.
-    shard
-        .registry
-        .borrow_mut()
-        .register(outbox.clone(), rooms.into_iter().map(Arc::from));
+    shard.registry.borrow_mut().register_with_floors(
+        outbox.clone(),
+        rooms.into_iter().map(Arc::from),
+        &floors,
+    );
     shard.metrics().handshakes_accepted.inc();
     shard.metrics().connections.inc();
     let username: Arc<str> = Arc::from(identity.username.as_str());
@@ -615,10 +646,13 @@ impl Shard {
     }
 
     /// Records here that `user` joined `room` (its local connections follow
-    /// it from now on) and tells the other shards.
-    pub fn joined(&self, user: UserId, room: &str) {
+    /// it from now on) and tells the other shards. `last` is the room's last
+    /// stored id read before the join (for the cluster link).
+    pub fn joined(&self, user: UserId, room: &str, last: Option<i64>) {
         let name: Arc<str> = Arc::from(room);
-        self.registry.borrow_mut().join(user, name.clone());
+        self.registry
+            .borrow_mut()
+            .join_with_floor(user, name.clone(), last);
         self.presence.joined(user, &name);
         self.announce_join(user, name);
     }
@@ -626,17 +660,38 @@ impl Shard {
     /// Tells the other shards that `user` joined `room`, without waiting on
     /// them: an inbox that is full gets the event from a retrying task.
     pub fn announce_join(&self, user: UserId, room: Arc<str>) {
+        self.to_other_nodes(user, room.clone(), true);
         self.announce(ShardEvent::Joined { user, room });
+    }
+
+    /// Cluster mode: tells the user's connections on other nodes about a
+    /// membership change (never waits: a full queue is retried from a task).
+    fn to_other_nodes(&self, user: UserId, room: Arc<str>, joined: bool) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if let Err(m) = cluster.try_membership(RemoteMembership { user, room, joined }) {
+            let cluster = cluster.clone();
+            tokio::task::spawn_local(async move { cluster.send_membership(m).await });
+        }
     }
 
     /// Tells the other shards that `user` left `room` (as [`announce_join`](Self::announce_join)).
     pub fn announce_leave(&self, user: UserId, room: Arc<str>) {
+        self.to_other_nodes(user, room.clone(), false);
         self.announce(ShardEvent::Left { user, room });
     }
 
     /// Delivers an ephemeral room notice (presence, typing) here and on
     /// every other shard, without waiting.
     pub fn notify_room(&self, room: Arc<str>, except: UserId, frame: Frame) {
+        if let Some(cluster) = &self.cluster {
+            cluster.notice(RemoteNotice {
+                room: room.clone(),
+                except,
+                frame: frame.clone(),
+            });
+        }
         let event = ShardEvent::Notice {
             room,
             except,
@@ -648,21 +703,43 @@ impl Shard {
 
     /// Tells the other online members of `rooms` that `user` came online or
     /// went offline (rooms with more than `--presence-max-members` members
-    /// online are skipped). All in memory: no database round trip.
+    /// online are skipped). Single node: all in memory, at once. Cluster
+    /// mode: first asks the other nodes whether the user is connected there
+    /// (then it was announced online there and is not offline yet), and
+    /// drops the announcement if the user's state changed meanwhile.
     pub fn announce_presence(
-        &self,
+        self: &Rc<Self>,
         user: UserId,
         username: &str,
         online: bool,
         rooms: &[Arc<str>],
     ) {
         let max = self.config.presence_max_members;
-        for room in rooms {
+        let rooms: Vec<Arc<str>> = rooms
+            .iter()
             // Count the user itself, whether it just entered or just left.
-            let members = self.presence.online_count(room) + usize::from(!online);
-            if members > max {
-                continue;
+            .filter(|room| self.presence.online_count(room) + usize::from(!online) <= max)
+            .cloned()
+            .collect();
+        if rooms.is_empty() {
+            return;
+        }
+        let Some(cluster) = self.cluster.clone() else {
+            self.notify_presence(user, username, online, &rooms);
+            return;
+        };
+        let shard = self.clone();
+        let username: Arc<str> = Arc::from(username);
+        tokio::task::spawn_local(async move {
+            if cluster.online_elsewhere(user).await || shard.presence.is_online(user) != online {
+                return;
             }
+            shard.notify_presence(user, &username, online, &rooms);
+        });
+    }
+
+    fn notify_presence(&self, user: UserId, username: &str, online: bool, rooms: &[Arc<str>]) {
+        for room in rooms {
             let frame = encode_presence(room, user, username, online);
             self.notify_room(room.clone(), user, frame);
         }

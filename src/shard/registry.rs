@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::outbox::{Cursor, Outbox, OutboxLimits};
+use crate::cluster::{Interest, Stream};
 use crate::protocol::{Frame, UserId};
 use crate::router::{ConnId, OwnCopy};
 
@@ -42,6 +43,19 @@ pub struct Registry {
     rooms: HashMap<Arc<str>, Vec<Member>>,
     limits: OutboxLimits,
     slow_consumers: u64,
+    /// Cluster mode: told when a room gets its first / loses its last
+    /// local member here, and a user its first / last local connection.
+    interest: Option<Arc<Interest>>,
+}
+
+/// Cluster mode: the last stored ids of a connecting user's streams, read
+/// before its connection is registered (see [`Interest::add`]).
+#[derive(Debug, Default, Clone)]
+pub struct Floors {
+    /// Room name -> last stored message id.
+    pub rooms: HashMap<String, i64>,
+    /// The user's last stored DM id.
+    pub user: Option<i64>,
 }
 
 impl Registry {
@@ -53,12 +67,34 @@ impl Registry {
             rooms: HashMap::new(),
             limits,
             slow_consumers: 0,
+            interest: None,
         }
+    }
+
+    /// Reports this shard's local streams to the node's cluster interest.
+    pub fn with_interest(mut self, interest: Option<Arc<Interest>>) -> Registry {
+        self.interest = interest;
+        self
     }
 
     /// Adds a connection for delivery, subscribed to `rooms` (the user's
     /// stored memberships) and to whatever its user already follows here.
     pub fn register(&mut self, outbox: Rc<Outbox>, rooms: impl IntoIterator<Item = Arc<str>>) {
+        self.register_with_floors(outbox, rooms, &Floors::default());
+    }
+
+    /// [`register`](Self::register), with the floors read for the cluster link.
+    pub fn register_with_floors(
+        &mut self,
+        outbox: Rc<Outbox>,
+        rooms: impl IntoIterator<Item = Arc<str>>,
+        floors: &Floors,
+    ) {
+        if !self.users.contains_key(&outbox.user) {
+            if let Some(interest) = &self.interest {
+                interest.add(Stream::User(outbox.user), floors.user);
+            }
+        }
         let user = self.users.entry(outbox.user).or_default();
         for room in rooms {
             // Share the room's name with the room index where it exists.
@@ -70,10 +106,16 @@ impl Registry {
         }
         user.conns.push(outbox.clone());
         for room in &user.rooms {
-            self.rooms
-                .entry(room.clone())
-                .or_default()
-                .push(Member::new(outbox.clone()));
+            let members = self.rooms.entry(room.clone()).or_insert_with(|| {
+                if let Some(interest) = &self.interest {
+                    interest.add(
+                        Stream::Room(room.clone()),
+                        floors.rooms.get(&**room).copied(),
+                    );
+                }
+                Vec::new()
+            });
+            members.push(Member::new(outbox.clone()));
         }
         self.conns.insert(outbox.id, outbox);
     }
@@ -92,11 +134,17 @@ impl Registry {
                 members.retain(|m| m.conn.id != id);
                 if members.is_empty() {
                     self.rooms.remove(room);
+                    if let Some(interest) = &self.interest {
+                        interest.remove(&Stream::Room(room.clone()));
+                    }
                 }
             }
         }
         if user.conns.is_empty() {
             self.users.remove(&outbox.user);
+            if let Some(interest) = &self.interest {
+                interest.remove(&Stream::User(outbox.user));
+            }
         }
     }
 
@@ -104,15 +152,27 @@ impl Registry {
     /// connections. False when the user has no connection here or already
     /// followed the room.
     pub fn join(&mut self, user: UserId, room: Arc<str>) -> bool {
+        self.join_with_floor(user, room, None)
+    }
+
+    /// [`join`](Self::join), with the room's last stored id read before
+    /// the join (for the cluster link; `None`: not known).
+    pub fn join_with_floor(&mut self, user: UserId, room: Arc<str>, floor: Option<i64>) -> bool {
         let Some(local) = self.users.get_mut(&user) else {
             return false;
         };
         if !local.rooms.insert(room.clone()) {
             return false;
         }
+        let interest = &self.interest;
         self.rooms
-            .entry(room)
-            .or_default()
+            .entry(room.clone())
+            .or_insert_with(|| {
+                if let Some(interest) = interest {
+                    interest.add(Stream::Room(room), floor);
+                }
+                Vec::new()
+            })
             .extend(local.conns.iter().cloned().map(Member::new));
         true
     }
@@ -129,7 +189,11 @@ impl Registry {
         if let Some(members) = self.rooms.get_mut(room) {
             members.retain(|m| m.conn.user != user);
             if members.is_empty() {
-                self.rooms.remove(room);
+                if let Some((name, _)) = self.rooms.remove_entry(room) {
+                    if let Some(interest) = &self.interest {
+                        interest.remove(&Stream::Room(name));
+                    }
+                }
             }
         }
         true
@@ -315,6 +379,34 @@ mod tests {
         r.deliver_room("general", 5, &Frame::from("m5"), None);
         assert!(b.is_empty(), "left: no more room messages");
         assert_eq!(a2.len(), 4);
+    }
+
+    #[test]
+    fn first_and_last_local_members_are_reported_to_the_cluster() {
+        let interest = Arc::new(Interest::new());
+        let mut r = Registry::new(LIMITS).with_interest(Some(interest.clone()));
+        let room = Stream::Room(Arc::from("x"));
+        let floors = Floors {
+            rooms: [("x".to_string(), 41)].into_iter().collect(),
+            user: Some(7),
+        };
+        r.register_with_floors(conn(1, 10), [Arc::from("x")], &floors);
+        r.register(conn(2, 10), []);
+        let mut got = interest.take_snapshot();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![(room.clone(), Some(41)), (Stream::User(10), Some(7))]
+        );
+        assert!(r.join_with_floor(10, Arc::from("y"), Some(3)));
+        assert!(interest.contains(&Stream::Room(Arc::from("y"))));
+        assert!(r.leave(10, "y"));
+        assert!(!interest.contains(&Stream::Room(Arc::from("y"))));
+        r.unregister(1);
+        assert!(interest.contains(&room), "connection 2 still follows x");
+        r.unregister(2);
+        assert!(!interest.contains(&room));
+        assert!(!interest.contains(&Stream::User(10)));
     }
 
     #[test]

@@ -68,7 +68,24 @@ const SESSION: &str = "SELECT (SELECT username FROM users WHERE id = $1), \
 const JOIN_ROOM: &str = "WITH r AS (SELECT name FROM rooms WHERE name = $2), \
      ins AS (INSERT INTO room_members (user_id, room) SELECT $1, name FROM r \
              ON CONFLICT DO NOTHING) \
-     SELECT count(*) FROM r";
+     SELECT count(*), \
+            COALESCE((SELECT max(m.id) FROM messages m WHERE m.room = $2), 0)::int8 FROM r";
+/// Cluster mode: the last stored id of each listed room (0: none).
+pub const ROOM_LAST: &str = "SELECT r::text, \
+       COALESCE((SELECT max(m.id) FROM messages m WHERE m.room = r), 0)::int8 \
+     FROM UNNEST($1::text[]) r";
+/// Cluster mode: the last stored DM id (sent or received) of each listed user (0: none).
+pub const DM_LAST: &str = "SELECT u, GREATEST( \
+       COALESCE((SELECT max(m.id) FROM messages m WHERE m.to_user = u), 0), \
+       COALESCE((SELECT max(m.id) FROM messages m \
+                 WHERE m.from_user = u AND m.to_user IS NOT NULL), 0))::int8 \
+     FROM UNNEST($1::int8[]) u";
+/// Cluster mode: the user's stored rooms with their last message id, and
+/// the user's last DM id, read *before* its connection is registered.
+const SESSION_FLOORS: &str = "SELECT ARRAY(SELECT m.room::text FROM room_members m \
+            WHERE m.user_id = $1 ORDER BY m.room LIMIT $2), \
+       ARRAY(SELECT COALESCE((SELECT max(x.id) FROM messages x WHERE x.room = m.room), 0)::int8 \
+            FROM room_members m WHERE m.user_id = $1 ORDER BY m.room LIMIT $2)";
 const USER_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)";
 const COLUMNS: &str =
     "m.id, m.from_user, u.username, m.content, m.\"timestamp\", m.room, m.to_user";
@@ -208,6 +225,51 @@ impl Store {
         Ok(row.get::<_, Vec<String>>(1))
     }
 
+    /// Cluster mode: the last stored id of each of the user's rooms and of
+    /// its DMs, read before its connection is registered (the cluster link
+    /// delivers everything after them).
+    pub async fn session_floors(
+        &self,
+        user: UserId,
+        max_rooms: usize,
+    ) -> Result<crate::shard::registry::Floors, StoreError> {
+        let client = self.pool.get().await?;
+        let (floors, dm) = tokio::try_join!(
+            client.prepare_cached(SESSION_FLOORS),
+            client.prepare_cached(DM_LAST)
+        )?;
+        let max_rooms = i64::try_from(max_rooms).unwrap_or(i64::MAX);
+        let users: &[UserId] = &[user];
+        let floor_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&user, &max_rooms];
+        let dm_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&users];
+        let (row, dm) = tokio::try_join!(
+            client.query_one(&floors, &floor_params),
+            client.query_one(&dm, &dm_params)
+        )?;
+        let rooms: Vec<String> = row.get(0);
+        let lasts: Vec<i64> = row.get(1);
+        Ok(crate::shard::registry::Floors {
+            rooms: rooms.into_iter().zip(lasts).collect(),
+            user: Some(dm.get(1)),
+        })
+    }
+
+    /// Cluster mode: the last stored id of each room (0: none).
+    pub async fn room_lasts(&self, rooms: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(ROOM_LAST).await?;
+        let rows = client.query(&stmt, &[&rooms]).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Cluster mode: the last stored DM id of each user (0: none).
+    pub async fn dm_lasts(&self, users: &[UserId]) -> Result<Vec<(UserId, i64)>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(DM_LAST).await?;
+        let rows = client.query(&stmt, &[&users]).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// True when the database answers a trivial query within `within`.
     pub async fn ping(&self, within: Duration) -> bool {
         let check = async {
@@ -217,12 +279,14 @@ impl Store {
         matches!(tokio::time::timeout(within, check).await, Ok(Some(_)))
     }
 
-    /// Adds the user to the room's members. False when the room does not exist.
-    pub async fn join_room(&self, user: UserId, room: &str) -> Result<bool, StoreError> {
+    /// Adds the user to the room's members. `None` when the room does not
+    /// exist; else the room's last stored message id (0: none), read before
+    /// the membership is registered on the shard.
+    pub async fn join_room(&self, user: UserId, room: &str) -> Result<Option<i64>, StoreError> {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(JOIN_ROOM).await?;
         let row = client.query_one(&stmt, &[&user, &room]).await?;
-        Ok(row.get::<_, i64>(0) > 0)
+        Ok((row.get::<_, i64>(0) > 0).then(|| row.get(1)))
     }
 
     /// True when a `users` row has this id.

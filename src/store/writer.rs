@@ -21,6 +21,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::is_transient;
+use crate::cluster::Committed;
 use crate::mesh::{mailbox, Mailbox, MailboxSender, PushError};
 use crate::metrics::{Metrics, WriterMetrics};
 use crate::protocol::{
@@ -137,11 +138,13 @@ pub struct WriterPool {
     queues: Arc<[MailboxSender<PersistRequest>]>,
 }
 
-/// Starts `count` writer threads publishing through `router`.
+/// Starts `count` writer threads publishing through `router` or, in
+/// cluster mode, handing committed messages to the cluster `link`.
 pub fn spawn(
     count: usize,
     settings: WriterSettings,
     router: Router,
+    link: Option<tokio::sync::mpsc::Sender<Committed>>,
 ) -> std::io::Result<(Writers, WriterPool)> {
     let stop = Arc::new(AtomicBool::new(false));
     let healthy: Arc<[AtomicBool]> = (0..count).map(|_| AtomicBool::new(false)).collect();
@@ -154,6 +157,7 @@ pub fn spawn(
             index,
             mailbox: rx,
             router: router.clone(),
+            link: link.clone(),
             settings: settings.clone(),
             stop: stop.clone(),
             healthy: healthy.clone(),
@@ -203,6 +207,30 @@ pub struct BatchInserter {
     next_ids: Statement,
     by_client_id: Statement,
 }
+
+/// What a cluster-mode batch transaction decided, kept until its commit is
+/// known to have happened (a lost commit answer is resolved with
+/// `txid_status`, never by inserting again).
+#[derive(Debug, Clone)]
+pub struct ClusterOutcome {
+    /// The transaction, for `txid_status`.
+    pub xid: i64,
+    /// Ids given to the batch's rows, in batch order.
+    pub ids: Vec<i64>,
+    /// Each row's predecessors (see [`Committed::prev`]); `[0, 0]` for rows not stored.
+    pub prevs: Vec<[i64; 2]>,
+    /// Rows not stored (their `client_id` was), with what was stored under it.
+    pub fates: Vec<Fate>,
+    /// The batch's timestamp.
+    pub at: DateTime<Utc>,
+}
+
+const TXID: &str = "SELECT txid_current()::int8";
+const TXID_STATUS: &str = "SELECT txid_status($1::int8)";
+const LOCK_ROOMS: &str =
+    "SELECT name FROM rooms WHERE name = ANY($1::text[]) ORDER BY name FOR NO KEY UPDATE";
+const LOCK_USERS: &str =
+    "SELECT id FROM users WHERE id = ANY($1::int8[]) ORDER BY id FOR NO KEY UPDATE";
 
 impl BatchInserter {
     /// Connects (driving the connection on the current runtime) and prepares.
@@ -264,32 +292,154 @@ impl BatchInserter {
         ids: &[i64],
         at: DateTime<Utc>,
     ) -> Result<u64, tokio_postgres::Error> {
-        let mut from = Vec::with_capacity(batch.len());
-        let mut to: Vec<Option<UserId>> = Vec::with_capacity(batch.len());
-        let mut room: Vec<Option<&str>> = Vec::with_capacity(batch.len());
-        let mut content = Vec::with_capacity(batch.len());
-        let mut client_id: Vec<Option<&str>> = Vec::with_capacity(batch.len());
-        for r in batch {
-            client_id.push(r.client_id.as_deref());
-            from.push(r.from);
-            match &r.target {
-                Target::Room(name) => {
-                    to.push(None);
-                    room.push(Some(name));
-                }
-                Target::User(u) => {
-                    to.push(Some(*u));
-                    room.push(None);
-                }
-            }
-            content.push(r.content.as_str());
-        }
+        let (from, to, room, content, client_id) = columns(batch);
         self.client
             .execute(
                 &self.insert,
                 &[&ids, &from, &to, &room, &content, &at, &client_id],
             )
             .await
+    }
+
+    /// Cluster mode: stores the batch in one transaction that locks its
+    /// rooms and its DM users (sorted: rooms by name, then users by id, so
+    /// concurrent batches on any node cannot deadlock), reads each stream's
+    /// last id, takes ids from the sequence *inside* the lock and inserts.
+    /// Within a stream, ids therefore increase in commit order across every
+    /// node, and each row's predecessor is exact. `pending` is set just
+    /// before the commit is sent: if its answer is lost, the caller asks
+    /// [`resolve`](Self::resolve) instead of inserting again.
+    pub async fn commit_cluster(
+        &mut self,
+        batch: &[PersistRequest],
+        pending: &mut Option<ClusterOutcome>,
+    ) -> Result<ClusterOutcome, tokio_postgres::Error> {
+        let mut rooms: Vec<&str> = Vec::new();
+        let mut users: Vec<UserId> = Vec::new();
+        for r in batch {
+            match &r.target {
+                Target::Room(name) => rooms.push(name),
+                Target::User(to) => {
+                    users.push(r.from);
+                    users.push(*to);
+                }
+            }
+        }
+        rooms.sort_unstable();
+        rooms.dedup();
+        users.sort_unstable();
+        users.dedup();
+        let tx = self.client.transaction().await?;
+        let xid: i64 = tx.query_one(TXID, &[]).await?.get(0);
+        if !rooms.is_empty() {
+            tx.query(LOCK_ROOMS, &[&rooms]).await?;
+        }
+        if !users.is_empty() {
+            tx.query(LOCK_USERS, &[&users]).await?;
+        }
+        // Read after the locks: every earlier commit of these streams is visible.
+        let mut room_last: std::collections::HashMap<String, i64> = if rooms.is_empty() {
+            Default::default()
+        } else {
+            tx.query(super::ROOM_LAST, &[&rooms])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        };
+        let mut user_last: std::collections::HashMap<UserId, i64> = if users.is_empty() {
+            Default::default()
+        } else {
+            tx.query(super::DM_LAST, &[&users])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        };
+        let want = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+        let mut ids: Vec<i64> = tx
+            .query(&self.next_ids, &[&want])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        ids.sort_unstable();
+        let at = Utc::now().trunc_subsecs(6);
+        let (from, to, room, content, client_id) = columns(batch);
+        let inserted: std::collections::HashSet<i64> = tx
+            .query(
+                INSERT_RETURNING,
+                &[&ids, &from, &to, &room, &content, &at, &client_id],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut fates_out = Vec::new();
+        if inserted.len() < batch.len() {
+            let keys: Vec<(UserId, &str)> = batch
+                .iter()
+                .filter_map(|r| r.client_id.as_deref().map(|c| (r.from, c)))
+                .collect();
+            let from: Vec<UserId> = keys.iter().map(|k| k.0).collect();
+            let cids: Vec<&str> = keys.iter().map(|k| k.1).collect();
+            let found: Vec<(StoredMessage, String)> = tx
+                .query(&self.by_client_id, &[&from, &cids])
+                .await?
+                .iter()
+                .map(|r| (super::stored_message(r), r.get::<_, String>(7)))
+                .collect();
+            fates_out = fates(batch, &ids, found);
+        }
+        // Chain each stored row to its stream's previous message.
+        let mut prevs = Vec::with_capacity(batch.len());
+        for (r, id) in batch.iter().zip(&ids) {
+            if !inserted.contains(id) {
+                prevs.push([0, 0]);
+                continue;
+            }
+            match &r.target {
+                Target::Room(name) => {
+                    let last = room_last.entry(name.to_string()).or_insert(0);
+                    prevs.push([*last, *last]);
+                    *last = *id;
+                }
+                Target::User(to) => {
+                    let p_from = *user_last.get(&r.from).unwrap_or(&0);
+                    user_last.insert(r.from, *id);
+                    let p_to = if *to == r.from {
+                        p_from
+                    } else {
+                        let p = *user_last.get(to).unwrap_or(&0);
+                        user_last.insert(*to, *id);
+                        p
+                    };
+                    prevs.push([p_from, p_to]);
+                }
+            }
+        }
+        let outcome = ClusterOutcome {
+            xid,
+            ids,
+            prevs,
+            fates: fates_out,
+            at,
+        };
+        *pending = Some(outcome.clone());
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Whether a transaction whose commit answer was lost committed:
+    /// `Some(true)` committed, `Some(false)` aborted (or unknown to the
+    /// server: never committed), `None` still running.
+    pub async fn resolve(&self, xid: i64) -> Result<Option<bool>, tokio_postgres::Error> {
+        let status: Option<String> = self.client.query_one(TXID_STATUS, &[&xid]).await?.get(0);
+        Ok(match status.as_deref() {
+            Some("committed") => Some(true),
+            Some("in progress") => None,
+            _ => Some(false),
+        })
     }
 
     /// The stored messages of these (sender, `client_id`) pairs.
@@ -310,10 +460,47 @@ impl BatchInserter {
     }
 }
 
+/// The batch as the insert's column arrays.
+#[allow(clippy::type_complexity)]
+fn columns(
+    batch: &[PersistRequest],
+) -> (
+    Vec<UserId>,
+    Vec<Option<UserId>>,
+    Vec<Option<&str>>,
+    Vec<&str>,
+    Vec<Option<&str>>,
+) {
+    let mut from = Vec::with_capacity(batch.len());
+    let mut to: Vec<Option<UserId>> = Vec::with_capacity(batch.len());
+    let mut room: Vec<Option<&str>> = Vec::with_capacity(batch.len());
+    let mut content = Vec::with_capacity(batch.len());
+    let mut client_id: Vec<Option<&str>> = Vec::with_capacity(batch.len());
+    for r in batch {
+        client_id.push(r.client_id.as_deref());
+        from.push(r.from);
+        match &r.target {
+            Target::Room(name) => {
+                to.push(None);
+                room.push(Some(&**name));
+            }
+            Target::User(u) => {
+                to.push(Some(*u));
+                room.push(None);
+            }
+        }
+        content.push(r.content.as_str());
+    }
+    (from, to, room, content, client_id)
+}
+
 struct Writer {
     index: usize,
     mailbox: Mailbox<PersistRequest>,
     router: Router,
+    /// Cluster mode: committed messages go to the cluster link, which
+    /// orders them with other nodes' and delivers them.
+    link: Option<tokio::sync::mpsc::Sender<Committed>>,
     settings: WriterSettings,
     stop: Arc<AtomicBool>,
     /// This writer's entry in [`Writers::healthy`].
@@ -329,6 +516,12 @@ const INSERT: &str = "INSERT INTO messages \
      FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $7::text[]) \
           AS u(id, from_user, to_user, room, content, client_id) \
      ON CONFLICT DO NOTHING";
+const INSERT_RETURNING: &str = "INSERT INTO messages \
+          (id, from_user, to_user, room, content, \"timestamp\", client_id) \
+     SELECT u.id, u.from_user, u.to_user, u.room, u.content, $6, u.client_id \
+     FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $7::text[]) \
+          AS u(id, from_user, to_user, room, content, client_id) \
+     ON CONFLICT DO NOTHING RETURNING id";
 const BY_CLIENT_ID: &str = "SELECT m.id, m.from_user, u.username, m.content, m.\"timestamp\", \
             m.room, m.to_user, m.client_id \
      FROM messages m JOIN users u ON u.id = m.from_user \
@@ -337,6 +530,10 @@ const NEXT_IDS: &str = "SELECT nextval('messages_id_seq')::int8 FROM generate_se
 
 /// An attempt with no answer for this long drops its connection.
 const STUCK_CONNECTION: Duration = Duration::from_secs(1);
+
+/// Cluster mode: how long past its deadline a batch whose commit answer was
+/// lost keeps trying to learn the outcome before its senders are refused.
+const UNRESOLVED_MAX: Duration = Duration::from_secs(30);
 
 /// Ids and time given to a batch before its first insert attempt, kept
 /// across retries so a retried insert is idempotent.
@@ -410,6 +607,9 @@ impl Writer {
     /// idempotent). Each message is given up on at its own deadline
     /// (`enqueued + persist_timeout`); the rest keep their ids and go on.
     async fn persist_and_publish(&mut self, batch: &mut Vec<PersistRequest>) {
+        if self.link.is_some() {
+            return self.persist_and_publish_cluster(batch).await;
+        }
         let span = info_span!("batch", rows = batch.len());
         let started = Instant::now();
         let mut assigned: Option<Assigned> = None;
@@ -450,7 +650,7 @@ impl Writer {
                     debug!(elapsed = ?started.elapsed(), "batch committed");
                     drop(_e);
                     let Assigned { ids, at } = assigned.take().expect("assigned before commit");
-                    self.publish(batch.drain(..).zip(ids), fates, at).await;
+                    self.publish(batch.drain(..).zip(ids), fates, at, &[]).await;
                     break;
                 }
                 Ok(Err(e)) => {
@@ -490,16 +690,146 @@ impl Writer {
         self.router.flush();
     }
 
-    /// Encodes each committed message once and hands it to the router; a
-    /// retried `client_id` gets its original back, to its sender only.
+    /// Cluster mode's [`persist_and_publish`](Self::persist_and_publish):
+    /// the same deadlines and retries, with the batch stored by
+    /// [`BatchInserter::commit_cluster`] and handed to the cluster link.
+    /// A commit whose answer was lost is resolved (`txid_status`) before
+    /// anything else happens to the batch, so a row is never stored twice.
+    async fn persist_and_publish_cluster(&mut self, batch: &mut Vec<PersistRequest>) {
+        let span = info_span!("batch", rows = batch.len(), cluster = true);
+        let started = Instant::now();
+        let mut pending: Option<ClusterOutcome> = None;
+        let mut backoff = Duration::from_millis(25);
+        let timeout = self.settings.persist_timeout;
+        loop {
+            let now = Instant::now();
+            let oldest = batch.iter().map(|r| r.enqueued + timeout).min();
+            if pending.is_some() && oldest.is_some_and(|d| now > d + UNRESOLVED_MAX) {
+                // The database stayed away: give up on knowing. Rows that
+                // were stored after all reach the other members through
+                // the cluster link's checks.
+                warn!(
+                    rows = batch.len(),
+                    "commit outcome unknown; senders told not stored"
+                );
+                self.refuse(std::mem::take(batch)).await;
+                break;
+            }
+            if pending.is_none() && batch.iter().any(|r| r.enqueued + timeout <= now) {
+                let expired = take_expired(batch, &mut None, now, timeout);
+                let _e = span.enter();
+                warn!(
+                    rows = expired.len(),
+                    "messages not stored within the persist timeout"
+                );
+                drop(_e);
+                self.refuse(expired).await;
+            }
+            let Some(deadline) = batch.iter().map(|r| r.enqueued + timeout).min() else {
+                break;
+            };
+            let budget = if pending.is_some() {
+                deadline
+                    .saturating_duration_since(now)
+                    .max(STUCK_CONNECTION)
+            } else {
+                deadline.saturating_duration_since(now)
+            };
+            let attempt =
+                tokio::time::timeout(budget, self.try_commit_cluster(batch, &mut pending))
+                    .instrument(span.clone())
+                    .await;
+            let err = match attempt {
+                Ok(Ok(outcome)) => {
+                    self.set_healthy(true);
+                    let m = self.metrics();
+                    let skipped = outcome
+                        .fates
+                        .iter()
+                        .filter(|f| !matches!(f, Fate::Stored))
+                        .count();
+                    m.persisted.add((batch.len() - skipped) as u64);
+                    m.batch_size.observe(batch.len() as f64);
+                    m.commit_seconds.observe_duration(started.elapsed());
+                    let ClusterOutcome {
+                        ids,
+                        prevs,
+                        fates,
+                        at,
+                        ..
+                    } = outcome;
+                    self.publish(batch.drain(..).zip(ids), fates, at, &prevs)
+                        .await;
+                    break;
+                }
+                Ok(Err(e)) => {
+                    self.metrics().db_errors.inc();
+                    e
+                }
+                Err(_) => {
+                    // A transaction cut mid-way: start again on a new connection.
+                    self.db = None;
+                    continue;
+                }
+            };
+            if !is_transient(&err) && pending.is_none() {
+                let _e = span.enter();
+                warn!(error = %err, rows = batch.len(), "batch refused by the database");
+                drop(_e);
+                self.refuse(std::mem::take(batch)).await;
+                break;
+            }
+            self.db = None;
+            self.set_healthy(false);
+            let _e = span.enter();
+            warn!(error = %err, retry_in = ?backoff, "database unavailable, retrying batch");
+            drop(_e);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+        self.router.flush();
+    }
+
+    /// One cluster-mode attempt: resolves a commit whose answer was lost,
+    /// else stores the batch.
+    async fn try_commit_cluster(
+        &mut self,
+        batch: &[PersistRequest],
+        pending: &mut Option<ClusterOutcome>,
+    ) -> Result<ClusterOutcome, tokio_postgres::Error> {
+        self.connect().await?;
+        let db = self.db.as_mut().expect("connected");
+        if let Some(xid) = pending.as_ref().map(|p| p.xid) {
+            loop {
+                match db.resolve(xid).await? {
+                    Some(true) => {
+                        if let Some(outcome) = pending.take() {
+                            return Ok(outcome);
+                        }
+                    }
+                    Some(false) => {
+                        *pending = None;
+                        break;
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }
+        db.commit_cluster(batch, pending).await
+    }
+
+    /// Encodes each committed message once and hands it to the router (in
+    /// cluster mode, to the cluster link, with its predecessors `prevs`);
+    /// a retried `client_id` gets its original back, to its sender only.
     async fn publish(
         &self,
         committed: impl Iterator<Item = (PersistRequest, i64)>,
         fates: Vec<Fate>,
         at: DateTime<Utc>,
+        prevs: &[[i64; 2]],
     ) {
         let mut fates = fates.into_iter();
-        for (req, id) in committed {
+        for (i, (req, id)) in committed.enumerate() {
             match fates.next().unwrap_or(Fate::Stored) {
                 Fate::Stored => {}
                 Fate::Duplicate(original) => {
@@ -550,7 +880,16 @@ impl Writer {
                     sent,
                 },
             };
-            self.router.publish(event).await;
+            match &self.link {
+                None => self.router.publish(event).await,
+                Some(link) => {
+                    let prev = prevs.get(i).copied().unwrap_or([0, 0]);
+                    if let Err(refused) = link.send(Committed { event, prev }).await {
+                        // The link is gone (shutdown): deliver here at least.
+                        self.router.publish(refused.0.event).await;
+                    }
+                }
+            }
         }
     }
 
@@ -639,7 +978,7 @@ impl Writer {
 
 /// What became of one row of a committed batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Fate {
+pub enum Fate {
     /// Stored under the id it was given: deliver it.
     Stored,
     /// Its (sender, `client_id`) was already stored as this message: answer

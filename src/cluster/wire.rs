@@ -1,0 +1,313 @@
+//! What travels over NATS: a small binary header and the frame exactly as
+//! the origin node encoded it (no JSON is re-encoded per node).
+//!
+//! ```text
+//! room message: 1 | id i64 | prev i64 | name len u16 | name | frame
+//! DM:           2 | id i64 | from i64 | to i64 | prev_from i64 | prev_to i64 | frame
+//! room notice:  3 | except i64 | name len u16 | name | frame
+//! membership:   4 | user i64 | joined u8 | name len u16 | name
+//! probe:        5 | user i64   (a request: "is this user connected on your node?")
+//! ```
+//! Integers are big-endian. The sender's own copy (`ref`) never travels:
+//! only the origin node has the sending connection.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{Committed, RemoteMembership, RemoteNotice};
+use crate::protocol::Frame;
+use crate::router::{Sent, ShardEvent};
+
+const ROOM: u8 = 1;
+const DM: u8 = 2;
+const NOTICE: u8 = 3;
+const MEMBERSHIP: u8 = 4;
+const PROBE: u8 = 5;
+
+/// Why a NATS payload was not understood.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    /// Shorter than its header says.
+    #[error("truncated cluster message")]
+    Truncated,
+    /// Unknown kind byte.
+    #[error("unknown cluster message kind {0}")]
+    Kind(u8),
+    /// A room name or frame that is not UTF-8.
+    #[error("cluster message is not UTF-8")]
+    Utf8,
+}
+
+/// A decoded cluster message.
+#[derive(Debug)]
+pub enum Remote {
+    /// A committed message with its predecessors (no own copy).
+    Message(Committed),
+    /// An ephemeral room notice.
+    Notice(RemoteNotice),
+    /// A user joined or left a room on another node.
+    Membership(RemoteMembership),
+    /// Another node asks whether this user has a connection here.
+    Probe(crate::protocol::UserId),
+}
+
+/// Encodes a committed message; `None` for events that never travel.
+pub fn encode_committed(c: &Committed) -> Option<Bytes> {
+    match &c.event {
+        ShardEvent::Room {
+            room, id, frame, ..
+        } => {
+            let mut b = BytesMut::with_capacity(19 + room.len() + frame.len());
+            b.put_u8(ROOM);
+            b.put_i64(*id);
+            b.put_i64(c.prev[0]);
+            put_name(&mut b, room);
+            b.put_slice(frame.as_bytes());
+            Some(b.freeze())
+        }
+        ShardEvent::Users {
+            users, id, frame, ..
+        } => {
+            let mut b = BytesMut::with_capacity(41 + frame.len());
+            b.put_u8(DM);
+            b.put_i64(*id);
+            b.put_i64(users[0]);
+            b.put_i64(users[1]);
+            b.put_i64(c.prev[0]);
+            b.put_i64(c.prev[1]);
+            b.put_slice(frame.as_bytes());
+            Some(b.freeze())
+        }
+        _ => None,
+    }
+}
+
+/// Encodes a room notice.
+pub fn encode_notice(n: &RemoteNotice) -> Bytes {
+    let mut b = BytesMut::with_capacity(11 + n.room.len() + n.frame.len());
+    b.put_u8(NOTICE);
+    b.put_i64(n.except);
+    put_name(&mut b, &n.room);
+    b.put_slice(n.frame.as_bytes());
+    b.freeze()
+}
+
+/// Encodes a membership change.
+pub fn encode_membership(m: &RemoteMembership) -> Bytes {
+    let mut b = BytesMut::with_capacity(12 + m.room.len());
+    b.put_u8(MEMBERSHIP);
+    b.put_i64(m.user);
+    b.put_u8(u8::from(m.joined));
+    put_name(&mut b, &m.room);
+    b.freeze()
+}
+
+/// Encodes a presence probe for `user`.
+pub fn encode_probe(user: crate::protocol::UserId) -> Bytes {
+    let mut b = BytesMut::with_capacity(9);
+    b.put_u8(PROBE);
+    b.put_i64(user);
+    b.freeze()
+}
+
+fn put_name(b: &mut BytesMut, name: &str) {
+    // Room names are at most 64 bytes; longer ones are cut (never sent).
+    let len = name.len().min(u16::MAX as usize);
+    b.put_u16(len as u16);
+    b.put_slice(&name.as_bytes()[..len]);
+}
+
+/// Decodes a payload published by [`encode_committed`] or [`encode_notice`].
+pub fn decode(payload: Bytes) -> Result<Remote, WireError> {
+    let mut r = Reader { b: payload, at: 0 };
+    match r.u8()? {
+        ROOM => {
+            let id = r.i64()?;
+            let prev = r.i64()?;
+            let room = r.name()?;
+            let frame = r.rest()?;
+            Ok(Remote::Message(Committed {
+                event: ShardEvent::Room {
+                    room,
+                    id,
+                    frame,
+                    own: None,
+                    sent: Sent::remote(),
+                },
+                prev: [prev, prev],
+            }))
+        }
+        DM => {
+            let id = r.i64()?;
+            let from = r.i64()?;
+            let to = r.i64()?;
+            let prev = [r.i64()?, r.i64()?];
+            let frame = r.rest()?;
+            Ok(Remote::Message(Committed {
+                event: ShardEvent::Users {
+                    users: [from, to],
+                    id,
+                    frame,
+                    own: None,
+                    sent: Sent::remote(),
+                },
+                prev,
+            }))
+        }
+        NOTICE => {
+            let except = r.i64()?;
+            let room = r.name()?;
+            let frame = r.rest()?;
+            Ok(Remote::Notice(RemoteNotice {
+                room,
+                except,
+                frame,
+            }))
+        }
+        MEMBERSHIP => {
+            let user = r.i64()?;
+            let joined = r.u8()? != 0;
+            let room = r.name()?;
+            Ok(Remote::Membership(RemoteMembership { user, room, joined }))
+        }
+        PROBE => Ok(Remote::Probe(r.i64()?)),
+        k => Err(WireError::Kind(k)),
+    }
+}
+
+struct Reader {
+    b: Bytes,
+    at: usize,
+}
+
+impl Reader {
+    fn take(&mut self, n: usize) -> Result<&[u8], WireError> {
+        let end = self.at.checked_add(n).ok_or(WireError::Truncated)?;
+        let s = self.b.get(self.at..end).ok_or(WireError::Truncated)?;
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+    fn i64(&mut self) -> Result<i64, WireError> {
+        let s = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Ok(i64::from_be_bytes(a))
+    }
+    fn name(&mut self) -> Result<Arc<str>, WireError> {
+        let s = self.take(2)?;
+        let len = usize::from(u16::from_be_bytes([s[0], s[1]]));
+        let s = self.take(len)?;
+        std::str::from_utf8(s)
+            .map(Arc::from)
+            .map_err(|_| WireError::Utf8)
+    }
+    fn rest(&mut self) -> Result<Frame, WireError> {
+        let rest = self.b.slice(self.at..);
+        Frame::try_from(rest).map_err(|_| WireError::Utf8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_messages_dms_and_notices_round_trip() {
+        let c = Committed {
+            event: ShardEvent::Room {
+                room: Arc::from("général"),
+                id: 42,
+                frame: Frame::from("{\"type\":\"message\"}"),
+                own: None,
+                sent: Sent::remote(),
+            },
+            prev: [40, 40],
+        };
+        let Remote::Message(d) = decode(encode_committed(&c).unwrap()).unwrap() else {
+            panic!("not a message");
+        };
+        match d.event {
+            ShardEvent::Room {
+                room, id, frame, ..
+            } => {
+                assert_eq!(
+                    (&*room, id, frame.as_str()),
+                    ("général", 42, "{\"type\":\"message\"}")
+                );
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(d.prev, [40, 40]);
+
+        let c = Committed {
+            event: ShardEvent::Users {
+                users: [1, 2],
+                id: 9,
+                frame: Frame::from("dm"),
+                own: None,
+                sent: Sent::remote(),
+            },
+            prev: [3, 5],
+        };
+        let Remote::Message(d) = decode(encode_committed(&c).unwrap()).unwrap() else {
+            panic!("not a message");
+        };
+        assert!(matches!(
+            d.event,
+            ShardEvent::Users {
+                users: [1, 2],
+                id: 9,
+                ..
+            }
+        ));
+        assert_eq!(d.prev, [3, 5]);
+
+        let n = RemoteNotice {
+            room: Arc::from("r"),
+            except: 7,
+            frame: Frame::from("typing"),
+        };
+        let Remote::Notice(d) = decode(encode_notice(&n)).unwrap() else {
+            panic!("not a notice");
+        };
+        assert_eq!((&*d.room, d.except, d.frame.as_str()), ("r", 7, "typing"));
+    }
+
+    #[test]
+    fn membership_changes_round_trip() {
+        let m = RemoteMembership {
+            user: 5,
+            room: Arc::from("r"),
+            joined: false,
+        };
+        let Remote::Membership(d) = decode(encode_membership(&m)).unwrap() else {
+            panic!("not a membership");
+        };
+        assert_eq!(d, m);
+        assert!(matches!(
+            decode(encode_probe(77)).unwrap(),
+            Remote::Probe(77)
+        ));
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert_eq!(decode(Bytes::new()).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            decode(Bytes::from_static(&[9])).unwrap_err(),
+            WireError::Kind(9)
+        );
+        assert_eq!(
+            decode(Bytes::from_static(&[1, 0, 0])).unwrap_err(),
+            WireError::Truncated
+        );
+        let mut b = vec![3u8];
+        b.extend_from_slice(&7i64.to_be_bytes());
+        b.extend_from_slice(&200u16.to_be_bytes());
+        assert_eq!(decode(Bytes::from(b)).unwrap_err(), WireError::Truncated);
+    }
+}
