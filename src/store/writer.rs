@@ -619,13 +619,7 @@ impl Writer {
             let now = Instant::now();
             if batch.iter().any(|r| r.enqueued + timeout <= now) {
                 let expired = take_expired(batch, &mut assigned, now, timeout);
-                let _e = span.enter();
-                warn!(
-                    rows = expired.len(),
-                    "messages not stored within the persist timeout"
-                );
-                drop(_e);
-                self.refuse(expired).await;
+                self.refuse_expired(expired, &span).await;
             }
             let Some(deadline) = batch.iter().map(|r| r.enqueued + timeout).min() else {
                 break;
@@ -717,13 +711,7 @@ impl Writer {
             }
             if pending.is_none() && batch.iter().any(|r| r.enqueued + timeout <= now) {
                 let expired = take_expired(batch, &mut None, now, timeout);
-                let _e = span.enter();
-                warn!(
-                    rows = expired.len(),
-                    "messages not stored within the persist timeout"
-                );
-                drop(_e);
-                self.refuse(expired).await;
+                self.refuse_expired(expired, &span).await;
             }
             let Some(deadline) = batch.iter().map(|r| r.enqueued + timeout).min() else {
                 break;
@@ -891,6 +879,17 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Refuses the messages whose persist deadline passed, logging how many.
+    async fn refuse_expired(&self, expired: Vec<PersistRequest>, span: &tracing::Span) {
+        span.in_scope(|| {
+            warn!(
+                rows = expired.len(),
+                "messages not stored within the persist timeout"
+            )
+        });
+        self.refuse(expired).await;
     }
 
     /// Tells each sender its message was not stored (it is delivered to no one).

@@ -13,24 +13,13 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::helpers::{Client, TestServer};
 
 /// Reads until the server closes; returns the close code (None: no close frame).
-async fn close_code(c: &mut Client, within: Duration) -> Option<u16> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, c.ws.next()).await {
-            Err(_) => panic!("connection still open after {within:?}"),
-            Ok(None) | Ok(Some(Err(_))) => return None,
-            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
-            Ok(Some(Ok(_))) => continue,
-        }
-    }
-}
 
 #[tokio::test]
 async fn an_oversized_message_closes_with_1009() {
     let server = TestServer::start_with(|c| c.max_message_bytes = 1024).await;
     let mut a = server.connect(1, "a").await;
     a.send_raw(Message::text("x".repeat(2000))).await;
-    assert_eq!(close_code(&mut a, Duration::from_secs(5)).await, Some(1009));
+    assert_eq!(a.close_code(Duration::from_secs(5)).await, Some(1009));
 }
 
 #[tokio::test]
@@ -39,7 +28,7 @@ async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
     let mut a = server.connect(1, "a").await;
     let frame = Frame::message(vec![0x7b, 0xff, 0xfe, 0x7d], OpCode::Data(Data::Text), true);
     a.send_raw(Message::Frame(frame)).await;
-    assert_eq!(close_code(&mut a, Duration::from_secs(5)).await, Some(1007));
+    assert_eq!(a.close_code(Duration::from_secs(5)).await, Some(1007));
 }
 
 #[tokio::test]
@@ -314,6 +303,6 @@ async fn a_connection_closes_with_4001_when_its_token_expires() {
         .await
         .unwrap();
     let started = Instant::now();
-    assert_eq!(close_code(&mut c, Duration::from_secs(6)).await, Some(4001));
+    assert_eq!(c.close_code(Duration::from_secs(6)).await, Some(4001));
     assert!(started.elapsed() >= Duration::from_millis(900));
 }

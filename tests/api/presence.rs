@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{Client, TestServer, SECRET};
 
@@ -15,18 +13,6 @@ async fn recv_kind(c: &mut Client, kind: &str) -> Value {
         let v = c.recv_any().await;
         if v["type"] == kind {
             return v;
-        }
-    }
-}
-
-async fn close_code(c: &mut Client, within: Duration) -> Option<u16> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, c.ws.next()).await {
-            Err(_) => panic!("connection still open after {within:?}"),
-            Ok(None) | Ok(Some(Err(_))) => return None,
-            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
-            Ok(Some(Ok(_))) => continue,
         }
     }
 }
@@ -177,6 +163,6 @@ async fn refresh_extends_a_live_connection_and_refuses_another_user() {
         .unwrap()
         .contains("another user"));
     let started = Instant::now();
-    assert_eq!(close_code(&mut a, Duration::from_secs(5)).await, Some(4001));
+    assert_eq!(a.close_code(Duration::from_secs(5)).await, Some(4001));
     assert!(started.elapsed() < Duration::from_secs(2));
 }
