@@ -96,6 +96,7 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
                 node_id: node_id.clone(),
                 database_url: config.database_url.clone(),
                 gap_wait: Duration::from_millis(config.cluster_gap_wait_ms),
+                presence: presence.clone(),
                 check_every: Duration::from_millis(config.cluster_check_ms.max(10)),
                 queue: config.cluster_queue,
                 fill_max: config.cluster_fill_max,

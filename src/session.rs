@@ -146,7 +146,7 @@ impl Session {
     fn join(&self, room: String, since: Option<i64>, r: Option<Ref>) -> Outcome {
         let registry = self.shard.registry.borrow();
         let member = registry.is_member(self.user, &room);
-        if member && since.is_none() {
+        if member && since.is_none() && self.shard.cluster.is_none() {
             let online = self.online(&room);
             let ack = JoinAck {
                 recovered: None,
@@ -171,9 +171,7 @@ impl Session {
                     Err(e) => return db_error(&shard, "join", &e, &r),
                 }
             }
-            let online = shard
-                .presence
-                .online_in(&room, shard.config.presence_max_members);
+            let online = shard.online_members(&room).await;
             let ack = JoinAck {
                 recovered: None,
                 online: online.as_deref(),

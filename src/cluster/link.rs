@@ -40,6 +40,8 @@ pub struct LinkSettings {
     pub database_url: String,
     /// How long a held message waits for its predecessors before a fill.
     pub gap_wait: Duration,
+    /// Who is online on this node (answers other nodes' online queries).
+    pub presence: Arc<crate::presence::Presence>,
     /// How often followed streams are compared with PostgreSQL.
     pub check_every: Duration,
     /// Capacity of the link's queues (writers, NATS, shards' notices, publishes).
@@ -72,6 +74,14 @@ pub struct ClusterHandle {
 
 /// How long a presence probe waits for another node's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// How long `join_ack` waits for the other nodes' online members of a room
+/// (every node that has members of the room answers at once; there is no
+/// telling how many will, so the wait is always this long).
+pub const ONLINE_GATHER: Duration = Duration::from_millis(50);
+
+/// Most answers one online query reads (one per node).
+const ONLINE_ANSWERS_MAX: usize = 256;
 
 impl ClusterHandle {
     /// The node's interest set, which shards keep up to date.
@@ -109,6 +119,47 @@ impl ClusterHandle {
             tokio::time::timeout(PROBE_TIMEOUT, request).await,
             Ok(Ok(_))
         )
+    }
+
+    /// Adds to `online` (this node's online members of `room`) those online
+    /// on other nodes, gathered for [`ONLINE_GATHER`]. Without a NATS
+    /// connection, or if the query fails, `online` is returned as it is.
+    pub async fn online_in_room(
+        &self,
+        room: &str,
+        online: Vec<crate::protocol::UserId>,
+    ) -> Vec<crate::protocol::UserId> {
+        let Some(nats) = self.nats.get() else {
+            return online;
+        };
+        let mut all: std::collections::BTreeSet<_> = online.iter().copied().collect();
+        let inbox = nats.new_inbox();
+        let Ok(mut answers) = nats.subscribe(inbox.clone()).await else {
+            return online;
+        };
+        let subject = Stream::Room(Arc::from(room)).subject();
+        if nats
+            .publish_with_reply(subject, inbox, wire::encode_online_query(room))
+            .await
+            .is_err()
+        {
+            return online;
+        }
+        let gather = async {
+            let mut n = 0;
+            while let Some(answer) = answers.next().await {
+                if let Ok(users) = wire::decode_user_list(&answer.payload) {
+                    all.extend(users);
+                }
+                n += 1;
+                if n >= ONLINE_ANSWERS_MAX {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(ONLINE_GATHER, gather).await;
+        let _ = answers.unsubscribe().await;
+        all.into_iter().collect()
     }
 
     /// Queues a membership change, waiting while the queue is full.
@@ -380,7 +431,7 @@ impl Link {
         match r {
             Remote::Message(c) => self.sequence(c, false, nats, remote_tx).await,
             // Answered by the subscription's forwarder; never queued.
-            Remote::Probe(_) => {}
+            Remote::Probe(_) | Remote::OnlineQuery(_) => {}
             Remote::Membership(m) => {
                 let event = if m.joined {
                     ShardEvent::Joined {
@@ -550,6 +601,7 @@ impl Link {
                 remote_tx.clone(),
                 nats.clone(),
                 self.interest.clone(),
+                self.settings.presence.clone(),
             ));
             debug!(%subject, last, "subscribed");
             self.streams.insert(
@@ -763,9 +815,18 @@ async fn forward(
     to: mpsc::Sender<Remote>,
     nats: async_nats::Client,
     interest: Arc<Interest>,
+    presence: Arc<crate::presence::Presence>,
 ) {
     while let Some(message) = subscriber.next().await {
         match wire::decode(message.payload) {
+            Ok(Remote::OnlineQuery(room)) => {
+                if let Some(reply) = message.reply {
+                    let online = presence.online_in(&room, usize::MAX).unwrap_or_default();
+                    if !online.is_empty() {
+                        let _ = nats.publish(reply, wire::encode_user_list(&online)).await;
+                    }
+                }
+            }
             Ok(Remote::Probe(user)) => {
                 // Answer only while a shard still has a connection of the
                 // user (the subscription may outlive it by a moment).

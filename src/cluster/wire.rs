@@ -7,6 +7,8 @@
 //! room notice:  3 | except i64 | name len u16 | name | frame
 //! membership:   4 | user i64 | joined u8 | name len u16 | name
 //! probe:        5 | user i64   (a request: "is this user connected on your node?")
+//! online query: 6 | name len u16 | name   (a request: "which members of this room
+//!               are online on your node?"; each answer is a list of i64 user ids)
 //! ```
 //! Integers are big-endian. The sender's own copy (`ref`) never travels:
 //! only the origin node has the sending connection.
@@ -24,6 +26,7 @@ const DM: u8 = 2;
 const NOTICE: u8 = 3;
 const MEMBERSHIP: u8 = 4;
 const PROBE: u8 = 5;
+const ONLINE: u8 = 6;
 
 /// Why a NATS payload was not understood.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -50,6 +53,8 @@ pub enum Remote {
     Membership(RemoteMembership),
     /// Another node asks whether this user has a connection here.
     Probe(crate::protocol::UserId),
+    /// Another node asks which members of this room are online here.
+    OnlineQuery(Arc<str>),
 }
 
 /// Encodes a committed message; `None` for events that never travel.
@@ -109,6 +114,33 @@ pub fn encode_probe(user: crate::protocol::UserId) -> Bytes {
     b.put_u8(PROBE);
     b.put_i64(user);
     b.freeze()
+}
+
+/// Encodes a query for a room's online members on other nodes.
+pub fn encode_online_query(room: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(3 + room.len());
+    b.put_u8(ONLINE);
+    put_name(&mut b, room);
+    b.freeze()
+}
+
+/// Encodes an answer to an online query: the user ids, big-endian.
+pub fn encode_user_list(users: &[crate::protocol::UserId]) -> Bytes {
+    let mut b = BytesMut::with_capacity(8 * users.len());
+    for u in users {
+        b.put_i64(*u);
+    }
+    b.freeze()
+}
+
+/// Decodes an answer to an online query.
+pub fn decode_user_list(b: &[u8]) -> Result<Vec<crate::protocol::UserId>, WireError> {
+    if !b.len().is_multiple_of(8) {
+        return Err(WireError::Truncated);
+    }
+    Ok(b.chunks_exact(8)
+        .map(|c| i64::from_be_bytes(c.try_into().expect("8 bytes")))
+        .collect())
 }
 
 fn put_name(b: &mut BytesMut, name: &str) {
@@ -172,6 +204,7 @@ pub fn decode(payload: Bytes) -> Result<Remote, WireError> {
             Ok(Remote::Membership(RemoteMembership { user, room, joined }))
         }
         PROBE => Ok(Remote::Probe(r.i64()?)),
+        ONLINE => Ok(Remote::OnlineQuery(r.name()?)),
         k => Err(WireError::Kind(k)),
     }
 }
@@ -291,6 +324,19 @@ mod tests {
         assert!(matches!(
             decode(encode_probe(77)).unwrap(),
             Remote::Probe(77)
+        ));
+        assert!(matches!(
+            decode(encode_online_query("général")).unwrap(),
+            Remote::OnlineQuery(r) if &*r == "général"
+        ));
+        assert_eq!(
+            decode_user_list(&encode_user_list(&[3, -1, i64::MAX])).unwrap(),
+            vec![3, -1, i64::MAX]
+        );
+        assert_eq!(decode_user_list(&[0; 7]), Err(WireError::Truncated));
+        assert!(matches!(
+            decode(encode_probe(78)).unwrap(),
+            Remote::Probe(78)
         ));
     }
 

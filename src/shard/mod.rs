@@ -738,6 +738,19 @@ impl Shard {
         });
     }
 
+    /// The room's online members for `join_ack`, ascending (`None`: more
+    /// than `--presence-max-members`). Cluster mode adds the other nodes'
+    /// (gathered for `cluster::link::ONLINE_GATHER`).
+    pub async fn online_members(&self, room: &str) -> Option<Vec<UserId>> {
+        let max = self.config.presence_max_members;
+        let local = self.presence.online_in(room, max)?;
+        let Some(cluster) = &self.cluster else {
+            return Some(local);
+        };
+        let all = cluster.online_in_room(room, local).await;
+        (all.len() <= max).then_some(all)
+    }
+
     fn notify_presence(&self, user: UserId, username: &str, online: bool, rooms: &[Arc<str>]) {
         for room in rooms {
             let frame = encode_presence(room, user, username, online);

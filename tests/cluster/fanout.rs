@@ -202,6 +202,12 @@ async fn presence_and_typing_cross_nodes() {
     alice.send(json!({"type": "typing", "room": "r"})).await;
     let typing = next_notice(&mut bob.ws, "typing", 1).await;
     assert_eq!(typing["data"]["room"], "r", "{typing}");
+    // join_ack's online list spans the nodes: alice (a), bob (b), carol (a).
+    let mut carol = Client::connect(&nodes[0], 3, "carol").await;
+    carol.send(json!({"type": "join", "room": "r"})).await;
+    let ack = carol.recv().await;
+    assert_eq!(ack["type"], "join_ack", "{ack}");
+    assert_eq!(ack["data"]["online"], json!([1, 2, 3]), "{ack}");
     alice.ws.close(None).await.expect("close");
     let offline = next_notice(&mut bob.ws, "presence", 1).await;
     assert_eq!(offline["data"]["status"], "offline", "{offline}");
