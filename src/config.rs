@@ -9,7 +9,7 @@ use clap::Args;
 
 /// Settings of a running server. Built by clap from flags and environment,
 /// or by tests with [`Config::for_tests`].
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct Config {
     /// Address every shard listens on (SO_REUSEPORT).
     #[arg(long = "bind", env = "WS_BIND_ADDR", default_value = "127.0.0.1:9001")]
@@ -285,6 +285,50 @@ pub struct Config {
     pub dev: bool,
 }
 
+/// Prints the settings that shape the server, never a secret: the JWT
+/// secrets are counted, the database and NATS URLs lose their passwords.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("database_url", &redact_password(&self.database_url))
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("jwt_previous_secrets", &self.jwt_previous_secrets.len())
+            .field("cores", &self.cores)
+            .field("writers", &self.writers)
+            .field("batch_max", &self.batch_max)
+            .field("tls_cert", &self.tls_cert)
+            .field(
+                "cluster_url",
+                &self.cluster_url.as_deref().map(redact_password),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let Some(at) = rest.find('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
 impl Config {
     /// Number of shards to start.
     pub fn shard_count(&self) -> usize {
@@ -403,6 +447,25 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let mut c = Config::for_tests(
+            "postgres://app:hunter2@127.0.0.1/chat",
+            "topsecret",
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        c.jwt_previous_secrets = vec!["oldsecret".into()];
+        let shown = format!("{c:?}");
+        for secret in ["hunter2", "topsecret", "oldsecret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("postgres://app:***@127.0.0.1/chat"),
+            "{shown}"
+        );
+        assert_eq!(redact_password("postgres://u@h/d"), "postgres://u@h/d");
+    }
 
     #[test]
     fn history_limit_defaults_caps_and_refuses() {
