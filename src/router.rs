@@ -166,9 +166,24 @@ impl Router {
     /// never blocks on another. Returns the events that found a full inbox,
     /// with their target, for the caller to retry later.
     pub fn broadcast_from(&self, from: usize, event: &ShardEvent) -> Vec<(usize, ShardEvent)> {
+        self.broadcast_except(Some(from), event)
+    }
+
+    /// Like [`broadcast_from`](Self::broadcast_from), to every shard, the
+    /// caller's own included: its inbox keeps the event in order behind
+    /// what other shards sent it before (e.g. a join announcement).
+    pub fn broadcast(&self, event: &ShardEvent) -> Vec<(usize, ShardEvent)> {
+        self.broadcast_except(None, event)
+    }
+
+    fn broadcast_except(
+        &self,
+        from: Option<usize>,
+        event: &ShardEvent,
+    ) -> Vec<(usize, ShardEvent)> {
         let mut refused = Vec::new();
         for (i, shard) in self.shards.iter().enumerate() {
-            if i == from {
+            if Some(i) == from {
                 continue;
             }
             match shard.send(event.clone()) {

@@ -697,8 +697,11 @@ impl Shard {
             except,
             frame,
         };
-        self.announce(event.clone());
-        self.apply(event);
+        // Through this shard's own inbox too, not applied here at once: a
+        // join announced by another shard just before (whose ack the client
+        // already saw) is then applied first, and its member gets the notice.
+        let refused = self.router.broadcast(&event);
+        self.retry_refused(refused);
     }
 
     /// Tells the other online members of `rooms` that `user` came online or
@@ -760,6 +763,11 @@ impl Shard {
 
     fn announce(&self, event: ShardEvent) {
         let refused = self.router.broadcast_from(self.index, &event);
+        self.retry_refused(refused);
+    }
+
+    /// Sends events that found a full inbox from a background task.
+    fn retry_refused(&self, refused: Vec<(usize, ShardEvent)>) {
         for (target, event) in refused {
             let router = self.router.clone();
             tokio::task::spawn_local(async move {
