@@ -32,6 +32,8 @@ pub struct Presence {
 struct Online {
     connections: u32,
     rooms: HashSet<Arc<str>>,
+    /// When the first of these connections opened (Unix microseconds).
+    since: i64,
 }
 
 #[derive(Debug, Default)]
@@ -79,6 +81,9 @@ impl Presence {
         let online = inner.users.entry(user).or_default();
         online.connections += 1;
         let first = online.connections == 1;
+        if first {
+            online.since = chrono::Utc::now().timestamp_micros();
+        }
         for room in rooms {
             inner.enter(user, room.clone());
         }
@@ -114,6 +119,11 @@ impl Presence {
             online.rooms.remove(room);
         }
         inner.exit(user, room);
+    }
+
+    /// Since when `user` has been online here (Unix microseconds), if it is.
+    pub fn online_since(&self, user: UserId) -> Option<i64> {
+        self.lock().users.get(&user).map(|o| o.since)
     }
 
     /// True when `user` has at least one open connection.

@@ -70,6 +70,17 @@ pub struct ClusterHandle {
     memberships: mpsc::Sender<RemoteMembership>,
     /// The NATS client, once the link has created it.
     nats: Arc<std::sync::OnceLock<async_nats::Client>>,
+    /// This node's id (breaks ties between simultaneous first connections).
+    node_id: Arc<str>,
+}
+
+/// What another node answered about a user it has connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elsewhere {
+    /// Since when the user has been online there (Unix microseconds).
+    pub since: i64,
+    /// That node's id.
+    pub node: String,
 }
 
 /// How long a presence probe waits for another node's answer.
@@ -104,21 +115,30 @@ impl ClusterHandle {
         })
     }
 
-    /// True when another node answers that `user` has a connection there
-    /// (a request on the user's subject, which exactly those nodes follow;
+    /// What another node answers when `user` has a connection there (a
+    /// request on the user's subject, which exactly those nodes follow;
     /// none: NATS answers "no responders" at once). Presence uses it so that
     /// a user connected to two nodes is announced online once and offline
     /// only when its last connection anywhere closes. Unknown (NATS away,
-    /// no answer within 300 ms): false.
-    pub async fn online_elsewhere(&self, user: crate::protocol::UserId) -> bool {
-        let Some(nats) = self.nats.get() else {
-            return false;
-        };
+    /// no answer within 300 ms): `None`.
+    pub async fn online_elsewhere(&self, user: crate::protocol::UserId) -> Option<Elsewhere> {
+        let nats = self.nats.get()?;
         let request = nats.request(Stream::User(user).subject(), wire::encode_probe(user));
-        matches!(
-            tokio::time::timeout(PROBE_TIMEOUT, request).await,
-            Ok(Ok(_))
-        )
+        let answer = tokio::time::timeout(PROBE_TIMEOUT, request)
+            .await
+            .ok()?
+            .ok()?;
+        let (since, node) = wire::decode_probe_answer(&answer.payload).ok()?;
+        Some(Elsewhere { since, node })
+    }
+
+    /// True when this node, where `user` came online at `since`, is the one
+    /// to announce it, given another node's answer: the node where the user
+    /// came online first (ties: the smaller node id). Both nodes compare the
+    /// same pair, so when two first connections open at once on two nodes,
+    /// exactly one announces.
+    pub fn announces_online(&self, since: i64, other: &Elsewhere) -> bool {
+        (since, &*self.node_id) < (other.since, other.node.as_str())
     }
 
     /// Adds to `online` (this node's online members of `room`) those online
@@ -206,6 +226,7 @@ pub fn spawn(settings: LinkSettings, router: Router) -> Result<ClusterLink, Link
     let nats = Arc::new(std::sync::OnceLock::new());
     let stop = Arc::new(Notify::new());
     let store = Store::new(&settings.database_url, 2)?;
+    let node_id: Arc<str> = Arc::from(settings.node_id.as_str());
     let link = Link {
         settings,
         router,
@@ -243,6 +264,7 @@ pub fn spawn(settings: LinkSettings, router: Router) -> Result<ClusterLink, Link
             notices: notice_tx,
             memberships: membership_tx,
             nats,
+            node_id,
         },
         committed: committed_tx,
         stop,
@@ -602,6 +624,7 @@ impl Link {
                 nats.clone(),
                 self.interest.clone(),
                 self.settings.presence.clone(),
+                Arc::from(self.settings.node_id.as_str()),
             ));
             debug!(%subject, last, "subscribed");
             self.streams.insert(
@@ -816,6 +839,7 @@ async fn forward(
     nats: async_nats::Client,
     interest: Arc<Interest>,
     presence: Arc<crate::presence::Presence>,
+    node_id: Arc<str>,
 ) {
     while let Some(message) = subscriber.next().await {
         match wire::decode(message.payload) {
@@ -832,7 +856,11 @@ async fn forward(
                 // user (the subscription may outlive it by a moment).
                 if let Some(reply) = message.reply {
                     if interest.contains(&Stream::User(user)) {
-                        let _ = nats.publish(reply, Bytes::from_static(b"1")).await;
+                        // Online here but not counted yet: "long ago", so
+                        // the asking node stays silent.
+                        let since = presence.online_since(user).unwrap_or(i64::MIN);
+                        let answer = wire::encode_probe_answer(since, &node_id);
+                        let _ = nats.publish(reply, answer).await;
                     }
                 }
             }

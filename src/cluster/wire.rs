@@ -116,6 +116,25 @@ pub fn encode_probe(user: crate::protocol::UserId) -> Bytes {
     b.freeze()
 }
 
+/// Encodes an answer to a presence probe: since when the user has been
+/// online on the answering node (Unix microseconds), and that node's id.
+pub fn encode_probe_answer(since: i64, node: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(8 + node.len());
+    b.put_i64(since);
+    b.put_slice(node.as_bytes());
+    b.freeze()
+}
+
+/// Decodes an answer to a presence probe.
+pub fn decode_probe_answer(b: &[u8]) -> Result<(i64, String), WireError> {
+    if b.len() < 8 {
+        return Err(WireError::Truncated);
+    }
+    let since = i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+    let node = std::str::from_utf8(&b[8..]).map_err(|_| WireError::Utf8)?;
+    Ok((since, node.to_owned()))
+}
+
 /// Encodes a query for a room's online members on other nodes.
 pub fn encode_online_query(room: &str) -> Bytes {
     let mut b = BytesMut::with_capacity(3 + room.len());
@@ -334,6 +353,11 @@ mod tests {
             vec![3, -1, i64::MAX]
         );
         assert_eq!(decode_user_list(&[0; 7]), Err(WireError::Truncated));
+        assert_eq!(
+            decode_probe_answer(&encode_probe_answer(-5, "node-b")).unwrap(),
+            (-5, "node-b".to_string())
+        );
+        assert_eq!(decode_probe_answer(&[1; 4]), Err(WireError::Truncated));
         assert!(matches!(
             decode(encode_probe(78)).unwrap(),
             Remote::Probe(78)

@@ -734,8 +734,20 @@ impl Shard {
         let shard = self.clone();
         let username: Arc<str> = Arc::from(username);
         tokio::task::spawn_local(async move {
-            if cluster.online_elsewhere(user).await || shard.presence.is_online(user) != online {
-                return;
+            let elsewhere = cluster.online_elsewhere(user).await;
+            if shard.presence.is_online(user) != online {
+                return; // superseded: that change announces itself
+            }
+            if let Some(other) = elsewhere {
+                // Online elsewhere: never "offline"; "online" only from the
+                // node where the user came online first.
+                let first_here = shard
+                    .presence
+                    .online_since(user)
+                    .is_some_and(|since| cluster.announces_online(since, &other));
+                if !online || !first_here {
+                    return;
+                }
             }
             shard.notify_presence(user, &username, online, &rooms);
         });

@@ -339,3 +339,46 @@ async fn a_user_on_two_nodes_goes_offline_only_when_both_are_gone() {
     drop(nodes);
     db.drop_now().await;
 }
+
+/// Two first connections of one user opening at once on two nodes: each
+/// node sees the other, and exactly one of them announces "online" (the
+/// node where the user came online first, ties to the smaller node id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_first_connections_on_two_nodes_announce_online_once() {
+    let _serial = SERIAL.lock().await;
+    let db = SharedDb::create().await;
+    let nats = nats_url();
+    let nodes = [
+        start_node(&db.url, &nats, "a").await,
+        start_node(&db.url, &nats, "b").await,
+    ];
+    create_room(&db.url, "r").await;
+    let mut alice = Client::connect(&nodes[0], 1, "alice").await;
+    alice.join("r").await;
+    alice.ws.close(None).await.expect("close");
+    drop(alice);
+    let mut bob = Client::connect(&nodes[1], 2, "bob").await;
+    bob.join("r").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for round in 0..3 {
+        let (alice_a, alice_b) = tokio::join!(
+            Client::connect(&nodes[0], 1, "alice"),
+            Client::connect(&nodes[1], 1, "alice")
+        );
+        let seen = notices_within(&mut bob.ws, "presence", 1, Duration::from_millis(1200)).await;
+        let statuses: Vec<&Value> = seen.iter().map(|v| &v["data"]["status"]).collect();
+        assert_eq!(statuses, [&json!("online")], "round {round}: {seen:?}");
+        let (mut alice_a, mut alice_b) = (alice_a, alice_b);
+        let _ = tokio::join!(alice_a.ws.close(None), alice_b.ws.close(None));
+        let gone = notices_within(&mut bob.ws, "presence", 1, Duration::from_millis(1200)).await;
+        assert!(
+            gone.iter().any(|v| v["data"]["status"] == "offline"),
+            "round {round}: {gone:?}"
+        );
+    }
+    for n in &nodes {
+        n.assert_no_panic();
+    }
+    drop(nodes);
+    db.drop_now().await;
+}
