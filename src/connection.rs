@@ -135,10 +135,11 @@ pub async fn serve<S: Transport>(
                         Message::Text(text) => match session.handle(text.as_str()) {
                             Outcome::Reply(frame) => {
                                 outbox.push(frame, limits);
-                                if let Some(exp) = session.take_refreshed() {
-                                    clock.refresh(exp, Instant::now());
-                                    ticker.as_mut().reset(clock.next_deadline());
-                                }
+                            }
+                            Outcome::Refreshed { frame, expires_at } => {
+                                outbox.push(frame, limits);
+                                clock.refresh(expires_at, Instant::now());
+                                ticker.as_mut().reset(clock.next_deadline());
                             }
                             Outcome::Queued => {}
                             Outcome::Later(deferred) => pending = Some(deferred),

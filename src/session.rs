@@ -5,7 +5,6 @@
 //! future the connection runs before reading its next request, so one
 //! connection's requests take effect in the order they were sent.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -41,6 +40,9 @@ pub enum Outcome {
     /// Send this frame, then close the connection with 4001: the client
     /// tried to replace its token with another user's.
     CloseUnauthorized(Frame),
+    /// Send this `refresh_ack`; the connection now ends at `expires_at`
+    /// (Unix seconds) instead.
+    Refreshed { frame: Frame, expires_at: i64 },
 }
 
 /// One connection's identity and its shard.
@@ -50,8 +52,6 @@ pub struct Session {
     user: UserId,
     username: Arc<str>,
     expires_at: i64,
-    /// A new expiry from `refresh`, for the connection to pick up.
-    refreshed: Cell<Option<i64>>,
 }
 
 const DB_UNAVAILABLE: &str = "database unavailable, try again";
@@ -65,13 +65,7 @@ impl Session {
             user: identity.user_id,
             username: Arc::from(identity.username.as_str()),
             expires_at: identity.expires_at,
-            refreshed: Cell::new(None),
         }
-    }
-
-    /// The expiry set by a `refresh` since the last call (Unix seconds).
-    pub fn take_refreshed(&self) -> Option<i64> {
-        self.refreshed.take()
     }
 
     /// When the token expires (Unix seconds): the connection closes then.
@@ -131,10 +125,10 @@ impl Session {
             return error(&r, "refresh refused: token too large");
         }
         match self.shard.credentials.verify(token) {
-            Ok(identity) if identity.user_id == self.user => {
-                self.refreshed.set(Some(identity.expires_at));
-                Outcome::Reply(encode_refresh_ack(identity.expires_at, r.as_ref()))
-            }
+            Ok(identity) if identity.user_id == self.user => Outcome::Refreshed {
+                frame: encode_refresh_ack(identity.expires_at, r.as_ref()),
+                expires_at: identity.expires_at,
+            },
             Ok(_) => Outcome::CloseUnauthorized(error_frame(
                 &r,
                 "refresh refused: the token is for another user",

@@ -491,24 +491,10 @@ impl Link {
     ) {
         let mut parts: Vec<(Stream, i64, i64, ShardEvent)> = Vec::with_capacity(2);
         match c.event {
-            ShardEvent::Room {
-                room,
-                id,
-                frame,
-                own,
-                sent,
-            } => parts.push((
-                Stream::Room(room.clone()),
-                id,
-                c.prev[0],
-                ShardEvent::Room {
-                    room,
-                    id,
-                    frame,
-                    own,
-                    sent,
-                },
-            )),
+            ShardEvent::Room { ref room, id, .. } => {
+                let stream = Stream::Room(room.clone());
+                parts.push((stream, id, c.prev[0], c.event));
+            }
             ShardEvent::Users {
                 users,
                 id,

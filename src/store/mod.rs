@@ -160,17 +160,6 @@ pub struct Window {
     pub after: Option<i64>,
 }
 
-impl Window {
-    /// The newest `limit` messages.
-    pub fn latest(limit: i64) -> Window {
-        Window {
-            limit,
-            before: None,
-            after: None,
-        }
-    }
-}
-
 impl Store {
     /// A pool of at most `size` connections. Connections are opened lazily,
     /// on the runtime that first uses the pool, so build it on that runtime.

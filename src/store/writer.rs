@@ -666,20 +666,12 @@ impl Writer {
                 }
             };
             if !is_transient(&err) {
-                let _e = span.enter();
-                warn!(error = %err, rows = batch.len(), "batch refused by the database");
-                drop(_e);
-                self.refuse(std::mem::take(batch)).await;
+                self.refuse_batch(batch, &err, &span).await;
                 break;
             }
-            self.db = None;
-            self.set_healthy(false);
-            let _e = span.enter();
-            warn!(error = %err, retry_in = ?backoff, "database unavailable, retrying batch");
-            drop(_e);
-            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+            let until_deadline = deadline.saturating_duration_since(Instant::now());
+            self.back_off(&err, &mut backoff, until_deadline, &span)
                 .await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
         self.router.flush();
     }
@@ -761,19 +753,11 @@ impl Writer {
                 }
             };
             if !is_transient(&err) && pending.is_none() {
-                let _e = span.enter();
-                warn!(error = %err, rows = batch.len(), "batch refused by the database");
-                drop(_e);
-                self.refuse(std::mem::take(batch)).await;
+                self.refuse_batch(batch, &err, &span).await;
                 break;
             }
-            self.db = None;
-            self.set_healthy(false);
-            let _e = span.enter();
-            warn!(error = %err, retry_in = ?backoff, "database unavailable, retrying batch");
-            drop(_e);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            self.back_off(&err, &mut backoff, Duration::MAX, &span)
+                .await;
         }
         self.router.flush();
     }
@@ -879,6 +863,35 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Refuses a whole batch the database rejected for good.
+    async fn refuse_batch(
+        &self,
+        batch: &mut Vec<PersistRequest>,
+        err: &tokio_postgres::Error,
+        span: &tracing::Span,
+    ) {
+        span.in_scope(|| warn!(error = %err, rows = batch.len(), "batch refused by the database"));
+        self.refuse(std::mem::take(batch)).await;
+    }
+
+    /// After a transient failure: drops the connection, marks the writer
+    /// unhealthy, sleeps `backoff` (at most `cap`) and doubles it (up to 1 s).
+    async fn back_off(
+        &mut self,
+        err: &tokio_postgres::Error,
+        backoff: &mut Duration,
+        cap: Duration,
+        span: &tracing::Span,
+    ) {
+        self.db = None;
+        self.set_healthy(false);
+        span.in_scope(
+            || warn!(error = %err, retry_in = ?*backoff, "database unavailable, retrying batch"),
+        );
+        tokio::time::sleep((*backoff).min(cap)).await;
+        *backoff = (*backoff * 2).min(Duration::from_secs(1));
     }
 
     /// Refuses the messages whose persist deadline passed, logging how many.

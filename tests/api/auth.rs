@@ -146,12 +146,7 @@ async fn every_bad_token_is_refused_with_401_and_a_reason() {
             assert_eq!(refused.status, 401, "{what} (header)");
         }
     }
-    let db = server.db().await;
-    let n: i64 = db
-        .query_one("SELECT count(*) FROM users", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = server.count("SELECT count(*) FROM users").await;
     assert_eq!(n, 0, "no refused token created a user");
 }
 

@@ -73,12 +73,9 @@ async fn join_is_idempotent_and_missing_rooms_are_errors() {
         .await;
     a.recv_type("message").await;
     a.expect_nothing(Duration::from_millis(200)).await;
-    let db = server.db().await;
-    let n: i64 = db
-        .query_one("SELECT count(*) FROM room_members WHERE user_id = 1", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = server
+        .count("SELECT count(*) FROM room_members WHERE user_id = 1")
+        .await;
     assert_eq!(n, 1);
 }
 

@@ -158,6 +158,11 @@ impl TestServer {
         client
     }
 
+    /// The single `count(*)` that `sql` selects, on the test database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
     pub async fn create_room(&self, name: &str) {
         let db = self.db().await;
         assert!(chat_server::store::create_room(&db, name).await.unwrap());

@@ -117,12 +117,7 @@ async fn typing_is_relayed_to_the_other_members_throttled_and_never_stored() {
         .await;
     let e = out.recv_type("error").await;
     assert_eq!(e["ref"], 1);
-    let db = server.db().await;
-    let n: i64 = db
-        .query_one("SELECT count(*) FROM messages", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = server.count("SELECT count(*) FROM messages").await;
     assert_eq!(n, 0);
 }
 

@@ -84,12 +84,9 @@ async fn leave_stops_delivery_and_history_on_every_connection() {
     }
     a0.send(json!({"type": "leave", "room": "r"})).await;
     assert!(error_text(&mut a0).await.contains("not a member"));
-    let db = server.db().await;
-    let n: i64 = db
-        .query_one("SELECT count(*) FROM room_members WHERE user_id = 1", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = server
+        .count("SELECT count(*) FROM room_members WHERE user_id = 1")
+        .await;
     assert_eq!(n, 0);
     // And it stays left after reconnecting.
     let mut a = server.connect(1, "a").await;
@@ -130,12 +127,7 @@ async fn client_room_creation_can_be_disabled() {
     let mut a = server.connect(1, "a").await;
     a.send(json!({"type": "create_room", "room": "mine"})).await;
     assert!(error_text(&mut a).await.contains("disabled"));
-    let db = server.db().await;
-    let n: i64 = db
-        .query_one("SELECT count(*) FROM rooms", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = server.count("SELECT count(*) FROM rooms").await;
     assert_eq!(n, 0);
 }
 

@@ -6,8 +6,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{create_room, spawn_burst, Client, Reader, SharedDb, Sink, SERIAL};
-use crate::nodes::{assert_same_as_stored, nats_url, start_node, stored_room_ids};
+use crate::harness::{
+    create_room, spawn_burst, Client, Reader, ServerProcess, SharedDb, Sink, SERIAL,
+};
+use crate::nodes::{assert_same_as_stored, finish, nats_url, start_node, stored_room_ids};
 
 const PER_SENDER: usize = 300;
 
@@ -67,12 +69,8 @@ async fn room_order_is_the_stored_order_on_every_node_under_concurrent_senders()
         assert!(log.errors.is_empty(), "{who}: errors {:?}", log.errors);
         assert_same_as_stored(&log.messages, &stored, who);
     }
-    for n in &nodes {
-        n.assert_no_panic();
-    }
     drop(keep);
-    drop(nodes);
-    db.drop_now().await;
+    finish(nodes, db).await;
 }
 
 /// Reads DM frames (`data.id`) from a reader's log.
@@ -147,12 +145,8 @@ async fn dms_reach_every_connection_of_both_users_on_every_node() {
             "{who}: DMs not exactly the stored ones in order"
         );
     }
-    for n in &nodes {
-        n.assert_no_panic();
-    }
     drop((s1, s2, _a_sink_b, _b_sink_b));
-    drop(nodes);
-    db.drop_now().await;
+    finish(nodes, db).await;
 }
 
 /// Next frame of `type` (`presence`, `typing`) about `user`, within 10 s.
@@ -176,10 +170,9 @@ async fn next_notice(ws: &mut crate::harness::Ws, kind: &str, user: i64) -> Valu
     }
 }
 
-/// A member on another node sees a user come online, type, and go offline.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_and_typing_cross_nodes() {
-    let _serial = SERIAL.lock().await;
+/// Two nodes and a room `r` whose member alice (user 1) is offline, with
+/// bob (user 2) connected to node b and following `r`.
+async fn alice_away_bob_watching() -> (SharedDb, [ServerProcess; 2], Client) {
     let db = SharedDb::create().await;
     let nats = nats_url();
     let nodes = [
@@ -194,8 +187,16 @@ async fn presence_and_typing_cross_nodes() {
     drop(alice);
     let mut bob = Client::connect(&nodes[1], 2, "bob").await;
     bob.join("r").await;
-    // Give the nodes' subscriptions a moment, then alice comes back on a.
+    // Give the nodes' subscriptions a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    (db, nodes, bob)
+}
+
+/// A member on another node sees a user come online, type, and go offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_typing_cross_nodes() {
+    let _serial = SERIAL.lock().await;
+    let (db, nodes, mut bob) = alice_away_bob_watching().await;
     let mut alice = Client::connect(&nodes[0], 1, "alice").await;
     let online = next_notice(&mut bob.ws, "presence", 1).await;
     assert_eq!(online["data"]["status"], "online", "{online}");
@@ -211,11 +212,7 @@ async fn presence_and_typing_cross_nodes() {
     alice.ws.close(None).await.expect("close");
     let offline = next_notice(&mut bob.ws, "presence", 1).await;
     assert_eq!(offline["data"]["status"], "offline", "{offline}");
-    for n in &nodes {
-        n.assert_no_panic();
-    }
-    drop(nodes);
-    db.drop_now().await;
+    finish(nodes, db).await;
 }
 
 /// A user connected to two nodes joins a room on one: its connection on
@@ -275,11 +272,7 @@ async fn a_join_on_one_node_reaches_the_users_connections_on_others() {
             .any(|m| m.content == "bye"),
         "left on node a: no more room messages on node b"
     );
-    for n in &nodes {
-        n.assert_no_panic();
-    }
-    drop(nodes);
-    db.drop_now().await;
+    finish(nodes, db).await;
 }
 
 /// Frames of `kind` about `user` that arrive within `window`.
@@ -307,20 +300,7 @@ async fn notices_within(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_on_two_nodes_goes_offline_only_when_both_are_gone() {
     let _serial = SERIAL.lock().await;
-    let db = SharedDb::create().await;
-    let nats = nats_url();
-    let nodes = [
-        start_node(&db.url, &nats, "a").await,
-        start_node(&db.url, &nats, "b").await,
-    ];
-    create_room(&db.url, "r").await;
-    let mut alice = Client::connect(&nodes[0], 1, "alice").await;
-    alice.join("r").await;
-    alice.ws.close(None).await.expect("close");
-    drop(alice);
-    let mut bob = Client::connect(&nodes[1], 2, "bob").await;
-    bob.join("r").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (db, nodes, mut bob) = alice_away_bob_watching().await;
     let mut alice_a = Client::connect(&nodes[0], 1, "alice").await;
     let online = next_notice(&mut bob.ws, "presence", 1).await;
     assert_eq!(online["data"]["status"], "online", "{online}");
@@ -333,11 +313,7 @@ async fn a_user_on_two_nodes_goes_offline_only_when_both_are_gone() {
     alice_b.ws.close(None).await.expect("close");
     let offline = next_notice(&mut bob.ws, "presence", 1).await;
     assert_eq!(offline["data"]["status"], "offline", "{offline}");
-    for n in &nodes {
-        n.assert_no_panic();
-    }
-    drop(nodes);
-    db.drop_now().await;
+    finish(nodes, db).await;
 }
 
 /// Two first connections of one user opening at once on two nodes: each
@@ -346,20 +322,7 @@ async fn a_user_on_two_nodes_goes_offline_only_when_both_are_gone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simultaneous_first_connections_on_two_nodes_announce_online_once() {
     let _serial = SERIAL.lock().await;
-    let db = SharedDb::create().await;
-    let nats = nats_url();
-    let nodes = [
-        start_node(&db.url, &nats, "a").await,
-        start_node(&db.url, &nats, "b").await,
-    ];
-    create_room(&db.url, "r").await;
-    let mut alice = Client::connect(&nodes[0], 1, "alice").await;
-    alice.join("r").await;
-    alice.ws.close(None).await.expect("close");
-    drop(alice);
-    let mut bob = Client::connect(&nodes[1], 2, "bob").await;
-    bob.join("r").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (db, nodes, mut bob) = alice_away_bob_watching().await;
     for round in 0..3 {
         let (alice_a, alice_b) = tokio::join!(
             Client::connect(&nodes[0], 1, "alice"),
@@ -376,9 +339,5 @@ async fn simultaneous_first_connections_on_two_nodes_announce_online_once() {
             "round {round}: {gone:?}"
         );
     }
-    for n in &nodes {
-        n.assert_no_panic();
-    }
-    drop(nodes);
-    db.drop_now().await;
+    finish(nodes, db).await;
 }

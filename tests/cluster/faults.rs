@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::harness::{
     assert_all_stored, create_room, send_message, Client, Reader, SharedDb, Sink, SERIAL,
 };
-use crate::nodes::{assert_same_as_stored, start_node, stored_room_ids, PrivateNats};
+use crate::nodes::{assert_same_as_stored, finish, start_node, stored_room_ids, PrivateNats};
 
 /// Sends `n` messages, one every `pace`, in a task.
 fn paced(
@@ -258,9 +258,5 @@ async fn a_silent_stream_converges_from_postgres_while_nats_is_down() {
     let stored = stored_room_ids(&db.url, "lobby").await;
     assert_eq!(stored.len(), 22);
     assert_same_as_stored(&reader_log.snapshot().messages, &stored, "reader");
-    for n in &nodes {
-        n.assert_no_panic();
-    }
-    drop(nodes);
-    db.drop_now().await;
+    finish(nodes, db).await;
 }

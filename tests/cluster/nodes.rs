@@ -3,7 +3,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Msg, ServerProcess};
+use crate::harness::{Msg, ServerProcess, SharedDb};
 
 /// The shared NATS server of the test run.
 pub fn nats_url() -> String {
@@ -22,6 +22,16 @@ pub async fn start_node(db_url: &str, nats: &str, name: &str) -> ServerProcess {
         ],
     )
     .await
+}
+
+/// Ends a test: checks that no node panicked, stops the nodes, then drops
+/// the test database.
+pub async fn finish<const N: usize>(nodes: [ServerProcess; N], db: SharedDb) {
+    for n in &nodes {
+        n.assert_no_panic();
+    }
+    drop(nodes);
+    db.drop_now().await;
 }
 
 /// A private `nats-server` on a free loopback port, which a test may stop
