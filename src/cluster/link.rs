@@ -83,8 +83,12 @@ pub struct Elsewhere {
     pub node: String,
 }
 
-/// How long a presence probe waits for another node's answer.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long a presence probe gathers the other nodes' answers.
+const PROBE_GATHER: Duration = Duration::from_millis(100);
+
+/// The subject every node answers presence probes on (subscribed once at
+/// start, so an answer never waits for a per-user subscription).
+const PROBE_SUBJECT: &str = "chat.presence.probe";
 
 /// How long `join_ack` waits for the other nodes' online members of a room
 /// (every node that has members of the room answers at once; there is no
@@ -115,21 +119,36 @@ impl ClusterHandle {
         })
     }
 
-    /// What another node answers when `user` has a connection there (a
-    /// request on the user's subject, which exactly those nodes follow;
-    /// none: NATS answers "no responders" at once). Presence uses it so that
-    /// a user connected to two nodes is announced online once and offline
-    /// only when its last connection anywhere closes. Unknown (NATS away,
-    /// no answer within 300 ms): `None`.
+    /// Where else `user` is online: of the nodes that answer a probe on
+    /// [`PROBE_SUBJECT`] within [`PROBE_GATHER`] (every node with a
+    /// connection of the user does), the one where it came online first.
+    /// Presence uses it so that a user connected to several nodes is
+    /// announced online once and offline only when its last connection
+    /// anywhere closes. No answer, or NATS away: `None`.
     pub async fn online_elsewhere(&self, user: crate::protocol::UserId) -> Option<Elsewhere> {
         let nats = self.nats.get()?;
-        let request = nats.request(Stream::User(user).subject(), wire::encode_probe(user));
-        let answer = tokio::time::timeout(PROBE_TIMEOUT, request)
+        let inbox = nats.new_inbox();
+        let mut answers = nats.subscribe(inbox.clone()).await.ok()?;
+        nats.publish_with_reply(PROBE_SUBJECT, inbox, wire::encode_probe(user))
             .await
-            .ok()?
             .ok()?;
-        let (since, node) = wire::decode_probe_answer(&answer.payload).ok()?;
-        Some(Elsewhere { since, node })
+        let mut first: Option<Elsewhere> = None;
+        let gather = async {
+            while let Some(answer) = answers.next().await {
+                if let Ok((since, node)) = wire::decode_probe_answer(&answer.payload) {
+                    let other = Elsewhere { since, node };
+                    if first
+                        .as_ref()
+                        .is_none_or(|f| (other.since, &other.node) < (f.since, &f.node))
+                    {
+                        first = Some(other);
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(PROBE_GATHER, gather).await;
+        let _ = answers.unsubscribe().await;
+        first
     }
 
     /// True when this node, where `user` came online at `since`, is the one
@@ -332,6 +351,18 @@ impl Link {
         let (remote_tx, mut remote) = mpsc::channel::<Remote>(queue);
         let (publish_tx, publish_rx) = mpsc::channel::<(String, Bytes)>(queue);
         let publisher = tokio::spawn(publish_loop(nats.clone(), publish_rx));
+        let prober = match nats.subscribe(PROBE_SUBJECT).await {
+            Ok(probes) => Some(tokio::spawn(answer_probes(
+                probes,
+                nats.clone(),
+                self.settings.presence.clone(),
+                Arc::from(self.settings.node_id.as_str()),
+            ))),
+            Err(e) => {
+                warn!(error = %e, "cluster link: cannot answer presence probes");
+                None
+            }
+        };
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_check = Instant::now();
@@ -409,6 +440,9 @@ impl Link {
         self.router.flush();
         drop(publish_tx);
         let _ = tokio::time::timeout(Duration::from_secs(2), publisher).await;
+        if let Some(prober) = prober {
+            prober.abort();
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), nats.flush()).await;
         for (_, f) in self.streams.drain() {
             f.forwarder.abort();
@@ -608,9 +642,7 @@ impl Link {
                 subscriber,
                 remote_tx.clone(),
                 nats.clone(),
-                self.interest.clone(),
                 self.settings.presence.clone(),
-                Arc::from(self.settings.node_id.as_str()),
             ));
             debug!(%subject, last, "subscribed");
             self.streams.insert(
@@ -810,6 +842,27 @@ fn publish(queue: &mpsc::Sender<(String, Bytes)>, c: &Committed, dropped: &mut u
     }
 }
 
+/// Answers presence probes: since when the user has been online on this
+/// node, and its id (nothing when the user has no connection here).
+async fn answer_probes(
+    mut probes: async_nats::Subscriber,
+    nats: async_nats::Client,
+    presence: Arc<crate::presence::Presence>,
+    node_id: Arc<str>,
+) {
+    while let Some(message) = probes.next().await {
+        let (Ok(Remote::Probe(user)), Some(reply)) = (wire::decode(message.payload), message.reply)
+        else {
+            continue;
+        };
+        if let Some(since) = presence.online_since(user) {
+            let _ = nats
+                .publish(reply, wire::encode_probe_answer(since, &node_id))
+                .await;
+        }
+    }
+}
+
 async fn publish_loop(nats: async_nats::Client, mut queue: mpsc::Receiver<(String, Bytes)>) {
     while let Some((subject, payload)) = queue.recv().await {
         if let Err(e) = nats.publish(subject, payload).await {
@@ -823,9 +876,7 @@ async fn forward(
     mut subscriber: async_nats::Subscriber,
     to: mpsc::Sender<Remote>,
     nats: async_nats::Client,
-    interest: Arc<Interest>,
     presence: Arc<crate::presence::Presence>,
-    node_id: Arc<str>,
 ) {
     while let Some(message) = subscriber.next().await {
         match wire::decode(message.payload) {
@@ -834,19 +885,6 @@ async fn forward(
                     let online = presence.online_in(&room, usize::MAX).unwrap_or_default();
                     if !online.is_empty() {
                         let _ = nats.publish(reply, wire::encode_user_list(&online)).await;
-                    }
-                }
-            }
-            Ok(Remote::Probe(user)) => {
-                // Answer only while a shard still has a connection of the
-                // user (the subscription may outlive it by a moment).
-                if let Some(reply) = message.reply {
-                    if interest.contains(&Stream::User(user)) {
-                        // Online here but not counted yet: "long ago", so
-                        // the asking node stays silent.
-                        let since = presence.online_since(user).unwrap_or(i64::MIN);
-                        let answer = wire::encode_probe_answer(since, &node_id);
-                        let _ = nats.publish(reply, answer).await;
                     }
                 }
             }

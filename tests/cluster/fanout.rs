@@ -185,6 +185,8 @@ async fn alice_away_bob_watching() -> (SharedDb, [ServerProcess; 2], Client) {
     alice.join("r").await;
     alice.ws.close(None).await.expect("close");
     drop(alice);
+    // Her "offline" is announced after a presence probe: let it pass first.
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let mut bob = Client::connect(&nodes[1], 2, "bob").await;
     bob.join("r").await;
     // Give the nodes' subscriptions a moment.
