@@ -4,6 +4,7 @@
 //!
 //! A connection's error ends that connection and nothing else.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -12,32 +13,89 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
+use crate::config::Config;
+use crate::metrics::ShardMetrics;
 use crate::protocol::{encode_error, Frame};
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::session::{Deferred, Outcome, Session};
-use crate::shard::outbox::{Outbox, OutboxState};
-use crate::shard::Shard;
+use crate::shard::outbox::{Outbox, OutboxLimits, OutboxState};
 
 /// A byte stream a WebSocket runs over: a plain `TcpStream` or a TLS stream.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin {}
 impl<S: AsyncRead + AsyncWrite + Unpin> Transport for S {}
 
+/// What a connection needs from the shard that owns it, and nothing more:
+/// its settings, its counters and whether the server is draining.
+#[derive(Debug, Clone, Copy)]
+pub struct Host<'a> {
+    /// Timeouts, rate limits, heartbeat.
+    pub config: &'a Config,
+    /// The owning shard's counters.
+    pub metrics: &'a ShardMetrics,
+    /// Set once the server stops taking requests: the connection stops reading.
+    pub draining: &'a Cell<bool>,
+    /// Bounds of the connection's outbox.
+    pub outbox_limits: OutboxLimits,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The client sent a close frame or ended the stream.
+    ByClient,
+    /// The client went away without a close frame.
+    Vanished,
+    /// The socket failed.
+    WriteFailed,
+    /// The socket took nothing for the write timeout.
+    WriteTimedOut,
+    /// The outbox overflowed: closed with 1008.
+    SlowConsumer,
+    /// Flooding past the rate limit: closed with 1008.
+    Flood,
+    /// Nothing heard for the idle timeout: closed with 1001.
+    Idle,
+    /// The token expired: closed with 4001.
+    TokenExpired,
+    /// A `refresh` with another user's token: closed with 4001.
+    TokenUserMismatch,
+    /// The server is shutting down: closed with 1001.
+    ShuttingDown,
+    /// Bad input (oversized message, invalid UTF-8, protocol error): closed
+    /// with the matching code.
+    BadInput(&'static str),
+    /// Any other WebSocket error.
+    Error,
+}
+
+impl Closed {
+    /// Counts the close in the owning shard's metrics, when it has a counter.
+    fn count(self, metrics: &ShardMetrics) {
+        match self {
+            Closed::SlowConsumer => metrics.slow_consumers.inc(),
+            Closed::Flood => metrics.flood_disconnects.inc(),
+            _ => {}
+        }
+    }
+}
+
 /// Serves one registered connection until the client leaves, the
 /// connection fails, or the server closes it.
 pub async fn serve<S: Transport>(
-    shard: Rc<Shard>,
+    host: Host<'_>,
     mut ws: WebSocketStream<S>,
     outbox: Rc<Outbox>,
     session: Session,
-) {
+) -> Closed {
     debug!("connection opened");
-    let config = &shard.config;
-    let limits = shard.outbox_limits();
+    let config = host.config;
+    let metrics = host.metrics;
+    let limits = host.outbox_limits;
     let write_timeout = config.write_timeout();
     let mut pending: Option<Deferred> = None;
     let now = Instant::now();
@@ -51,7 +109,7 @@ pub async fn serve<S: Transport>(
     let ticker = tokio::time::sleep_until(clock.next_deadline());
     tokio::pin!(ticker);
     let reason = loop {
-        let reading = pending.is_none() && !shard.draining();
+        let reading = pending.is_none() && !host.draining.get();
         tokio::select! {
             () = &mut ticker => {
                 match clock.tick(Instant::now()) {
@@ -59,38 +117,37 @@ pub async fn serve<S: Transport>(
                     Tick::Ping => {
                         let ping = ws.send(Message::Ping(Default::default()));
                         if tokio::time::timeout(write_timeout, ping).await.is_err() {
-                            break "write timed out";
+                            break Closed::WriteTimedOut;
                         }
                     }
                     Tick::Idle => {
                         close(&mut ws, CloseCode::Away, "idle timeout").await;
-                        break "idle timeout";
+                        break Closed::Idle;
                     }
                     Tick::Expired => {
                         close(&mut ws, CloseCode::from(TOKEN_EXPIRED), "token expired").await;
-                        break "token expired";
+                        break Closed::TokenExpired;
                     }
                 }
                 ticker.as_mut().reset(clock.next_deadline());
             }
             _ = outbox.changed() => match outbox.state() {
-                OutboxState::Open => match write_queued(&mut ws, &outbox, write_timeout, &shard).await {
+                OutboxState::Open => match write_queued(&mut ws, &outbox, write_timeout, metrics).await {
                     Ok(()) => {}
                     Err(WriteError::SlowConsumer) => {
                         close(&mut ws, CloseCode::Policy, "slow consumer").await;
-                        break "slow consumer";
+                        break Closed::SlowConsumer;
                     }
-                    Err(WriteError::Failed) => break "write failed",
-                    Err(WriteError::TimedOut) => break "write timed out",
+                    Err(e) => break e.into(),
                 },
                 OutboxState::SlowConsumer => {
                     close(&mut ws, CloseCode::Policy, "slow consumer").await;
-                    break "slow consumer";
+                    break Closed::SlowConsumer;
                 }
                 OutboxState::GoingAway => {
-                    let _ = write_queued(&mut ws, &outbox, write_timeout, &shard).await;
+                    let _ = write_queued(&mut ws, &outbox, write_timeout, metrics).await;
                     close(&mut ws, CloseCode::Away, "going away").await;
-                    break "server shutting down";
+                    break Closed::ShuttingDown;
                 }
             },
             reply = async { pending.as_mut().expect("guarded by is_some").await }, if pending.is_some() => {
@@ -102,15 +159,13 @@ pub async fn serve<S: Transport>(
                 } else {
                     // A replay (bounded by --recovery-max) goes straight to
                     // the socket: the outbox bounds are for live traffic.
-                    match write_direct(&mut ws, reply, write_timeout).await {
-                        Ok(()) => {}
-                        Err(WriteError::TimedOut) => break "write timed out",
-                        Err(_) => break "write failed",
+                    if let Err(e) = write_direct(&mut ws, reply, write_timeout).await {
+                        break e.into();
                     }
                 }
             }
             incoming = ws.next(), if reading => match incoming {
-                None => break "closed by client",
+                None => break Closed::ByClient,
                 Some(Ok(message)) => {
                     let now = Instant::now();
                     clock.heard_from_client(now);
@@ -118,17 +173,17 @@ pub async fn serve<S: Transport>(
                         // tungstenite answers pings and close frames itself.
                         continue;
                     }
-                    shard.metrics().frames_in.inc();
+                    metrics.frames_in.inc();
                     match limiter.check(now) {
                         Verdict::Allow => {}
                         Verdict::Refuse => {
-                            shard.metrics().rate_limited.inc();
+                            metrics.rate_limited.inc();
                             outbox.push(encode_error("rate limited"), limits);
                             continue;
                         }
                         Verdict::Disconnect => {
                             close(&mut ws, CloseCode::Policy, "rate limit exceeded").await;
-                            break "rate limit exceeded";
+                            break Closed::Flood;
                         }
                     }
                     match message {
@@ -145,9 +200,9 @@ pub async fn serve<S: Transport>(
                             Outcome::Later(deferred) => pending = Some(deferred),
                             Outcome::CloseUnauthorized(frame) => {
                                 outbox.push(frame, limits);
-                                let _ = write_queued(&mut ws, &outbox, write_timeout, &shard).await;
+                                let _ = write_queued(&mut ws, &outbox, write_timeout, metrics).await;
                                 close(&mut ws, CloseCode::from(TOKEN_EXPIRED), "token user mismatch").await;
-                                break "refresh with another user's token";
+                                break Closed::TokenUserMismatch;
                             }
                         },
                         _ => {
@@ -157,7 +212,7 @@ pub async fn serve<S: Transport>(
                 }
                 Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)))
                 | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_))) => {
-                    break "closed by client without a close frame";
+                    break Closed::Vanished;
                 }
                 Some(Err(e)) => {
                     let (code, reason) = match &e {
@@ -166,21 +221,32 @@ pub async fn serve<S: Transport>(
                         }
                         WsError::Utf8(_) => (CloseCode::Invalid, "invalid UTF-8"),
                         WsError::Protocol(_) => (CloseCode::Protocol, "protocol error"),
-                        _ => break "connection error",
+                        _ => break Closed::Error,
                     };
                     debug!(error = %e, "closing on bad input");
                     close(&mut ws, code, reason).await;
-                    break reason;
+                    break Closed::BadInput(reason);
                 }
             },
         }
     };
-    match reason {
-        "slow consumer" => shard.metrics().slow_consumers.inc(),
-        "rate limit exceeded" => shard.metrics().flood_disconnects.inc(),
-        _ => {}
-    }
-    debug!(reason, "connection closed");
+    reason.count(metrics);
+    debug!(?reason, "connection closed");
+    reason
+}
+
+/// The WebSocket settings of every connection: buffer sizes and the largest
+/// message, from the configuration. The write buffer may hold one outbox's
+/// worth plus two largest messages before the socket pushes back.
+pub fn ws_config(config: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(config.ws_read_buffer)
+        .write_buffer_size(config.ws_write_buffer)
+        .max_write_buffer_size(
+            config.ws_write_buffer + config.max_message_bytes * 2 + config.outbox_bytes,
+        )
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes))
 }
 
 /// Close code sent when the client's token expires.
@@ -253,9 +319,14 @@ impl Heartbeat {
 }
 
 /// The instant a token expiring at `exp_unix` (plus leeway) runs out.
+/// Saturating: an `exp` near `i64::MAX` means "not within a century".
 fn expiry_instant(exp_unix: i64, leeway_secs: i64, now: Instant) -> Instant {
-    let left = exp_unix + leeway_secs - chrono::Utc::now().timestamp();
-    now + Duration::from_secs(left.max(0) as u64)
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let left = exp_unix
+        .saturating_add(leeway_secs)
+        .saturating_sub(chrono::Utc::now().timestamp());
+    let left = Duration::from_secs(left.max(0).unsigned_abs()).min(CENTURY);
+    now.checked_add(left).unwrap_or(now + CENTURY)
 }
 
 /// Why writing to the socket stopped.
@@ -269,6 +340,16 @@ enum WriteError {
     TimedOut,
 }
 
+impl From<WriteError> for Closed {
+    fn from(e: WriteError) -> Closed {
+        match e {
+            WriteError::SlowConsumer => Closed::SlowConsumer,
+            WriteError::Failed => Closed::WriteFailed,
+            WriteError::TimedOut => Closed::WriteTimedOut,
+        }
+    }
+}
+
 /// Feeds every queued frame, then flushes once. Gives up after `timeout`,
 /// or as soon as the shard marks the connection a slow consumer (the
 /// socket is then typically full, so waiting for it would be pointless).
@@ -276,13 +357,13 @@ async fn write_queued<S: Transport>(
     ws: &mut WebSocketStream<S>,
     outbox: &Outbox,
     timeout: Duration,
-    shard: &Shard,
+    metrics: &ShardMetrics,
 ) -> Result<(), WriteError> {
     let frames = outbox.take();
     if frames.is_empty() {
         return Ok(());
     }
-    shard.metrics().frames_out.add(frames.len() as u64);
+    metrics.frames_out.add(frames.len() as u64);
     let write = async {
         for frame in frames {
             ws.feed(Message::Text(frame)).await?;
@@ -383,6 +464,15 @@ mod tests {
     }
 
     #[test]
+    fn an_expiry_far_in_the_future_does_not_overflow() {
+        let now = Instant::now();
+        let h = Heartbeat::new(&config(), i64::MAX, now);
+        assert!(h.next_deadline() > now);
+        let h = Heartbeat::new(&config(), i64::MIN, now);
+        assert_eq!(h.next_deadline(), now);
+    }
+
+    #[test]
     fn refresh_moves_the_expiry() {
         let now = Instant::now();
         let exp = chrono::Utc::now().timestamp() + 4;
@@ -393,5 +483,216 @@ mod tests {
             h.next_deadline() <= now + Duration::from_secs(10),
             "pings go on"
         );
+    }
+}
+
+#[cfg(test)]
+mod serve_tests {
+    //! [`serve`] over an in-memory socket, with a real session on a test
+    //! shard context: what the client sees for each way a connection ends.
+    use super::*;
+    use crate::auth::Identity;
+    use crate::config::Config;
+    use crate::router::Origin;
+    use crate::shard::testing;
+    use crate::shard::Shard;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::DuplexStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    type Client = WebSocketStream<DuplexStream>;
+
+    /// Runs `serve` for user 7 (token valid for `ttl` seconds) against the
+    /// client script `client`; returns why the server side ended, and the
+    /// shard (for its counters).
+    async fn run<F, Fut>(
+        config: Config,
+        ttl: i64,
+        prepare: impl FnOnce(&Shard, &Outbox),
+        client: F,
+    ) -> (Closed, Rc<Shard>)
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (shard, _inbox, _writer) = testing::shard(config);
+        let (server_io, client_io) = tokio::io::duplex(1 << 16);
+        let outbox = Rc::new(Outbox::new(0, 7));
+        shard.registry.borrow_mut().register(outbox.clone(), []);
+        prepare(&shard, &outbox);
+        let identity = Identity {
+            user_id: 7,
+            username: "alice".into(),
+            expires_at: chrono::Utc::now().timestamp() + ttl,
+        };
+        let session = Session::new(shard.clone(), Origin { shard: 0, conn: 0 }, &identity);
+        let host = Host {
+            config: &shard.config,
+            metrics: shard.metrics(),
+            draining: shard.draining_flag(),
+            outbox_limits: shard.outbox_limits,
+        };
+        let server_ws = WebSocketStream::from_raw_socket(
+            server_io,
+            Role::Server,
+            Some(ws_config(&shard.config)),
+        )
+        .await;
+        let client_ws = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let (closed, ()) = tokio::join!(serve(host, server_ws, outbox, session), client(client_ws));
+        (closed, shard)
+    }
+
+    async fn next_text(ws: &mut Client) -> serde_json::Value {
+        loop {
+            match ws.next().await.expect("a frame").expect("no error") {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected text, got {other:?}"),
+            }
+        }
+    }
+
+    async fn close_code(ws: &mut Client) -> u16 {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
+                Some(Ok(Message::Close(None))) | None => panic!("closed without a code"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_are_answered_and_a_client_close_ends_it() {
+        let (closed, _) = run(
+            testing::config(),
+            3600,
+            |_, _| {},
+            |mut ws| async move {
+                ws.send(Message::text(r#"{"type":"nope","ref":1}"#))
+                    .await
+                    .unwrap();
+                let v = next_text(&mut ws).await;
+                assert_eq!(
+                    (v["type"].as_str(), v["ref"].as_i64()),
+                    (Some("error"), Some(1))
+                );
+                ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+                let v = next_text(&mut ws).await;
+                assert!(
+                    v["data"]["message"].as_str().unwrap().contains("binary"),
+                    "{v}"
+                );
+                ws.close(None).await.unwrap();
+                while ws.next().await.is_some() {}
+            },
+        )
+        .await;
+        assert_eq!(closed, Closed::ByClient);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_message_closes_with_1009() {
+        let mut config = testing::config();
+        config.max_message_bytes = 64;
+        let (closed, _) = run(
+            config,
+            3600,
+            |_, _| {},
+            |mut ws| async move {
+                ws.send(Message::text("x".repeat(100))).await.unwrap();
+                assert_eq!(close_code(&mut ws).await, 1009);
+            },
+        )
+        .await;
+        assert_eq!(closed, Closed::BadInput("message too big"));
+    }
+
+    #[tokio::test]
+    async fn a_flooder_is_refused_then_closed_with_1008_and_counted() {
+        let mut config = testing::config();
+        config.rate_limit = 1;
+        config.rate_burst = 1;
+        config.flood_close_secs = 0;
+        let (closed, shard) = run(
+            config,
+            3600,
+            |_, _| {},
+            |mut ws| async move {
+                for _ in 0..2 {
+                    ws.send(Message::text(r#"{"type":"rooms"}"#)).await.unwrap();
+                }
+                assert_eq!(close_code(&mut ws).await, 1008);
+            },
+        )
+        .await;
+        assert_eq!(closed, Closed::Flood);
+        assert_eq!(shard.metrics().flood_disconnects.get(), 1);
+        assert_eq!(
+            shard.metrics().rate_limited.get(),
+            0,
+            "closed at the first refusal"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_closes_with_4001() {
+        let mut config = testing::config();
+        config.jwt_leeway_secs = 0;
+        let (closed, _) = run(
+            config,
+            -10,
+            |_, _| {},
+            |mut ws| async move {
+                assert_eq!(close_code(&mut ws).await, TOKEN_EXPIRED);
+            },
+        )
+        .await;
+        assert_eq!(closed, Closed::TokenExpired);
+    }
+
+    #[tokio::test]
+    async fn an_overflowing_outbox_closes_with_1008() {
+        let (closed, shard) = run(
+            testing::config(),
+            3600,
+            |shard, outbox| {
+                let limits = OutboxLimits {
+                    frames: 2,
+                    ..shard.outbox_limits
+                };
+                for _ in 0..3 {
+                    outbox.push(encode_error("filler"), limits);
+                }
+            },
+            |mut ws| async move {
+                assert_eq!(close_code(&mut ws).await, 1008);
+            },
+        )
+        .await;
+        assert_eq!(closed, Closed::SlowConsumer);
+        assert_eq!(shard.metrics().slow_consumers.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn going_away_writes_what_is_queued_then_closes_with_1001() {
+        let (closed, _) = run(
+            testing::config(),
+            3600,
+            |shard, outbox| {
+                shard.draining_flag().set(true);
+                outbox.push(encode_error("last words"), shard.outbox_limits);
+                outbox.go_away();
+            },
+            |mut ws| async move {
+                let v = next_text(&mut ws).await;
+                assert_eq!(v["data"]["message"], "last words");
+                assert_eq!(close_code(&mut ws).await, 1001);
+            },
+        )
+        .await;
+        assert_eq!(closed, Closed::ShuttingDown);
     }
 }

@@ -75,14 +75,122 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
-    /// The HTTP status to answer with, if the socket can still take one.
-    pub fn status(&self) -> Option<u16> {
+    /// The refusal this error answers with, if the socket can still take
+    /// one (an I/O error cannot; a probe or a plain `GET` is no refusal).
+    pub fn refusal(&self) -> Option<Refusal> {
         match self {
             HandshakeError::Io(_) | HandshakeError::Probe(_) | HandshakeError::Plain(_) => None,
-            HandshakeError::Timeout => Some(408),
-            HandshakeError::TooLarge => Some(431),
-            HandshakeError::BadRequest(_) => Some(400),
-            HandshakeError::NotFound => Some(404),
+            HandshakeError::Timeout => Some(Refusal::Timeout),
+            HandshakeError::TooLarge => Some(Refusal::TooLarge),
+            HandshakeError::BadRequest(_) => Some(Refusal::BadRequest),
+            HandshakeError::NotFound => Some(Refusal::NotFound),
+        }
+    }
+}
+
+/// Why a handshake was refused. One kind decides the HTTP status, the
+/// default body and the `reason` label of `chat_handshakes_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed HTTP, or not a WebSocket upgrade (400).
+    BadRequest,
+    /// An upgrade to a path other than `/` or `/ws` (404).
+    NotFound,
+    /// The request headers were too large (431).
+    TooLarge,
+    /// The request was not complete in time (408).
+    Timeout,
+    /// The server is shutting down (503).
+    ShuttingDown,
+    /// The shard holds `--max-connections-per-shard` already (503).
+    ServerFull,
+    /// A browser origin not in `--allowed-origins` (403).
+    Origin,
+    /// No token (401).
+    MissingToken,
+    /// A token over `--max-token-bytes` (401).
+    TokenTooLarge,
+    /// A token that failed verification: signature, algorithm, claims (401).
+    InvalidToken,
+    /// An expired token (401).
+    ExpiredToken,
+    /// The username belongs to another user id (409).
+    UsernameTaken,
+    /// The database did not answer (503).
+    Database,
+}
+
+impl Refusal {
+    /// Every reason, in label order.
+    pub const ALL: [Refusal; 13] = [
+        Refusal::BadRequest,
+        Refusal::NotFound,
+        Refusal::TooLarge,
+        Refusal::Timeout,
+        Refusal::ShuttingDown,
+        Refusal::ServerFull,
+        Refusal::Origin,
+        Refusal::MissingToken,
+        Refusal::TokenTooLarge,
+        Refusal::InvalidToken,
+        Refusal::ExpiredToken,
+        Refusal::UsernameTaken,
+        Refusal::Database,
+    ];
+
+    /// The metric's label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::BadRequest => "bad_request",
+            Refusal::NotFound => "not_found",
+            Refusal::TooLarge => "too_large",
+            Refusal::Timeout => "timeout",
+            Refusal::ShuttingDown => "shutting_down",
+            Refusal::ServerFull => "server_full",
+            Refusal::Origin => "origin",
+            Refusal::MissingToken => "missing_token",
+            Refusal::TokenTooLarge => "token_too_large",
+            Refusal::InvalidToken => "invalid_token",
+            Refusal::ExpiredToken => "expired_token",
+            Refusal::UsernameTaken => "username_taken",
+            Refusal::Database => "database",
+        }
+    }
+
+    /// The HTTP status answered.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::BadRequest => 400,
+            Refusal::MissingToken
+            | Refusal::TokenTooLarge
+            | Refusal::InvalidToken
+            | Refusal::ExpiredToken => 401,
+            Refusal::Origin => 403,
+            Refusal::NotFound => 404,
+            Refusal::Timeout => 408,
+            Refusal::UsernameTaken => 409,
+            Refusal::TooLarge => 431,
+            Refusal::ShuttingDown | Refusal::ServerFull | Refusal::Database => 503,
+        }
+    }
+
+    /// The body when the refusal has no more specific text (a parse error
+    /// or a token error says what exactly was wrong instead).
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::BadRequest => "bad request",
+            Refusal::NotFound => "not found",
+            Refusal::TooLarge => "request headers too large",
+            Refusal::Timeout => "handshake timed out",
+            Refusal::ShuttingDown => "server shutting down",
+            Refusal::ServerFull => "server full",
+            Refusal::Origin => "origin not allowed",
+            Refusal::MissingToken => "missing token",
+            Refusal::TokenTooLarge => "token too large",
+            Refusal::InvalidToken => "invalid token",
+            Refusal::ExpiredToken => "token expired",
+            Refusal::UsernameTaken => "username already taken by another user",
+            Refusal::Database => "database unavailable",
         }
     }
 }

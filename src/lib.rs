@@ -34,6 +34,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the life of one message and the invariants.
 
+pub mod accept;
 pub mod auth;
 pub mod cluster;
 pub mod config;

@@ -18,6 +18,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+pub use crate::handshake::Refusal;
+
 /// The `Content-Type` of the scrape response.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -155,76 +157,6 @@ const BATCH_SIZE_BOUNDS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.
 const LATENCY_BOUNDS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 ];
-
-/// Why a handshake was refused: the `reason` label of
-/// `chat_handshakes_refused_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Malformed HTTP, or not a WebSocket upgrade (400).
-    BadRequest,
-    /// An upgrade to a path other than `/` or `/ws` (404).
-    NotFound,
-    /// The request headers were too large (431).
-    TooLarge,
-    /// The request was not complete in time (408).
-    Timeout,
-    /// The server is shutting down (503).
-    ShuttingDown,
-    /// The shard holds `--max-connections-per-shard` already (503).
-    ServerFull,
-    /// A browser origin not in `--allowed-origins` (403).
-    Origin,
-    /// No token (401).
-    MissingToken,
-    /// A token over `--max-token-bytes` (401).
-    TokenTooLarge,
-    /// A token that failed verification: signature, algorithm, claims (401).
-    InvalidToken,
-    /// An expired token (401).
-    ExpiredToken,
-    /// The username belongs to another user id (409).
-    UsernameTaken,
-    /// The database did not answer (503).
-    Database,
-}
-
-impl Refusal {
-    /// Every reason, in label order.
-    pub const ALL: [Refusal; 13] = [
-        Refusal::BadRequest,
-        Refusal::NotFound,
-        Refusal::TooLarge,
-        Refusal::Timeout,
-        Refusal::ShuttingDown,
-        Refusal::ServerFull,
-        Refusal::Origin,
-        Refusal::MissingToken,
-        Refusal::TokenTooLarge,
-        Refusal::InvalidToken,
-        Refusal::ExpiredToken,
-        Refusal::UsernameTaken,
-        Refusal::Database,
-    ];
-
-    /// The label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Refusal::BadRequest => "bad_request",
-            Refusal::NotFound => "not_found",
-            Refusal::TooLarge => "too_large",
-            Refusal::Timeout => "timeout",
-            Refusal::ShuttingDown => "shutting_down",
-            Refusal::ServerFull => "server_full",
-            Refusal::Origin => "origin",
-            Refusal::MissingToken => "missing_token",
-            Refusal::TokenTooLarge => "token_too_large",
-            Refusal::InvalidToken => "invalid_token",
-            Refusal::ExpiredToken => "expired_token",
-            Refusal::UsernameTaken => "username_taken",
-            Refusal::Database => "database",
-        }
-    }
-}
 
 /// One shard's counters; written by the shard thread only.
 #[derive(Debug, Default)]

@@ -10,6 +10,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::accept;
 use crate::cluster::{ClusterLink, LinkError, LinkSettings};
 use crate::config::Config;
 use crate::credentials::{Credentials, CredentialsError};
@@ -133,21 +134,25 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
+    let services = shard::Services {
+        config: config.clone(),
+        credentials: credentials.clone(),
+        router: router.clone(),
+        writers: writer_handles.clone(),
+        metrics: metrics.clone(),
+        presence: presence.clone(),
+        cluster: link.as_ref().map(|l| l.handle.clone()),
+    };
     for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         threads.push(shard::spawn(
             ShardParts {
                 index,
-                config: config.clone(),
-                credentials: credentials.clone(),
                 listener,
                 inbox,
-                router: router.clone(),
-                writers: writer_handles.clone(),
                 phase: phase_rx.clone(),
-                metrics: metrics.clone(),
-                presence: presence.clone(),
-                cluster: link.as_ref().map(|l| l.handle.clone()),
+                services: services.clone(),
             },
+            accept::serve,
             ready_tx.clone(),
         )?);
     }
@@ -251,21 +256,25 @@ fn raise_fd_limit() -> u64 {
 
 /// Connects (retrying while the database is down) and applies migrations,
 /// on a private runtime so that callers need none.
-fn prepare_database(url: &str, wait: Duration) -> Result<(), StoreError> {
+fn prepare_database(url: &str, wait: Duration) -> Result<(), StartError> {
     let url = url.to_owned();
     std::thread::scope(|s| {
         s.spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .build()
-                .expect("setup runtime");
+                .build()?;
             rt.block_on(async {
                 let mut client = store::connect_with_retry(&url, wait).await?;
                 store::migrate(&mut client).await
             })
+            .map_err(StartError::from)
         })
         .join()
-        .expect("setup thread")
+        .unwrap_or_else(|_| {
+            Err(StartError::Io(std::io::Error::other(
+                "the database set-up thread panicked",
+            )))
+        })
     })
 }
 

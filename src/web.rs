@@ -1,7 +1,8 @@
 //! The plain-HTTP answers of the WebSocket port: the chat page and its
-//! assets (embedded in the binary from `web/`), and the `--dev` token
-//! endpoint (`/dev/token`, and `/dev/enabled` for the page to ask). `/metrics` is rendered by [`crate::metrics`] and written
-//! through [`Response`] here.
+//! assets (embedded in the binary from `web/`), the health probes
+//! (`/healthz`, `/readyz`), `/metrics` (rendered by [`crate::metrics`]) and
+//! the `--dev` token endpoint (`/dev/token`, and `/dev/enabled` for the page
+//! to ask). [`answer`] is the one router of these paths.
 //!
 //! Every answer is one bounded response followed by closing the connection:
 //! the request was already read by [`crate::handshake`] under its size and
@@ -13,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::config::Config;
-use crate::handshake::reason_phrase;
+use crate::handshake::{reason_phrase, PlainRequest};
 
 /// Forbids every resource that is not served by this server: no CDN, no
 /// inline script or style, no framing. `connect-src 'self'` also covers
@@ -127,6 +128,52 @@ impl Response {
             stream.shutdown().await
         };
         let _ = tokio::time::timeout(WRITE_TIMEOUT, write).await;
+    }
+}
+
+/// Answers a plain `GET` on the WebSocket port: `/metrics` (rendered by
+/// `metrics` only when asked for), `/dev/token`, `/dev/enabled`, else the
+/// embedded page and assets. The only place that knows these paths.
+pub fn answer(
+    request: &PlainRequest,
+    config: &Config,
+    metrics: impl FnOnce() -> String,
+) -> Response {
+    match request.path.as_str() {
+        "/metrics" => Response {
+            status: 200,
+            content_type: crate::metrics::CONTENT_TYPE,
+            cache_control: "no-store",
+            body: Cow::Owned(metrics().into_bytes()),
+        },
+        "/dev/token" => dev_token(config, request.query.as_deref()),
+        "/dev/enabled" => dev_enabled(config),
+        path => asset(path),
+    }
+}
+
+/// What `/readyz` found, from the best to the worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Serving, the database answers and every writer commits.
+    Ready,
+    /// The server is draining.
+    ShuttingDown,
+    /// A writer is not connected or its last commit failed.
+    WritersDown,
+    /// The shard's pool could not reach the database.
+    DatabaseDown,
+}
+
+/// The answer to a health probe: `/healthz` (`None`: alive) or `/readyz`
+/// with what the shard found.
+pub fn probe(readiness: Option<Readiness>) -> Response {
+    match readiness {
+        None => Response::text(200, "ok"),
+        Some(Readiness::Ready) => Response::text(200, "ready"),
+        Some(Readiness::ShuttingDown) => Response::text(503, "shutting down"),
+        Some(Readiness::WritersDown) => Response::text(503, "writers cannot reach the database"),
+        Some(Readiness::DatabaseDown) => Response::text(503, "database unavailable"),
     }
 }
 

@@ -2,45 +2,60 @@
 //! owns a listening socket (`SO_REUSEPORT`), every connection it accepts,
 //! and the local indexes used to deliver to them.
 //!
-//! Nothing here is shared with another thread except through the shard's
-//! inbox (events from writers and other shards) and the writer queues.
+//! # Layout
+//!
+//! - this file: the thread's life ([`spawn`]: accept loop, draining,
+//!   closing), its context [`Shard`] (what the shard's tasks share, in an
+//!   `Rc`), and its inbox ([`Shard::apply`]: events from writers, the cluster
+//!   link and other shards);
+//! - [`registry`]: local connections, users and room subscriptions;
+//! - [`outbox`]: one connection's bounded queue and its recovery cursors;
+//! - [`announce`]: what this shard tells other shards and nodes (joins,
+//!   leaves, ephemeral notices), never waiting on them;
+//! - [`presence`]: online/offline announcements and `join_ack`'s online
+//!   list, with the cluster rule for who announces;
+//! - [`users`]: the bounded cache of users known to exist.
+//!
+//! The shard does not know what a connection does: [`spawn`] is given the
+//! function that serves an accepted socket (`accept::serve`), so `shard`
+//! imports neither `accept`, `connection` nor `session`.
+//!
+//! What a shard shares with other threads: its inbox and the writer
+//! queues (bounded crossbeam mailboxes), the counters (atomics, one writer
+//! each), and three mutexes off the delivery path (`presence::Presence`,
+//! the database pool, in cluster mode `cluster::Interest`); see
+//! `docs/ARCHITECTURE.md`, "Invariants".
 
+pub mod announce;
 pub mod outbox;
+pub mod presence;
 pub mod registry;
+pub mod users;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::LocalSet;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, debug_span, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
 use crate::cluster::link::ClusterHandle;
-use crate::cluster::{RemoteMembership, RemoteNotice};
 use crate::config::Config;
-use crate::connection;
 use crate::credentials::Credentials;
-use crate::handshake::{
-    read_upgrade, refuse, switching_protocols, HandshakeError, PlainRequest, Probe,
-};
 use crate::mesh::Mailbox;
-use crate::metrics::{Metrics, Refusal, ShardMetrics};
+use crate::metrics::{Metrics, ShardMetrics};
 use crate::presence::Presence;
-use crate::protocol::{encode_presence, Frame, UserId};
-use crate::router::{ConnId, Origin, Router, Sent, ShardEvent};
-use crate::session::Session;
+use crate::router::{ConnId, Router, Sent, ShardEvent};
 use crate::store::writer::Writers;
 use crate::store::{Store, StoreError};
-use crate::web;
-use outbox::{Outbox, OutboxLimits};
+use crate::web::Readiness;
+use outbox::OutboxLimits;
 use registry::Registry;
+use users::KnownUsers;
 
 /// Where the server is in its life; shards watch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +67,6 @@ pub enum Phase {
     /// Deliver what is left, close every connection with 1001, exit.
     Closing,
 }
-
-/// Most entries in a shard's cache of known users before it is reset.
-const USER_CACHE_MAX: usize = 100_000;
 
 /// Everything a shard's tasks share. Lives in an `Rc` on the shard thread.
 pub struct Shard {
@@ -79,12 +91,12 @@ pub struct Shard {
     pub presence: Arc<Presence>,
     /// Cluster mode: the node's interest and the notice queue to other nodes.
     pub cluster: Option<ClusterHandle>,
-    /// Users known to exist, with the username last upserted from a token
-    /// (`None`: known only to exist). Bounded by [`USER_CACHE_MAX`].
-    known_users: RefCell<HashMap<UserId, Option<Box<str>>>>,
+    /// Users known to exist, with the username last upserted from a token.
+    pub known_users: RefCell<KnownUsers>,
+    /// Bounds of every outbox on this shard.
+    pub outbox_limits: OutboxLimits,
     next_conn: Cell<ConnId>,
     draining: Cell<bool>,
-    ws_config: WebSocketConfig,
 }
 
 impl std::fmt::Debug for Shard {
@@ -95,25 +107,19 @@ impl std::fmt::Debug for Shard {
     }
 }
 
-/// What a shard thread is started with.
-pub struct ShardParts {
-    /// Index of the shard.
-    pub index: usize,
+/// What every shard shares with the rest of the server: the parts of a
+/// [`Shard`] that are not its own.
+#[derive(Clone)]
+pub struct Services {
     /// Settings.
     pub config: Arc<Config>,
     /// Token verification keys and the TLS certificate (reloadable).
     pub credentials: Arc<Credentials>,
-    /// The shard's bound, non-blocking listener.
-    pub listener: std::net::TcpListener,
-    /// The shard's inbox.
-    pub inbox: Mailbox<ShardEvent>,
     /// Fan-out to shards.
     pub router: Router,
     /// Writer queues.
     pub writers: Writers,
-    /// Server phase.
-    pub phase: watch::Receiver<Phase>,
-    /// Counters of every shard and writer (this shard writes its own block).
+    /// Counters of every shard and writer (a shard writes its own block).
     pub metrics: Arc<Metrics>,
     /// Who is online, shared by all shards.
     pub presence: Arc<Presence>,
@@ -121,21 +127,173 @@ pub struct ShardParts {
     pub cluster: Option<ClusterHandle>,
 }
 
-/// Starts the shard thread; `ready` receives `Ok` once it accepts.
-pub fn spawn(
+/// What a shard thread is started with.
+pub struct ShardParts {
+    /// Index of the shard.
+    pub index: usize,
+    /// The shard's bound, non-blocking listener.
+    pub listener: std::net::TcpListener,
+    /// The shard's inbox.
+    pub inbox: Mailbox<ShardEvent>,
+    /// Server phase.
+    pub phase: watch::Receiver<Phase>,
+    /// What the shard shares with the rest of the server.
+    pub services: Services,
+}
+
+impl Shard {
+    /// The context of shard `index`. Builds the shard's database pool
+    /// (which connects lazily: nothing here touches the network).
+    pub fn new(index: usize, services: Services) -> Result<Shard, StoreError> {
+        let Services {
+            config,
+            credentials,
+            router,
+            writers,
+            metrics,
+            presence,
+            cluster,
+        } = services;
+        let store = Store::new(&config.database_url, config.db_pool_size)?;
+        let outbox_limits = OutboxLimits::from_config(&config);
+        let interest = cluster.as_ref().map(|c| c.interest().clone());
+        Ok(Shard {
+            index,
+            store,
+            writers,
+            router,
+            registry: RefCell::new(Registry::new(outbox_limits).with_interest(interest)),
+            all_metrics: metrics,
+            presence,
+            cluster,
+            known_users: RefCell::new(KnownUsers::default()),
+            outbox_limits,
+            next_conn: Cell::new(0),
+            draining: Cell::new(false),
+            credentials,
+            config,
+        })
+    }
+
+    /// True once the server stopped taking new requests.
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// The flag behind [`draining`](Self::draining), for a connection to
+    /// watch without holding the whole shard.
+    pub fn draining_flag(&self) -> &Cell<bool> {
+        &self.draining
+    }
+
+    /// A fresh id for a connection of this shard.
+    pub fn next_conn_id(&self) -> ConnId {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        id
+    }
+
+    /// This shard's counters (written by this thread only).
+    #[inline]
+    pub fn metrics(&self) -> &ShardMetrics {
+        self.all_metrics.shard(self.index)
+    }
+
+    /// What `/readyz` reports: not draining, every writer connected and
+    /// committing, and this shard's pool reaching the database.
+    pub async fn readiness(&self) -> Readiness {
+        if self.draining.get() {
+            Readiness::ShuttingDown
+        } else if !self.writers.healthy() {
+            Readiness::WritersDown
+        } else if self.store.ping(Duration::from_secs(2)).await {
+            Readiness::Ready
+        } else {
+            Readiness::DatabaseDown
+        }
+    }
+
+    /// The metrics page: every counter, with the queue depths read now.
+    pub fn render_metrics(&self) -> String {
+        self.all_metrics
+            .render(self.router.inbox_depths(), self.writers.queue_depths())
+    }
+
+    /// On the sender's shard, records how long the message took from its
+    /// arrival to being queued on its sender's (and local recipients')
+    /// connections: one clock read per message, on one shard.
+    #[inline]
+    fn record_delivery_latency(&self, sent: Sent) {
+        if sent.shard == self.index {
+            self.metrics()
+                .delivery_seconds
+                .observe_duration(sent.at.elapsed());
+        }
+    }
+
+    /// Applies one inbox event to the local indexes.
+    pub fn apply(&self, event: ShardEvent) {
+        let mut registry = self.registry.borrow_mut();
+        match event {
+            ShardEvent::Room {
+                room,
+                id,
+                frame,
+                own,
+                sent,
+            } => {
+                let own = own.as_deref().filter(|o| o.origin.shard == self.index);
+                registry.deliver_room(&room, id, &frame, own);
+                self.record_delivery_latency(sent);
+            }
+            ShardEvent::Users {
+                users,
+                id,
+                frame,
+                own,
+                sent,
+            } => {
+                let own = own.as_deref().filter(|o| o.origin.shard == self.index);
+                registry.deliver_users(users, id, &frame, own);
+                self.record_delivery_latency(sent);
+            }
+            ShardEvent::Conn { conn, frame } => registry.deliver_conn(conn, frame),
+            ShardEvent::Joined { user, room } => {
+                registry.join(user, room);
+            }
+            ShardEvent::Left { user, room } => {
+                registry.leave(user, &room);
+            }
+            ShardEvent::Notice {
+                room,
+                except,
+                frame,
+            } => registry.deliver_notice(&room, except, &frame),
+        }
+    }
+}
+
+/// Starts the shard thread; `ready` receives `Ok` once it accepts. Each
+/// accepted socket is handed to `serve` in a task of its own.
+pub fn spawn<F, Fut>(
     parts: ShardParts,
+    serve: F,
     ready: std::sync::mpsc::Sender<Result<usize, String>>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: Fn(Rc<Shard>, TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
     std::thread::Builder::new()
         .name(format!("shard-{}", parts.index))
         .spawn(move || {
             let index = parts.index;
-            if parts.config.pin_cores {
+            if parts.services.config.pin_cores {
                 pin_to_core(index);
             }
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .event_interval(parts.config.event_interval)
+                .event_interval(parts.services.config.event_interval)
                 .build()
             {
                 Ok(rt) => rt,
@@ -145,67 +303,35 @@ pub fn spawn(
                 }
             };
             let local = LocalSet::new();
-            local.block_on(&rt, run(parts, ready));
+            local.block_on(&rt, run(parts, serve, ready));
         })
 }
 
-async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, String>>) {
+async fn run<F, Fut>(
+    parts: ShardParts,
+    serve: F,
+    ready: std::sync::mpsc::Sender<Result<usize, String>>,
+) where
+    F: Fn(Rc<Shard>, TcpStream) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
     let ShardParts {
         index,
-        config,
-        credentials,
         listener,
         inbox,
-        router,
-        writers,
         mut phase,
-        metrics,
-        presence,
-        cluster,
+        services,
     } = parts;
-    let setup = (|| {
-        let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
-        let store =
-            Store::new(&config.database_url, config.db_pool_size).map_err(|e| e.to_string())?;
-        Ok::<_, String>((listener, store))
-    })();
-    let (listener, store) = match setup {
-        Ok(v) => v,
+    let setup = TcpListener::from_std(listener)
+        .map_err(|e| e.to_string())
+        .and_then(|l| Ok((l, Shard::new(index, services).map_err(|e| e.to_string())?)));
+    let (listener, shard) = match setup {
+        Ok((listener, shard)) => (listener, Rc::new(shard)),
         Err(e) => {
             let _ = ready.send(Err(format!("shard {index}: {e}")));
             return;
         }
     };
-    let limits = OutboxLimits {
-        frames: config.outbox_frames,
-        bytes: config.outbox_bytes,
-    };
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(config.ws_read_buffer)
-        .write_buffer_size(config.ws_write_buffer)
-        .max_write_buffer_size(
-            config.ws_write_buffer + config.max_message_bytes * 2 + config.outbox_bytes,
-        )
-        .max_message_size(Some(config.max_message_bytes))
-        .max_frame_size(Some(config.max_message_bytes));
-    let shard = Rc::new(Shard {
-        index,
-        config,
-        credentials,
-        store,
-        writers,
-        router,
-        registry: RefCell::new(
-            Registry::new(limits).with_interest(cluster.as_ref().map(|c| c.interest().clone())),
-        ),
-        all_metrics: metrics,
-        presence,
-        cluster,
-        known_users: RefCell::new(HashMap::new()),
-        next_conn: Cell::new(0),
-        draining: Cell::new(false),
-        ws_config,
-    });
     let inbox = Rc::new(inbox);
     let inbox_task = tokio::task::spawn_local(drain_inbox(shard.clone(), inbox.clone()));
     let _ = ready.send(Ok(index));
@@ -215,7 +341,7 @@ async fn run(parts: ShardParts, ready: std::sync::mpsc::Sender<Result<usize, Str
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    tokio::task::spawn_local(accept(shard.clone(), stream));
+                    tokio::task::spawn_local(serve(shard.clone(), stream));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -292,500 +418,45 @@ async fn drain_inbox(shard: Rc<Shard>, inbox: Rc<Mailbox<ShardEvent>>) {
     }
 }
 
-/// Takes one TCP connection through the TLS handshake (when TLS is on)
-/// and the HTTP handshake and, if it is accepted, serves it until it closes.
-async fn accept(shard: Rc<Shard>, stream: TcpStream) {
-    if shard.config.tcp_nodelay {
-        let _ = stream.set_nodelay(true);
-    }
-    // One deadline for the TLS handshake and the upgrade request together.
-    let deadline = tokio::time::Instant::now() + shard.config.handshake_timeout();
-    match shard.credentials.tls_acceptor() {
-        None => serve_http(shard, stream, deadline).await,
-        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => serve_http(shard, tls, deadline).await,
-            Ok(Err(e)) => debug!(shard = shard.index, error = %e, "tls handshake failed"),
-            Err(_) => debug!(shard = shard.index, "tls handshake timed out"),
-        },
-    }
-}
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A real [`Shard`] context for unit tests, without threads, sockets or
+    //! a database: its pool never connects unless a test awaits a query.
 
-/// The HTTP side of [`accept`], over a plain or a TLS stream: the upgrade
-/// (or probe), the checks, the token, the session, `101`, then the WebSocket.
-async fn serve_http<S>(shard: Rc<Shard>, mut stream: S, deadline: tokio::time::Instant)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let cfg = &shard.config;
-    let (request, rest) = match read_upgrade(
-        &mut stream,
-        cfg.max_handshake_bytes,
-        deadline.saturating_duration_since(tokio::time::Instant::now()),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(HandshakeError::Probe(probe)) => {
-            let (status, body) = shard.answer_probe(probe).await;
-            refuse(&mut stream, status, body).await;
-            return;
-        }
-        Err(HandshakeError::Plain(request)) => {
-            shard.answer_plain(&request).write(&mut stream).await;
-            return;
-        }
-        Err(e) => {
-            debug!(shard = shard.index, error = %e, "handshake failed");
-            if let Some(reason) = refusal_reason(&e) {
-                shard.metrics().refused(reason);
-            }
-            if let Some(status) = e.status() {
-                refuse(&mut stream, status, &e.to_string()).await;
-            }
-            return;
-        }
-    };
-    if shard.draining.get() {
-        shard.metrics().refused(Refusal::ShuttingDown);
-        refuse(&mut stream, 503, "server shutting down").await;
-        return;
-    }
-    if shard.registry.borrow().connection_count() >= cfg.max_connections_per_shard {
-        warn!(shard = shard.index, "connection limit reached");
-        shard.metrics().refused(Refusal::ServerFull);
-        refuse(&mut stream, 503, "server full").await;
-        return;
-    }
-    if !cfg.origin_allowed(request.origin.as_deref()) {
-        info!(shard = shard.index, origin = ?request.origin, "handshake refused: origin");
-        shard.metrics().refused(Refusal::Origin);
-        refuse(&mut stream, 403, "origin not allowed").await;
-        return;
-    }
-    let Some(token) = request.token else {
-        info!(
-            shard = shard.index,
-            reason = "missing token",
-            "handshake refused"
-        );
-        shard.metrics().refused(Refusal::MissingToken);
-        refuse(&mut stream, 401, "missing token").await;
-        return;
-    };
-    if token.len() > cfg.max_token_bytes {
-        info!(
-            shard = shard.index,
-            reason = "token too large",
-            "handshake refused"
-        );
-        shard.metrics().refused(Refusal::TokenTooLarge);
-        refuse(&mut stream, 401, "token too large").await;
-        return;
-    }
-    let identity = match shard.credentials.verify(&token) {
-        Ok(identity) => identity,
-        Err(e) => {
-            info!(shard = shard.index, reason = %e, "handshake refused");
-            shard.metrics().refused(match e {
-                crate::auth::AuthError::Expired => Refusal::ExpiredToken,
-                _ => Refusal::InvalidToken,
-            });
-            refuse(&mut stream, 401, &e.to_string()).await;
-            return;
-        }
-    };
-    let rooms = match shard.open_session(&identity).await {
-        Ok(rooms) => rooms,
-        Err(StoreError::UsernameTaken) => {
-            info!(
-                shard = shard.index,
-                user = identity.user_id,
-                "username taken"
-            );
-            shard.metrics().refused(Refusal::UsernameTaken);
-            refuse(&mut stream, 409, "username already taken by another user").await;
-            return;
-        }
-        Err(e) => {
-            warn!(shard = shard.index, error = %e, "handshake: database error");
-            shard.metrics().refused(Refusal::Database);
-            shard.metrics().db_errors.inc();
-            refuse(&mut stream, 503, "database unavailable").await;
-            return;
-        }
-    };
-    // Cluster mode: the last stored ids of the user's streams, read before
-    // registering, tell the cluster link where this node's delivery of
-    // them must start (unless this shard already follows the user).
-    let floors = match &shard.cluster {
-        Some(_) if !shard.registry.borrow().has_user(identity.user_id) => {
-            match shard
-                .store
-                .session_floors(identity.user_id, cfg.max_rooms_per_user)
-                .await
-            {
-                Ok(f) => f,
-                Err(e) => {
-                    warn!(shard = shard.index, error = %e, "handshake: database error");
-                    refuse(&mut stream, 503, "database unavailable").await;
-                    return;
-                }
-            }
-        }
-        _ => registry::Floors::default(),
-    };
-    let id = shard.next_conn.get();
-    shard.next_conn.set(id + 1);
-    let outbox = Rc::new(Outbox::new(id, identity.user_id));
-    // Registered before the client can see the socket open: nothing sent
-    // to this user from now on is missed.
-    shard.registry.borrow_mut().register_with_floors(
-        outbox.clone(),
-        rooms.into_iter().map(Arc::from),
-        &floors,
-    );
-    shard.metrics().handshakes_accepted.inc();
-    shard.metrics().connections.inc();
-    let username: Arc<str> = Arc::from(identity.username.as_str());
-    let rooms = shard.registry.borrow().rooms_of(identity.user_id);
-    if shard.presence.connected(identity.user_id, &rooms) {
-        shard.announce_presence(identity.user_id, &username, true, &rooms);
-    }
-    let span = debug_span!("conn", shard = shard.index, id, user = identity.user_id);
-    let response = switching_protocols(&request.key, shard.index);
-    // The flush matters over TLS (a no-op on a plain socket).
-    let written = match stream.write_all(response.as_bytes()).await {
-        Ok(()) => stream.flush().await,
-        Err(e) => Err(e),
-    };
-    if written.is_ok() {
-        let ws =
-            WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(shard.ws_config))
-                .await;
-        let session = Session::new(
-            shard.clone(),
-            Origin {
-                shard: shard.index,
-                conn: id,
-            },
-            &identity,
-        );
-        connection::serve(shard.clone(), ws, outbox, session)
-            .instrument(span)
-            .await;
-    }
-    shard.registry.borrow_mut().unregister(id);
-    shard.metrics().connections.dec();
-    if let Some(rooms) = shard.presence.disconnected(identity.user_id) {
-        shard.announce_presence(identity.user_id, &username, false, &rooms);
-    }
-}
+    use super::*;
+    use crate::mesh::mailbox;
 
-/// The `reason` label of a handshake the parser refused.
-fn refusal_reason(e: &HandshakeError) -> Option<Refusal> {
-    match e {
-        HandshakeError::BadRequest(_) => Some(Refusal::BadRequest),
-        HandshakeError::NotFound => Some(Refusal::NotFound),
-        HandshakeError::TooLarge => Some(Refusal::TooLarge),
-        HandshakeError::Timeout => Some(Refusal::Timeout),
-        HandshakeError::Io(_) | HandshakeError::Probe(_) | HandshakeError::Plain(_) => None,
-    }
-}
-
-impl Shard {
-    /// True once the server stopped taking new requests.
-    pub fn draining(&self) -> bool {
-        self.draining.get()
-    }
-
-    /// `/healthz`: alive. `/readyz`: 200 only when not shutting down, the
-    /// database answers and every writer is connected and committing.
-    async fn answer_probe(&self, probe: Probe) -> (u16, &'static str) {
-        match probe {
-            Probe::Health => (200, "ok"),
-            Probe::Ready if self.draining.get() => (503, "shutting down"),
-            Probe::Ready if !self.writers.healthy() => (503, "writers cannot reach the database"),
-            Probe::Ready => {
-                if self.store.ping(Duration::from_secs(2)).await {
-                    (200, "ready")
-                } else {
-                    (503, "database unavailable")
-                }
-            }
-        }
-    }
-
-    /// This shard's counters (written by this thread only).
-    #[inline]
-    pub fn metrics(&self) -> &ShardMetrics {
-        self.all_metrics.shard(self.index)
-    }
-
-    /// A plain `GET`: the web page and its assets, `/metrics`, `/dev/token`.
-    fn answer_plain(&self, request: &PlainRequest) -> web::Response {
-        debug!(shard = self.index, path = %request.path, "plain HTTP request");
-        match request.path.as_str() {
-            "/metrics" => web::Response {
-                status: 200,
-                content_type: crate::metrics::CONTENT_TYPE,
-                cache_control: "no-store",
-                body: self
-                    .all_metrics
-                    .render(self.router.inbox_depths(), self.writers.queue_depths())
-                    .into_bytes()
-                    .into(),
-            },
-            "/dev/token" => web::dev_token(&self.config, request.query.as_deref()),
-            "/dev/enabled" => web::dev_enabled(&self.config),
-            path => web::asset(path),
-        }
-    }
-
-    /// Bounds of every outbox on this shard.
-    pub fn outbox_limits(&self) -> OutboxLimits {
-        OutboxLimits {
-            frames: self.config.outbox_frames,
-            bytes: self.config.outbox_bytes,
-        }
-    }
-
-    /// On the sender's shard, records how long the message took from its
-    /// arrival to being queued on its sender's (and local recipients')
-    /// connections: one clock read per message, on one shard.
-    #[inline]
-    fn delivered(&self, sent: Sent) {
-        if sent.shard == self.index {
-            self.metrics()
-                .delivery_seconds
-                .observe_duration(sent.at.elapsed());
-        }
-    }
-
-    /// Applies one inbox event to the local indexes.
-    pub fn apply(&self, event: ShardEvent) {
-        let mut registry = self.registry.borrow_mut();
-        match event {
-            ShardEvent::Room {
-                room,
-                id,
-                frame,
-                own,
-                sent,
-            } => {
-                let own = own.as_deref().filter(|o| o.origin.shard == self.index);
-                registry.deliver_room(&room, id, &frame, own);
-                self.delivered(sent);
-            }
-            ShardEvent::Users {
-                users,
-                id,
-                frame,
-                own,
-                sent,
-            } => {
-                let own = own.as_deref().filter(|o| o.origin.shard == self.index);
-                registry.deliver_users(users, id, &frame, own);
-                self.delivered(sent);
-            }
-            ShardEvent::Conn { conn, frame } => registry.deliver_conn(conn, frame),
-            ShardEvent::Joined { user, room } => {
-                registry.join(user, room);
-            }
-            ShardEvent::Left { user, room } => {
-                registry.leave(user, &room);
-            }
-            ShardEvent::Notice {
-                room,
-                except,
-                frame,
-            } => registry.deliver_notice(&room, except, &frame),
-        }
-    }
-
-    /// The handshake's database work: check (or upsert) the user row and
-    /// load its rooms, unless this shard already did for this username and
-    /// the user is connected here (its rooms are then known).
-    async fn open_session(
-        &self,
-        identity: &crate::auth::Identity,
-    ) -> Result<Vec<String>, StoreError> {
-        let known = matches!(
-            self.known_users.borrow().get(&identity.user_id),
-            Some(Some(name)) if **name == *identity.username
-        );
-        if known && self.registry.borrow().has_user(identity.user_id) {
-            return Ok(Vec::new());
-        }
-        let rooms = self
-            .store
-            .open_session(identity, self.config.max_rooms_per_user)
-            .await?;
-        self.remember_user(identity.user_id, Some(&identity.username));
-        Ok(rooms)
-    }
-
-    /// True when the user is known to exist without asking the database.
-    pub fn user_known(&self, user: UserId) -> bool {
-        self.known_users.borrow().contains_key(&user)
-    }
-
-    /// Records that a user exists (with the username upserted, if any).
-    pub fn remember_user(&self, user: UserId, username: Option<&str>) {
-        let mut known = self.known_users.borrow_mut();
-        if known.len() >= USER_CACHE_MAX && !known.contains_key(&user) {
-            known.clear();
-        }
-        match username {
-            Some(name) => {
-                known.insert(user, Some(name.into()));
-            }
-            None => {
-                known.entry(user).or_insert(None);
-            }
-        }
-    }
-
-    /// Records here that `user` joined `room` (its local connections follow
-    /// it from now on) and tells the other shards. `last` is the room's last
-    /// stored id read before the join (for the cluster link).
-    pub fn joined(&self, user: UserId, room: &str, last: Option<i64>) {
-        let name: Arc<str> = Arc::from(room);
-        self.registry
-            .borrow_mut()
-            .join_with_floor(user, name.clone(), last);
-        self.presence.joined(user, &name);
-        self.announce_join(user, name);
-    }
-
-    /// Tells the other shards that `user` joined `room`, without waiting on
-    /// them: an inbox that is full gets the event from a retrying task.
-    pub fn announce_join(&self, user: UserId, room: Arc<str>) {
-        self.to_other_nodes(user, room.clone(), true);
-        self.announce(ShardEvent::Joined { user, room });
-    }
-
-    /// Cluster mode: tells the user's connections on other nodes about a
-    /// membership change (never waits: a full queue is retried from a task).
-    fn to_other_nodes(&self, user: UserId, room: Arc<str>, joined: bool) {
-        let Some(cluster) = &self.cluster else {
-            return;
-        };
-        if let Err(m) = cluster.try_membership(RemoteMembership { user, room, joined }) {
-            let cluster = cluster.clone();
-            tokio::task::spawn_local(async move { cluster.send_membership(m).await });
-        }
-    }
-
-    /// Tells the other shards that `user` left `room` (as [`announce_join`](Self::announce_join)).
-    pub fn announce_leave(&self, user: UserId, room: Arc<str>) {
-        self.to_other_nodes(user, room.clone(), false);
-        self.announce(ShardEvent::Left { user, room });
-    }
-
-    /// Delivers an ephemeral room notice (presence, typing) here and on
-    /// every other shard, without waiting.
-    pub fn notify_room(&self, room: Arc<str>, except: UserId, frame: Frame) {
-        if let Some(cluster) = &self.cluster {
-            cluster.notice(RemoteNotice {
-                room: room.clone(),
-                except,
-                frame: frame.clone(),
-            });
-        }
-        let event = ShardEvent::Notice {
-            room,
-            except,
-            frame,
-        };
-        // Through this shard's own inbox too, not applied here at once: a
-        // join announced by another shard just before (whose ack the client
-        // already saw) is then applied first, and its member gets the notice.
-        let refused = self.router.broadcast(&event);
-        self.retry_refused(refused);
-    }
-
-    /// Tells the other online members of `rooms` that `user` came online or
-    /// went offline (rooms with more than `--presence-max-members` members
-    /// online are skipped). Single node: all in memory, at once. Cluster
-    /// mode: first asks the other nodes whether the user is connected there
-    /// (then it was announced online there and is not offline yet), and
-    /// drops the announcement if the user's state changed meanwhile.
-    pub fn announce_presence(
-        self: &Rc<Self>,
-        user: UserId,
-        username: &str,
-        online: bool,
-        rooms: &[Arc<str>],
+    /// A shard context with `config`, its inbox receiver, and the receiver
+    /// of the one writer queue.
+    pub(crate) fn shard(
+        config: Config,
+    ) -> (
+        Rc<Shard>,
+        Mailbox<ShardEvent>,
+        Mailbox<crate::store::writer::PersistRequest>,
     ) {
-        let max = self.config.presence_max_members;
-        let rooms: Vec<Arc<str>> = rooms
-            .iter()
-            // Count the user itself, whether it just entered or just left.
-            .filter(|room| self.presence.online_count(room) + usize::from(!online) <= max)
-            .cloned()
-            .collect();
-        if rooms.is_empty() {
-            return;
-        }
-        let Some(cluster) = self.cluster.clone() else {
-            self.notify_presence(user, username, online, &rooms);
-            return;
+        let (inbox_tx, inbox) = mailbox(1024);
+        let (writers, queue) = Writers::for_tests(1024);
+        let credentials = Arc::new(Credentials::load(&config).expect("test keys"));
+        let services = Services {
+            config: Arc::new(config),
+            credentials,
+            router: Router::new(vec![inbox_tx]),
+            writers,
+            metrics: Arc::new(Metrics::new(1, 1)),
+            presence: Arc::new(Presence::new()),
+            cluster: None,
         };
-        let shard = self.clone();
-        let username: Arc<str> = Arc::from(username);
-        tokio::task::spawn_local(async move {
-            let elsewhere = cluster.online_elsewhere(user).await;
-            if shard.presence.is_online(user) != online {
-                return; // superseded: that change announces itself
-            }
-            if let Some(other) = elsewhere {
-                // Online elsewhere: never "offline"; "online" only from the
-                // node where the user came online first.
-                let first_here = shard
-                    .presence
-                    .online_since(user)
-                    .is_some_and(|since| cluster.announces_online(since, &other));
-                if !online || !first_here {
-                    return;
-                }
-            }
-            shard.notify_presence(user, &username, online, &rooms);
-        });
+        let shard = Shard::new(0, services).expect("test shard");
+        (Rc::new(shard), inbox, queue)
     }
 
-    /// The room's online members for `join_ack`, ascending (`None`: more
-    /// than `--presence-max-members`). Cluster mode adds the other nodes'
-    /// (gathered for `cluster::link::ONLINE_GATHER`).
-    pub async fn online_members(&self, room: &str) -> Option<Vec<UserId>> {
-        let max = self.config.presence_max_members;
-        let local = self.presence.online_in(room, max)?;
-        let Some(cluster) = &self.cluster else {
-            return Some(local);
-        };
-        let all = cluster.online_in_room(room, local).await;
-        (all.len() <= max).then_some(all)
-    }
-
-    fn notify_presence(&self, user: UserId, username: &str, online: bool, rooms: &[Arc<str>]) {
-        for room in rooms {
-            let frame = encode_presence(room, user, username, online);
-            self.notify_room(room.clone(), user, frame);
-        }
-    }
-
-    fn announce(&self, event: ShardEvent) {
-        let refused = self.router.broadcast_from(self.index, &event);
-        self.retry_refused(refused);
-    }
-
-    /// Sends events that found a full inbox from a background task.
-    fn retry_refused(&self, refused: Vec<(usize, ShardEvent)>) {
-        for (target, event) in refused {
-            let router = self.router.clone();
-            tokio::task::spawn_local(async move {
-                router.send_to(target, event).await;
-                router.flush();
-            });
-        }
+    /// A configuration for unit tests (no database is contacted).
+    pub(crate) fn config() -> Config {
+        Config::for_tests(
+            "postgres://test@127.0.0.1:1/none",
+            "unit-test-secret-unit-test-secret",
+            "127.0.0.1:0".parse().expect("addr"),
+        )
     }
 }

@@ -20,6 +20,16 @@ pub struct OutboxLimits {
     pub bytes: usize,
 }
 
+impl OutboxLimits {
+    /// The bounds set by `--outbox-frames` and `--outbox-bytes`.
+    pub fn from_config(config: &crate::config::Config) -> OutboxLimits {
+        OutboxLimits {
+            frames: config.outbox_frames,
+            bytes: config.outbox_bytes,
+        }
+    }
+}
+
 /// What the connection task should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxState {

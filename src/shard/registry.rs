@@ -10,6 +10,7 @@ use super::outbox::{Cursor, Outbox, OutboxLimits};
 use crate::cluster::{Interest, Stream};
 use crate::protocol::{Frame, UserId};
 use crate::router::{ConnId, OwnCopy};
+use crate::store::Floors;
 
 /// A local connection subscribed to a room, with what it was sent of it.
 #[derive(Debug)]
@@ -42,20 +43,9 @@ pub struct Registry {
     /// Room -> local connections of its members.
     rooms: HashMap<Arc<str>, Vec<Member>>,
     limits: OutboxLimits,
-    slow_consumers: u64,
     /// Cluster mode: told when a room gets its first / loses its last
     /// local member here, and a user its first / last local connection.
     interest: Option<Arc<Interest>>,
-}
-
-/// Cluster mode: the last stored ids of a connecting user's streams, read
-/// before its connection is registered (see [`Interest::add`]).
-#[derive(Debug, Default, Clone)]
-pub struct Floors {
-    /// Room name -> last stored message id.
-    pub rooms: HashMap<String, i64>,
-    /// The user's last stored DM id.
-    pub user: Option<i64>,
 }
 
 impl Registry {
@@ -66,7 +56,6 @@ impl Registry {
             users: HashMap::new(),
             rooms: HashMap::new(),
             limits,
-            slow_consumers: 0,
             interest: None,
         }
     }
@@ -242,7 +231,6 @@ impl Registry {
         let Some(members) = self.rooms.get(room) else {
             return;
         };
-        let mut overflowed = 0;
         for m in members {
             if !m.cursor.admit(id) {
                 continue;
@@ -251,11 +239,9 @@ impl Registry {
                 Some(own) if own.origin.conn == m.conn.id => &own.frame,
                 _ => frame,
             };
-            if !m.conn.push(frame.clone(), self.limits) {
-                overflowed += 1;
-            }
+            // An outbox that overflows marks itself; its connection closes.
+            m.conn.push(frame.clone(), self.limits);
         }
-        self.slow_consumers += overflowed;
     }
 
     /// Queues DM `id`'s `frame` for every local connection of each listed
@@ -283,9 +269,7 @@ impl Registry {
                         Some(own) if own.origin.conn == conn.id => &own.frame,
                         _ => frame,
                     };
-                    if !conn.push(frame.clone(), self.limits) {
-                        self.slow_consumers += 1;
-                    }
+                    conn.push(frame.clone(), self.limits);
                 }
             }
         }
@@ -298,8 +282,8 @@ impl Registry {
             return;
         };
         for m in members {
-            if m.conn.user != except && !m.conn.push(frame.clone(), self.limits) {
-                self.slow_consumers += 1;
+            if m.conn.user != except {
+                m.conn.push(frame.clone(), self.limits);
             }
         }
     }
@@ -315,9 +299,7 @@ impl Registry {
     /// Queues `frame` for one connection, if it is still here.
     pub fn deliver_conn(&mut self, id: ConnId, frame: Frame) {
         if let Some(conn) = self.conns.get(&id) {
-            if !conn.push(frame, self.limits) {
-                self.slow_consumers += 1;
-            }
+            conn.push(frame, self.limits);
         }
     }
 
@@ -329,11 +311,6 @@ impl Registry {
     /// Number of connections.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
-    }
-
-    /// Connections disconnected so far for not reading fast enough.
-    pub fn slow_consumers(&self) -> u64 {
-        self.slow_consumers
     }
 }
 

@@ -148,6 +148,16 @@ enum HistoryQuery {
     DmSince,
 }
 
+/// Cluster mode: the last stored ids of a connecting user's streams, read
+/// before its connection is registered (see `cluster::Interest::add`).
+#[derive(Debug, Default, Clone)]
+pub struct Floors {
+    /// Room name -> last stored message id.
+    pub rooms: std::collections::HashMap<String, i64>,
+    /// The user's last stored DM id.
+    pub user: Option<i64>,
+}
+
 /// A slice of a history, between exclusive id bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -221,7 +231,7 @@ impl Store {
         &self,
         user: UserId,
         max_rooms: usize,
-    ) -> Result<crate::shard::registry::Floors, StoreError> {
+    ) -> Result<Floors, StoreError> {
         let client = self.pool.get().await?;
         let (floors, dm) = tokio::try_join!(
             client.prepare_cached(SESSION_FLOORS),
@@ -237,7 +247,7 @@ impl Store {
         )?;
         let rooms: Vec<String> = row.get(0);
         let lasts: Vec<i64> = row.get(1);
-        Ok(crate::shard::registry::Floors {
+        Ok(Floors {
             rooms: rooms.into_iter().zip(lasts).collect(),
             user: Some(dm.get(1)),
         })

@@ -1,0 +1,299 @@
+//! The accept path of one socket, on the shard that accepted it: TLS (when
+//! on), the HTTP request, admission (every check, in order), registration,
+//! `101`, then the WebSocket until it closes.
+//!
+//! A request that is not an upgrade is answered by [`crate::web`] (page,
+//! assets, `/metrics`, probes); a refused upgrade goes through one path,
+//! [`Refused`], whose [`Refusal`] kind decides the status, the body and the
+//! metric. Statuses and paths live in `handshake` and `web`, not here.
+
+use std::borrow::Cow;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, debug_span, info, warn, Instrument};
+
+use crate::auth::{AuthError, Identity};
+use crate::connection::{self, Host};
+use crate::handshake::{
+    read_upgrade, refuse, switching_protocols, HandshakeError, Refusal, UpgradeRequest,
+};
+use crate::router::Origin;
+use crate::session::Session;
+use crate::shard::outbox::Outbox;
+use crate::shard::Shard;
+use crate::store::{Floors, StoreError};
+use crate::web;
+
+/// Takes one TCP connection through the TLS handshake (when TLS is on)
+/// and the HTTP handshake and, if it is admitted, serves it until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    if shard.config.tcp_nodelay {
+        let _ = stream.set_nodelay(true);
+    }
+    // One deadline for the TLS handshake and the upgrade request together.
+    let deadline = Instant::now() + shard.config.handshake_timeout();
+    match shard.credentials.tls_acceptor() {
+        None => serve_http(shard, stream, deadline).await,
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => serve_http(shard, tls, deadline).await,
+            Ok(Err(e)) => debug!(shard = shard.index, error = %e, "tls handshake failed"),
+            Err(_) => debug!(shard = shard.index, "tls handshake timed out"),
+        },
+    }
+}
+
+/// A refused upgrade: its kind, the body to send, and what to log.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why: decides the status and the metric.
+    pub kind: Refusal,
+    /// The body (the kind's own message unless something more precise is known).
+    pub body: Cow<'static, str>,
+    /// A cause for the log that the client is not told (a database error).
+    pub cause: Option<String>,
+}
+
+impl From<Refusal> for Refused {
+    fn from(kind: Refusal) -> Refused {
+        Refused {
+            kind,
+            body: Cow::Borrowed(kind.message()),
+            cause: None,
+        }
+    }
+}
+
+impl Refused {
+    fn with_body(kind: Refusal, body: String) -> Refused {
+        Refused {
+            kind,
+            body: Cow::Owned(body),
+            cause: None,
+        }
+    }
+
+    /// The database failed during admission: the client hears only that.
+    fn database(e: &StoreError) -> Refused {
+        Refused {
+            cause: Some(e.to_string()),
+            ..Refusal::Database.into()
+        }
+    }
+
+    /// Counts it, logs it and answers it.
+    async fn answer<S: AsyncWrite + Unpin>(self, shard: &Shard, stream: &mut S) {
+        let kind = self.kind;
+        shard.metrics().refused(kind);
+        match kind {
+            Refusal::Database => {
+                shard.metrics().db_errors.inc();
+                let error = self.cause.as_deref().unwrap_or_default();
+                warn!(shard = shard.index, error, "handshake: database error");
+            }
+            Refusal::ServerFull => warn!(shard = shard.index, "connection limit reached"),
+            Refusal::BadRequest | Refusal::NotFound | Refusal::TooLarge | Refusal::Timeout => {
+                debug!(shard = shard.index, reason = %self.body, "handshake refused")
+            }
+            _ => info!(shard = shard.index, reason = %self.body, "handshake refused"),
+        }
+        refuse(stream, kind.status(), &self.body).await;
+    }
+}
+
+/// What admission gives a connection: who it is and what it follows.
+struct Admitted {
+    identity: Identity,
+    /// The user's stored rooms (empty when this shard already follows them).
+    rooms: Vec<String>,
+    /// Cluster mode: where the link's delivery of the user's streams starts.
+    floors: Floors,
+}
+
+/// The HTTP side of [`serve`], over a plain or a TLS stream: the upgrade
+/// (or probe, or page), admission, registration, `101`, then the WebSocket.
+async fn serve_http<S>(shard: Rc<Shard>, mut stream: S, deadline: Instant)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let max = shard.config.max_handshake_bytes;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let (request, rest) = match read_upgrade(&mut stream, max, left).await {
+        Ok(r) => r,
+        Err(HandshakeError::Probe(probe)) => {
+            let readiness = match probe {
+                crate::handshake::Probe::Health => None,
+                crate::handshake::Probe::Ready => Some(shard.readiness().await),
+            };
+            web::probe(readiness).write(&mut stream).await;
+            return;
+        }
+        Err(HandshakeError::Plain(request)) => {
+            debug!(shard = shard.index, path = %request.path, "plain HTTP request");
+            web::answer(&request, &shard.config, || shard.render_metrics())
+                .write(&mut stream)
+                .await;
+            return;
+        }
+        Err(e) => {
+            match e.refusal() {
+                Some(kind) => {
+                    Refused::with_body(kind, e.to_string())
+                        .answer(&shard, &mut stream)
+                        .await
+                }
+                None => debug!(shard = shard.index, error = %e, "handshake failed"),
+            }
+            return;
+        }
+    };
+    let admitted = match admit(&shard, &request).await {
+        Ok(a) => a,
+        Err(refused) => return refused.answer(&shard, &mut stream).await,
+    };
+    open(shard, stream, &request, rest, admitted).await;
+}
+
+/// Every check a WebSocket upgrade passes, in order: the server is not
+/// draining and has room, the origin is allowed, the token is there, small
+/// and valid, and the user's row and rooms are loaded.
+async fn admit(shard: &Shard, request: &UpgradeRequest) -> Result<Admitted, Refused> {
+    let cfg = &shard.config;
+    if shard.draining() {
+        return Err(Refusal::ShuttingDown.into());
+    }
+    if shard.registry.borrow().connection_count() >= cfg.max_connections_per_shard {
+        return Err(Refusal::ServerFull.into());
+    }
+    if !cfg.origin_allowed(request.origin.as_deref()) {
+        return Err(Refusal::Origin.into());
+    }
+    let token = request.token.as_deref().ok_or(Refusal::MissingToken)?;
+    if token.len() > cfg.max_token_bytes {
+        return Err(Refusal::TokenTooLarge.into());
+    }
+    let identity = shard.credentials.verify(token).map_err(|e| {
+        let kind = match e {
+            AuthError::Expired => Refusal::ExpiredToken,
+            _ => Refusal::InvalidToken,
+        };
+        Refused::with_body(kind, e.to_string())
+    })?;
+    let rooms = open_session(shard, &identity).await.map_err(|e| match e {
+        StoreError::UsernameTaken => Refused::from(Refusal::UsernameTaken),
+        e => Refused::database(&e),
+    })?;
+    // Cluster mode: the last stored ids of the user's streams, read before
+    // registering, tell the cluster link where this node's delivery of
+    // them must start (unless this shard already follows the user).
+    let floors = match &shard.cluster {
+        Some(_) if !shard.registry.borrow().has_user(identity.user_id) => shard
+            .store
+            .session_floors(identity.user_id, cfg.max_rooms_per_user)
+            .await
+            .map_err(|e| Refused::database(&e))?,
+        _ => Floors::default(),
+    };
+    Ok(Admitted {
+        identity,
+        rooms,
+        floors,
+    })
+}
+
+/// The handshake's database work: check (or upsert) the user row and
+/// load its rooms, unless this shard already did for this username and
+/// the user is connected here (its rooms are then known).
+async fn open_session(shard: &Shard, identity: &Identity) -> Result<Vec<String>, StoreError> {
+    let known = shard
+        .known_users
+        .borrow()
+        .has_username(identity.user_id, &identity.username);
+    if known && shard.registry.borrow().has_user(identity.user_id) {
+        return Ok(Vec::new());
+    }
+    let rooms = shard
+        .store
+        .open_session(identity, shard.config.max_rooms_per_user)
+        .await?;
+    shard
+        .known_users
+        .borrow_mut()
+        .remember(identity.user_id, Some(&identity.username));
+    Ok(rooms)
+}
+
+/// Registers an admitted connection, writes `101`, serves the WebSocket,
+/// and unregisters it when it ends.
+async fn open<S>(
+    shard: Rc<Shard>,
+    mut stream: S,
+    request: &UpgradeRequest,
+    rest: Vec<u8>,
+    admitted: Admitted,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Admitted {
+        identity,
+        rooms,
+        floors,
+    } = admitted;
+    let user = identity.user_id;
+    let id = shard.next_conn_id();
+    let outbox = Rc::new(Outbox::new(id, user));
+    // Registered before the client can see the socket open: nothing sent
+    // to this user from now on is missed.
+    shard.registry.borrow_mut().register_with_floors(
+        outbox.clone(),
+        rooms.into_iter().map(Arc::from),
+        &floors,
+    );
+    shard.metrics().handshakes_accepted.inc();
+    shard.metrics().connections.inc();
+    let username: Arc<str> = Arc::from(identity.username.as_str());
+    let rooms = shard.registry.borrow().rooms_of(user);
+    if shard.presence.connected(user, &rooms) {
+        shard.announce_presence(user, &username, true, &rooms);
+    }
+    let span = debug_span!("conn", shard = shard.index, id, user);
+    let response = switching_protocols(&request.key, shard.index);
+    // The flush matters over TLS (a no-op on a plain socket).
+    let written = match stream.write_all(response.as_bytes()).await {
+        Ok(()) => stream.flush().await,
+        Err(e) => Err(e),
+    };
+    if written.is_ok() {
+        let ws = WebSocketStream::from_partially_read(
+            stream,
+            rest,
+            Role::Server,
+            Some(connection::ws_config(&shard.config)),
+        )
+        .await;
+        let origin = Origin {
+            shard: shard.index,
+            conn: id,
+        };
+        let session = Session::new(shard.clone(), origin, &identity);
+        let host = Host {
+            config: &shard.config,
+            metrics: shard.metrics(),
+            draining: shard.draining_flag(),
+            outbox_limits: shard.outbox_limits,
+        };
+        connection::serve(host, ws, outbox, session)
+            .instrument(span)
+            .await;
+    }
+    shard.registry.borrow_mut().unregister(id);
+    shard.metrics().connections.dec();
+    if let Some(rooms) = shard.presence.disconnected(user) {
+        shard.announce_presence(user, &username, false, &rooms);
+    }
+}

@@ -1,0 +1,90 @@
+//! What a shard tells the other shards (and, in cluster mode, the other
+//! nodes): membership changes and ephemeral room notices. Nothing here
+//! waits on another shard: an inbox or cluster queue that is full gets the
+//! event from a retrying task.
+
+use std::sync::Arc;
+
+use super::Shard;
+use crate::cluster::{RemoteMembership, RemoteNotice};
+use crate::protocol::{Frame, UserId};
+use crate::router::ShardEvent;
+
+impl Shard {
+    /// Records here that `user` joined `room` (its local connections follow
+    /// it from now on) and tells the other shards and nodes. `last` is the
+    /// room's last stored id read before the join (for the cluster link).
+    ///
+    /// The other shards' connections of the user follow the room once their
+    /// inbox applies the `Joined` event; the local ones do at once.
+    pub fn joined(&self, user: UserId, room: &str, last: Option<i64>) {
+        let name: Arc<str> = Arc::from(room);
+        self.registry
+            .borrow_mut()
+            .join_with_floor(user, name.clone(), last);
+        self.presence.joined(user, &name);
+        self.to_other_nodes(user, name.clone(), true);
+        self.to_other_shards(ShardEvent::Joined { user, room: name });
+    }
+
+    /// Records here that `user` left `room` (its local connections stop
+    /// following it at once) and tells the other shards and nodes.
+    pub fn left(&self, user: UserId, room: &str) {
+        self.registry.borrow_mut().leave(user, room);
+        self.presence.left(user, room);
+        let name: Arc<str> = Arc::from(room);
+        self.to_other_nodes(user, name.clone(), false);
+        self.to_other_shards(ShardEvent::Left { user, room: name });
+    }
+
+    /// Delivers an ephemeral room notice (presence, typing) here and on
+    /// every other shard and node, without waiting.
+    pub fn notify_room(&self, room: Arc<str>, except: UserId, frame: Frame) {
+        if let Some(cluster) = &self.cluster {
+            cluster.notice(RemoteNotice {
+                room: room.clone(),
+                except,
+                frame: frame.clone(),
+            });
+        }
+        let event = ShardEvent::Notice {
+            room,
+            except,
+            frame,
+        };
+        // Through this shard's own inbox too, not applied here at once: a
+        // join announced by another shard just before (whose ack the client
+        // already saw) is then applied first, and its member gets the notice.
+        let refused = self.router.broadcast(&event);
+        self.retry_refused(refused);
+    }
+
+    /// Cluster mode: tells the user's connections on other nodes about a
+    /// membership change (never waits: a full queue is retried from a task).
+    fn to_other_nodes(&self, user: UserId, room: Arc<str>, joined: bool) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if let Err(m) = cluster.try_membership(RemoteMembership { user, room, joined }) {
+            let cluster = cluster.clone();
+            tokio::task::spawn_local(async move { cluster.send_membership(m).await });
+        }
+    }
+
+    /// Queues `event` for every shard but this one.
+    fn to_other_shards(&self, event: ShardEvent) {
+        let refused = self.router.broadcast_from(self.index, &event);
+        self.retry_refused(refused);
+    }
+
+    /// Sends events that found a full inbox from a background task.
+    fn retry_refused(&self, refused: Vec<(usize, ShardEvent)>) {
+        for (target, event) in refused {
+            let router = self.router.clone();
+            tokio::task::spawn_local(async move {
+                router.send_to(target, event).await;
+                router.flush();
+            });
+        }
+    }
+}
