@@ -1,0 +1,297 @@
+//! The writer's SQL: [`BatchInserter`], one PostgreSQL connection with the
+//! writer's statements prepared. Single-node mode inserts a batch with ids
+//! reserved beforehand ([`BatchInserter::insert`]); cluster mode stores it in
+//! one locking transaction ([`BatchInserter::commit_cluster`]) whose lost
+//! commit answer is resolved with [`BatchInserter::resolve`].
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use tokio_postgres::{Client, NoTls, Statement};
+use tracing::debug;
+
+use super::batch::{columns, fates, Fate};
+use super::PersistRequest;
+use crate::protocol::{StoredMessage, Target, UserId};
+use crate::store::{stored_message, DM_LAST, ROOM_LAST};
+
+/// One PostgreSQL connection with the writer's statements prepared: the
+/// batch insert and the id reservation. Public so benchmarks measure the
+/// very statement the writers run.
+pub struct BatchInserter {
+    client: Client,
+    insert: Statement,
+    next_ids: Statement,
+    by_client_id: Statement,
+}
+
+/// What a cluster-mode batch transaction decided, kept until its commit is
+/// known to have happened (a lost commit answer is resolved with
+/// `txid_status`, never by inserting again).
+#[derive(Debug, Clone)]
+pub struct ClusterOutcome {
+    /// The transaction, for `txid_status`.
+    pub xid: i64,
+    /// Ids given to the batch's rows, in batch order.
+    pub ids: Vec<i64>,
+    /// Each row's predecessors (see [`Committed::prev`](crate::cluster::Committed::prev)); `[0, 0]` for rows not stored.
+    pub prevs: Vec<[i64; 2]>,
+    /// Rows not stored (their `client_id` was), with what was stored under it.
+    pub fates: Vec<Fate>,
+    /// The batch's timestamp.
+    pub at: DateTime<Utc>,
+}
+
+const TXID: &str = "SELECT txid_current()::int8";
+const TXID_STATUS: &str = "SELECT txid_status($1::int8)";
+const LOCK_ROOMS: &str =
+    "SELECT name FROM rooms WHERE name = ANY($1::text[]) ORDER BY name FOR NO KEY UPDATE";
+const LOCK_USERS: &str =
+    "SELECT id FROM users WHERE id = ANY($1::int8[]) ORDER BY id FOR NO KEY UPDATE";
+
+impl BatchInserter {
+    /// Connects (driving the connection on the current runtime) and prepares.
+    pub async fn connect(database_url: &str) -> Result<BatchInserter, tokio_postgres::Error> {
+        let mut cfg: tokio_postgres::Config = database_url.parse()?;
+        cfg.connect_timeout(Duration::from_secs(2));
+        cfg.application_name("chat_server writer");
+        let (client, connection) = cfg.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "writer connection ended");
+            }
+        });
+        let (insert, next_ids, by_client_id) = tokio::try_join!(
+            client.prepare(INSERT),
+            client.prepare(NEXT_IDS),
+            client.prepare(BY_CLIENT_ID)
+        )?;
+        Ok(BatchInserter {
+            client,
+            insert,
+            next_ids,
+            by_client_id,
+        })
+    }
+
+    /// Sets `synchronous_commit` for this connection's commits. Off, a
+    /// commit returns before its WAL is flushed: lower latency, but a
+    /// PostgreSQL or OS crash may lose the last fraction of a second of
+    /// acknowledged messages (a crash of this server loses nothing either way).
+    pub async fn set_synchronous_commit(&self, on: bool) -> Result<(), tokio_postgres::Error> {
+        let value = if on { "on" } else { "off" };
+        self.client
+            .batch_execute(&format!("SET synchronous_commit = {value}"))
+            .await
+    }
+
+    /// True once the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Reserves `n` fresh ids from `messages_id_seq`, ascending.
+    pub async fn reserve_ids(&self, n: usize) -> Result<Vec<i64>, tokio_postgres::Error> {
+        let want = i64::try_from(n).unwrap_or(i64::MAX);
+        let rows = self.client.query(&self.next_ids, &[&want]).await?;
+        let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Inserts `batch` with the given ids and time in one statement (one
+    /// transaction). Rows whose id is already stored are skipped, which
+    /// makes a retry after an unknown outcome safe; so are rows whose
+    /// (sender, `client_id`) is already stored. Returns the rows inserted.
+    pub async fn insert(
+        &self,
+        batch: &[PersistRequest],
+        ids: &[i64],
+        at: DateTime<Utc>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let (from, to, room, content, client_id) = columns(batch);
+        self.client
+            .execute(
+                &self.insert,
+                &[&ids, &from, &to, &room, &content, &at, &client_id],
+            )
+            .await
+    }
+
+    /// Cluster mode: stores the batch in one transaction that locks its
+    /// rooms and its DM users (sorted: rooms by name, then users by id, so
+    /// concurrent batches on any node cannot deadlock), reads each stream's
+    /// last id, takes ids from the sequence *inside* the lock and inserts.
+    /// Within a stream, ids therefore increase in commit order across every
+    /// node, and each row's predecessor is exact. `pending` is set just
+    /// before the commit is sent: if its answer is lost, the caller asks
+    /// [`resolve`](Self::resolve) instead of inserting again.
+    pub async fn commit_cluster(
+        &mut self,
+        batch: &[PersistRequest],
+        pending: &mut Option<ClusterOutcome>,
+    ) -> Result<ClusterOutcome, tokio_postgres::Error> {
+        let mut rooms: Vec<&str> = Vec::new();
+        let mut users: Vec<UserId> = Vec::new();
+        for r in batch {
+            match &r.target {
+                Target::Room(name) => rooms.push(name),
+                Target::User(to) => {
+                    users.push(r.from);
+                    users.push(*to);
+                }
+            }
+        }
+        rooms.sort_unstable();
+        rooms.dedup();
+        users.sort_unstable();
+        users.dedup();
+        let tx = self.client.transaction().await?;
+        let xid: i64 = tx.query_one(TXID, &[]).await?.get(0);
+        if !rooms.is_empty() {
+            tx.query(LOCK_ROOMS, &[&rooms]).await?;
+        }
+        if !users.is_empty() {
+            tx.query(LOCK_USERS, &[&users]).await?;
+        }
+        // Read after the locks: every earlier commit of these streams is visible.
+        let mut room_last: HashMap<String, i64> = if rooms.is_empty() {
+            Default::default()
+        } else {
+            tx.query(ROOM_LAST, &[&rooms])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        };
+        let mut user_last: HashMap<UserId, i64> = if users.is_empty() {
+            Default::default()
+        } else {
+            tx.query(DM_LAST, &[&users])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        };
+        let want = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+        let mut ids: Vec<i64> = tx
+            .query(&self.next_ids, &[&want])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        ids.sort_unstable();
+        let at = Utc::now().trunc_subsecs(6);
+        let (from, to, room, content, client_id) = columns(batch);
+        let inserted: HashSet<i64> = tx
+            .query(
+                INSERT_RETURNING,
+                &[&ids, &from, &to, &room, &content, &at, &client_id],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut fates_out = Vec::new();
+        if inserted.len() < batch.len() {
+            let keys: Vec<(UserId, &str)> = batch
+                .iter()
+                .filter_map(|r| r.client_id.as_deref().map(|c| (r.from, c)))
+                .collect();
+            let from: Vec<UserId> = keys.iter().map(|k| k.0).collect();
+            let cids: Vec<&str> = keys.iter().map(|k| k.1).collect();
+            let found: Vec<(StoredMessage, String)> = tx
+                .query(&self.by_client_id, &[&from, &cids])
+                .await?
+                .iter()
+                .map(|r| (stored_message(r), r.get::<_, String>(7)))
+                .collect();
+            fates_out = fates(batch, &ids, found);
+        }
+        // Chain each stored row to its stream's previous message.
+        let mut prevs = Vec::with_capacity(batch.len());
+        for (r, id) in batch.iter().zip(&ids) {
+            if !inserted.contains(id) {
+                prevs.push([0, 0]);
+                continue;
+            }
+            match &r.target {
+                Target::Room(name) => {
+                    let last = room_last.entry(name.to_string()).or_insert(0);
+                    prevs.push([*last, *last]);
+                    *last = *id;
+                }
+                Target::User(to) => {
+                    let p_from = *user_last.get(&r.from).unwrap_or(&0);
+                    user_last.insert(r.from, *id);
+                    let p_to = if *to == r.from {
+                        p_from
+                    } else {
+                        let p = *user_last.get(to).unwrap_or(&0);
+                        user_last.insert(*to, *id);
+                        p
+                    };
+                    prevs.push([p_from, p_to]);
+                }
+            }
+        }
+        let outcome = ClusterOutcome {
+            xid,
+            ids,
+            prevs,
+            fates: fates_out,
+            at,
+        };
+        *pending = Some(outcome.clone());
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Whether a transaction whose commit answer was lost committed:
+    /// `Some(true)` committed, `Some(false)` aborted (or unknown to the
+    /// server: never committed), `None` still running.
+    pub async fn resolve(&self, xid: i64) -> Result<Option<bool>, tokio_postgres::Error> {
+        let status: Option<String> = self.client.query_one(TXID_STATUS, &[&xid]).await?.get(0);
+        Ok(match status.as_deref() {
+            Some("committed") => Some(true),
+            Some("in progress") => None,
+            _ => Some(false),
+        })
+    }
+
+    /// The stored messages of these (sender, `client_id`) pairs.
+    pub async fn by_client_id(
+        &self,
+        keys: &[(UserId, &str)],
+    ) -> Result<Vec<(StoredMessage, String)>, tokio_postgres::Error> {
+        let from: Vec<UserId> = keys.iter().map(|k| k.0).collect();
+        let ids: Vec<&str> = keys.iter().map(|k| k.1).collect();
+        let rows = self
+            .client
+            .query(&self.by_client_id, &[&from, &ids])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (stored_message(r), r.get::<_, String>(7)))
+            .collect())
+    }
+}
+
+const INSERT: &str = "INSERT INTO messages \
+          (id, from_user, to_user, room, content, \"timestamp\", client_id) \
+     SELECT u.id, u.from_user, u.to_user, u.room, u.content, $6, u.client_id \
+     FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $7::text[]) \
+          AS u(id, from_user, to_user, room, content, client_id) \
+     ON CONFLICT DO NOTHING";
+const INSERT_RETURNING: &str = "INSERT INTO messages \
+          (id, from_user, to_user, room, content, \"timestamp\", client_id) \
+     SELECT u.id, u.from_user, u.to_user, u.room, u.content, $6, u.client_id \
+     FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $7::text[]) \
+          AS u(id, from_user, to_user, room, content, client_id) \
+     ON CONFLICT DO NOTHING RETURNING id";
+const BY_CLIENT_ID: &str = "SELECT m.id, m.from_user, u.username, m.content, m.\"timestamp\", \
+            m.room, m.to_user, m.client_id \
+     FROM messages m JOIN users u ON u.id = m.from_user \
+     WHERE (m.from_user, m.client_id) IN (SELECT * FROM UNNEST($1::int8[], $2::text[]))";
+const NEXT_IDS: &str = "SELECT nextval('messages_id_seq')::int8 FROM generate_series(1, $1::int8)";
