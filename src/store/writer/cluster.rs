@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info_span, warn, Instrument};
 
-use super::batch::{take_expired, Fate};
+use super::batch::take_expired;
 use super::{ClusterOutcome, PersistRequest, Writer, STUCK_CONNECTION};
 use crate::store::is_transient;
 
@@ -60,26 +60,14 @@ impl Writer {
                     .instrument(span.clone())
                     .await;
             let err = match attempt {
-                Ok(Ok(outcome)) => {
-                    self.set_healthy(true);
-                    let m = self.metrics();
-                    let skipped = outcome
-                        .fates
-                        .iter()
-                        .filter(|f| !matches!(f, Fate::Stored))
-                        .count();
-                    m.persisted.add((batch.len() - skipped) as u64);
-                    m.batch_size.observe(batch.len() as f64);
-                    m.commit_seconds.observe_duration(started.elapsed());
-                    let ClusterOutcome {
-                        ids,
-                        prevs,
-                        fates,
-                        at,
-                        ..
-                    } = outcome;
-                    self.publish(batch.drain(..).zip(ids), fates, at, &prevs)
-                        .await;
+                Ok(Ok(ClusterOutcome {
+                    ids,
+                    prevs,
+                    fates,
+                    at,
+                    ..
+                })) => {
+                    self.committed(batch, ids, fates, at, &prevs, started).await;
                     break;
                 }
                 Ok(Err(e)) => {

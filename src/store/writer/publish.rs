@@ -3,6 +3,7 @@
 //! sender whose message was not stored, an error.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tracing::warn;
@@ -16,10 +17,35 @@ use crate::protocol::{
 use crate::router::{Origin, OwnCopy, Sent, ShardEvent};
 
 impl Writer {
+    /// The success arm of both retry loops: the batch is committed with
+    /// `ids` (in batch order) at `at`. Marks the writer healthy, counts the
+    /// rows stored now (not retried `client_id`s nor lost rows), the batch
+    /// and its time since `started`, then publishes it (`prevs`: each row's
+    /// predecessors in cluster mode, empty in single-node mode).
+    pub(super) async fn committed(
+        &self,
+        batch: &mut Vec<PersistRequest>,
+        ids: Vec<i64>,
+        fates: Vec<Fate>,
+        at: DateTime<Utc>,
+        prevs: &[[i64; 2]],
+        started: Instant,
+    ) {
+        self.set_healthy(true);
+        let m = self.metrics();
+        // Retried client_ids and lost rows were not stored now.
+        let skipped = fates.iter().filter(|f| !matches!(f, Fate::Stored)).count();
+        m.persisted.add((batch.len() - skipped) as u64);
+        m.batch_size.observe(batch.len() as f64);
+        m.commit_seconds.observe_duration(started.elapsed());
+        self.publish(batch.drain(..).zip(ids), fates, at, prevs)
+            .await;
+    }
+
     /// Encodes each committed message once and hands it to the router (in
     /// cluster mode, to the cluster link, with its predecessors `prevs`);
     /// a retried `client_id` gets its original back, to its sender only.
-    pub(super) async fn publish(
+    async fn publish(
         &self,
         committed: impl Iterator<Item = (PersistRequest, i64)>,
         fates: Vec<Fate>,

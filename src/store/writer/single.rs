@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use chrono::{SubsecRound, Utc};
 use tracing::{debug, info_span, Instrument};
 
-use super::batch::{fates, take_expired, Assigned, Fate};
+use super::batch::{take_expired, Assigned, Fate};
 use super::{PersistRequest, Writer, STUCK_CONNECTION};
-use crate::protocol::UserId;
 use crate::store::is_transient;
 
 impl Writer {
@@ -45,18 +44,9 @@ impl Writer {
             .await;
             let err = match attempt {
                 Ok(Ok(fates)) => {
-                    self.set_healthy(true);
-                    let m = self.metrics();
-                    // Retried client_ids and lost rows were not stored now.
-                    let skipped = fates.iter().filter(|f| !matches!(f, Fate::Stored)).count();
-                    m.persisted.add((batch.len() - skipped) as u64);
-                    m.batch_size.observe(batch.len() as f64);
-                    m.commit_seconds.observe_duration(started.elapsed());
-                    let _e = span.enter();
-                    debug!(elapsed = ?started.elapsed(), "batch committed");
-                    drop(_e);
+                    span.in_scope(|| debug!(elapsed = ?started.elapsed(), "batch committed"));
                     let Assigned { ids, at } = assigned.take().expect("assigned before commit");
-                    self.publish(batch.drain(..).zip(ids), fates, at, &[]).await;
+                    self.committed(batch, ids, fates, at, &[], started).await;
                     break;
                 }
                 Ok(Err(e)) => {
@@ -116,11 +106,6 @@ impl Writer {
             // very batch (only an id conflict can skip a row without a client_id).
             return Ok(Vec::new());
         }
-        let keys: Vec<(UserId, &str)> = batch
-            .iter()
-            .filter_map(|r| r.client_id.as_deref().map(|c| (r.from, c)))
-            .collect();
-        let found = db.by_client_id(&keys).await?;
-        Ok(fates(batch, ids, found))
+        db.fates(batch, ids).await
     }
 }

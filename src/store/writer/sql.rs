@@ -8,12 +8,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, GenericClient, NoTls, Statement};
 use tracing::debug;
 
 use super::batch::{columns, fates, Fate};
 use super::PersistRequest;
-use crate::protocol::{StoredMessage, Target, UserId};
+use crate::protocol::{Target, UserId};
 use crate::store::{stored_message, DM_LAST, ROOM_LAST};
 
 /// One PostgreSQL connection with the writer's statements prepared: the
@@ -195,19 +195,7 @@ impl BatchInserter {
             .collect();
         let mut fates_out = Vec::new();
         if inserted.len() < batch.len() {
-            let keys: Vec<(UserId, &str)> = batch
-                .iter()
-                .filter_map(|r| r.client_id.as_deref().map(|c| (r.from, c)))
-                .collect();
-            let from: Vec<UserId> = keys.iter().map(|k| k.0).collect();
-            let cids: Vec<&str> = keys.iter().map(|k| k.1).collect();
-            let found: Vec<(StoredMessage, String)> = tx
-                .query(&self.by_client_id, &[&from, &cids])
-                .await?
-                .iter()
-                .map(|r| (stored_message(r), r.get::<_, String>(7)))
-                .collect();
-            fates_out = fates(batch, &ids, found);
+            fates_out = fates_by_client_id(&tx, &self.by_client_id, batch, &ids).await?;
         }
         // Chain each stored row to its stream's previous message.
         let mut prevs = Vec::with_capacity(batch.len());
@@ -260,22 +248,38 @@ impl BatchInserter {
         })
     }
 
-    /// The stored messages of these (sender, `client_id`) pairs.
-    pub async fn by_client_id(
+    /// What became of each row of `batch`, given `ids` by an insert that
+    /// skipped rows: looks its `client_id`s up (see [`Fate`]).
+    pub async fn fates(
         &self,
-        keys: &[(UserId, &str)],
-    ) -> Result<Vec<(StoredMessage, String)>, tokio_postgres::Error> {
-        let from: Vec<UserId> = keys.iter().map(|k| k.0).collect();
-        let ids: Vec<&str> = keys.iter().map(|k| k.1).collect();
-        let rows = self
-            .client
-            .query(&self.by_client_id, &[&from, &ids])
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (stored_message(r), r.get::<_, String>(7)))
-            .collect())
+        batch: &[PersistRequest],
+        ids: &[i64],
+    ) -> Result<Vec<Fate>, tokio_postgres::Error> {
+        fates_by_client_id(&self.client, &self.by_client_id, batch, ids).await
     }
+}
+
+/// The one `client_id` lookup, on the writer's connection (single-node
+/// mode) or inside its batch transaction (cluster mode): finds what is
+/// stored under the batch's (sender, `client_id`) pairs and tells each row's
+/// [`Fate`]. `by_client_id` is [`BY_CLIENT_ID`] prepared on that connection.
+async fn fates_by_client_id(
+    client: &impl GenericClient,
+    by_client_id: &Statement,
+    batch: &[PersistRequest],
+    ids: &[i64],
+) -> Result<Vec<Fate>, tokio_postgres::Error> {
+    let (from, client_ids): (Vec<UserId>, Vec<&str>) = batch
+        .iter()
+        .filter_map(|r| r.client_id.as_deref().map(|c| (r.from, c)))
+        .unzip();
+    let found = client
+        .query(by_client_id, &[&from, &client_ids])
+        .await?
+        .iter()
+        .map(|r| (stored_message(r), r.get::<_, String>(7)))
+        .collect();
+    Ok(fates(batch, ids, found))
 }
 
 const INSERT: &str = "INSERT INTO messages \
