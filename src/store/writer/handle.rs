@@ -61,11 +61,6 @@ impl Writers {
         })
     }
 
-    /// Messages waiting in all writer queues.
-    pub fn queued(&self) -> usize {
-        self.queues.iter().map(|q| q.len()).sum()
-    }
-
     /// Messages waiting in each writer's queue, in writer order.
     pub fn queue_depths(&self) -> Vec<usize> {
         self.queues.iter().map(|q| q.len()).collect()
