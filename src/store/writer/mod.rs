@@ -102,6 +102,10 @@ pub struct WriterPool {
 
 /// Starts `count` writer threads publishing through `router` or, in
 /// cluster mode, handing committed messages to the cluster `link`.
+///
+/// Returns once every writer has built its runtime. Fails if a thread could
+/// not be started or its runtime could not be built; the writers already
+/// started are then stopped (and joined) first.
 pub fn spawn(
     count: usize,
     settings: WriterSettings,
@@ -110,8 +114,10 @@ pub fn spawn(
 ) -> std::io::Result<(Writers, WriterPool)> {
     let stop = Arc::new(AtomicBool::new(false));
     let healthy: Arc<[AtomicBool]> = (0..count).map(|_| AtomicBool::new(false)).collect();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut queues = Vec::with_capacity(count);
     let mut threads = Vec::with_capacity(count);
+    let mut started = Ok(());
     for index in 0..count {
         let (tx, rx) = mailbox(settings.queue);
         queues.push(tx);
@@ -126,24 +132,40 @@ pub fn spawn(
             db: None,
             ids: VecDeque::new(),
         };
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("writer-{index}"))
-                .spawn(move || writer.run_on_own_runtime())?,
-        );
+        let ready = ready_tx.clone();
+        match std::thread::Builder::new()
+            .name(format!("writer-{index}"))
+            .spawn(move || writer.run_on_own_runtime(ready))
+        {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                started = Err(e);
+                break;
+            }
+        }
+    }
+    drop(ready_tx);
+    // Each started thread answers once, when its runtime is built (or not).
+    for _ in 0..threads.len() {
+        if started.is_err() {
+            break;
+        }
+        started = match ready_rx.recv() {
+            Ok(answer) => answer,
+            Err(_) => Err(std::io::Error::other("a writer thread exited")),
+        };
     }
     let queues: Arc<[_]> = queues.into();
-    Ok((
-        Writers {
-            queues: queues.clone(),
-            healthy,
-        },
-        WriterPool {
-            threads,
-            stop,
-            queues,
-        },
-    ))
+    let pool = WriterPool {
+        threads,
+        stop,
+        queues: queues.clone(),
+    };
+    if let Err(e) = started {
+        pool.stop_and_join();
+        return Err(e);
+    }
+    Ok((Writers { queues, healthy }, pool))
 }
 
 impl WriterPool {
@@ -182,12 +204,22 @@ struct Writer {
 const STUCK_CONNECTION: Duration = Duration::from_secs(1);
 
 impl Writer {
-    /// The thread's body: builds its runtime and runs [`run`](Self::run) on it.
-    fn run_on_own_runtime(self) {
-        let rt = tokio::runtime::Builder::new_current_thread()
+    /// The thread's body: builds its runtime, tells `ready` whether that
+    /// worked (as shards do), and runs [`run`](Self::run) on it.
+    fn run_on_own_runtime(self, ready: std::sync::mpsc::Sender<std::io::Result<()>>) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("writer runtime");
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let error = format!("writer {}: runtime: {e}", self.index);
+                let _ = ready.send(Err(std::io::Error::new(e.kind(), error)));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        drop(ready);
         let span = info_span!("writer", index = self.index);
         rt.block_on(self.run().instrument(span));
     }
