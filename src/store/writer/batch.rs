@@ -1,8 +1,9 @@
 //! Pure helpers over a batch of [`PersistRequest`]s: the insert's column
-//! arrays, what became of each row, and the rows whose deadline passed.
+//! arrays, what became of each row, the rows whose deadline passed and, in
+//! cluster mode, the streams a batch locks and each row's predecessors.
 //! Nothing here touches the database or the clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -92,6 +93,69 @@ pub(super) fn fates(
             },
         })
         .collect()
+}
+
+/// Cluster mode: the streams a batch writes, in the order its transaction
+/// locks them: rooms sorted by name, then users (both ends of each DM)
+/// sorted by id, each once.
+pub(super) fn streams(batch: &[PersistRequest]) -> (Vec<&str>, Vec<UserId>) {
+    let mut rooms: Vec<&str> = Vec::new();
+    let mut users: Vec<UserId> = Vec::new();
+    for r in batch {
+        match &r.target {
+            Target::Room(name) => rooms.push(name),
+            Target::User(to) => {
+                users.push(r.from);
+                users.push(*to);
+            }
+        }
+    }
+    rooms.sort_unstable();
+    rooms.dedup();
+    users.sort_unstable();
+    users.dedup();
+    (rooms, users)
+}
+
+/// Cluster mode: chains each stored row to its stream's previous message,
+/// given each stream's last id before the batch (absent: 0). A room
+/// message gets `[prev, prev]`, a DM `[prev_from, prev_to]` (see
+/// [`Committed::prev`](crate::cluster::Committed::prev)); a row not
+/// `inserted` gets `[0, 0]` and moves no stream on.
+pub(super) fn predecessors(
+    batch: &[PersistRequest],
+    ids: &[i64],
+    inserted: &HashSet<i64>,
+    mut room_last: HashMap<String, i64>,
+    mut user_last: HashMap<UserId, i64>,
+) -> Vec<[i64; 2]> {
+    let mut prevs = Vec::with_capacity(batch.len());
+    for (r, id) in batch.iter().zip(ids) {
+        if !inserted.contains(id) {
+            prevs.push([0, 0]);
+            continue;
+        }
+        match &r.target {
+            Target::Room(name) => {
+                let last = room_last.entry(name.to_string()).or_insert(0);
+                prevs.push([*last, *last]);
+                *last = *id;
+            }
+            Target::User(to) => {
+                let p_from = *user_last.get(&r.from).unwrap_or(&0);
+                user_last.insert(r.from, *id);
+                let p_to = if *to == r.from {
+                    p_from
+                } else {
+                    let p = *user_last.get(to).unwrap_or(&0);
+                    user_last.insert(*to, *id);
+                    p
+                };
+                prevs.push([p_from, p_to]);
+            }
+        }
+    }
+    prevs
 }
 
 /// Removes the requests whose deadline passed (and their ids, if assigned).
@@ -202,5 +266,47 @@ mod tests {
         assert_eq!(batch.len(), 1);
         assert_eq!(batch[0].enqueued, t0 + Duration::from_secs(2));
         assert_eq!(assigned.unwrap().ids, vec![11]);
+    }
+
+    #[test]
+    fn cluster_rows_chain_to_their_streams_previous_message() {
+        let t0 = Instant::now();
+        let send = |target: Target, from: UserId| PersistRequest {
+            target,
+            from,
+            ..request(t0)
+        };
+        let room = |name: &str| Target::Room(Arc::from(name));
+        let batch = vec![
+            send(room("b"), 2),
+            send(room("a"), 1),
+            send(Target::User(2), 1),
+            send(room("a"), 3),
+            send(room("a"), 2),
+            send(Target::User(3), 2),
+            send(Target::User(3), 3),
+        ];
+        let (rooms, users) = streams(&batch);
+        assert_eq!(rooms, ["a", "b"]);
+        assert_eq!(users, [1, 2, 3]);
+
+        let ids = [10, 11, 12, 13, 14, 15, 16];
+        // Row 13 was not inserted (a retried client_id).
+        let inserted: HashSet<i64> = [10, 11, 12, 14, 15, 16].into();
+        let room_last = HashMap::from([("a".to_string(), 5)]);
+        let user_last = HashMap::from([(2, 7)]);
+        let prevs = predecessors(&batch, &ids, &inserted, room_last, user_last);
+        assert_eq!(
+            prevs,
+            [
+                [0, 0],   // first message of room b
+                [5, 5],   // room a's last stored message
+                [0, 7],   // user 1's first DM; user 2's last stored one
+                [0, 0],   // not inserted: chained to nothing
+                [11, 11], // follows 11, not the skipped 13
+                [12, 0],  // user 2's DM 12; user 3's first
+                [15, 15], // a DM to oneself: one stream
+            ]
+        );
     }
 }

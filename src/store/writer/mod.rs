@@ -42,8 +42,10 @@
 //! - `handle`: what shards use: [`PersistRequest`], [`SubmitError`],
 //!   [`Writers`], [`writer_for`].
 //! - `batch`: pure helpers over a batch: the insert's columns, [`Fate`],
-//!   expired rows.
-//! - `sql`: [`BatchInserter`], the statements, [`ClusterOutcome`].
+//!   expired rows, a cluster batch's streams and predecessors.
+//! - `sql`: [`BatchInserter`] and its statements: the single-node insert,
+//!   the cluster transaction ([`ClusterOutcome`]) and its resolution, one
+//!   `client_id` lookup for both.
 //! - `single`: single-node mode's retry loop.
 //! - `cluster`: cluster mode's retry loop.
 //! - `publish`: after a batch: publishing what was committed, refusing what

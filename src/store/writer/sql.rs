@@ -5,20 +5,22 @@
 //! commit answer is resolved with [`BatchInserter::resolve`].
 
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use tokio_postgres::{Client, GenericClient, NoTls, Statement};
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{Client, GenericClient, NoTls, Statement, Transaction};
 use tracing::debug;
 
-use super::batch::{columns, fates, Fate};
+use super::batch::{columns, fates, predecessors, streams, Fate};
 use super::PersistRequest;
-use crate::protocol::{Target, UserId};
+use crate::protocol::UserId;
 use crate::store::{stored_message, DM_LAST, ROOM_LAST};
 
 /// One PostgreSQL connection with the writer's statements prepared: the
-/// batch insert and the id reservation. Public so benchmarks measure the
-/// very statement the writers run.
+/// batch insert, the id reservation and the `client_id` lookup. Public so
+/// benchmarks and tests run the very statements the writers run.
 pub struct BatchInserter {
     client: Client,
     insert: Statement,
@@ -35,7 +37,9 @@ pub struct ClusterOutcome {
     pub xid: i64,
     /// Ids given to the batch's rows, in batch order.
     pub ids: Vec<i64>,
-    /// Each row's predecessors (see [`Committed::prev`](crate::cluster::Committed::prev)); `[0, 0]` for rows not stored.
+    /// Each row's predecessors (see
+    /// [`Committed::prev`](crate::cluster::Committed::prev)); `[0, 0]` for
+    /// rows not stored.
     pub prevs: Vec<[i64; 2]>,
     /// Rows not stored (their `client_id` was), with what was stored under it.
     pub fates: Vec<Fate>,
@@ -43,10 +47,40 @@ pub struct ClusterOutcome {
     pub at: DateTime<Utc>,
 }
 
+/// The batch insert from column arrays, skipping rows already stored (by
+/// id or by sender and `client_id`), followed by `$tail`.
+macro_rules! insert_unnest {
+    ($tail:literal) => {
+        concat!(
+            "INSERT INTO messages \
+                  (id, from_user, to_user, room, content, \"timestamp\", client_id) \
+             SELECT u.id, u.from_user, u.to_user, u.room, u.content, $6, u.client_id \
+             FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $7::text[]) \
+                  AS u(id, from_user, to_user, room, content, client_id) \
+             ON CONFLICT DO NOTHING",
+            $tail
+        )
+    };
+}
+/// Single-node mode's insert; the ids were reserved beforehand.
+const INSERT: &str = insert_unnest!("");
+/// Cluster mode's insert, which tells which rows it stored.
+const INSERT_RETURNING: &str = insert_unnest!(" RETURNING id");
+/// What is stored under these (sender, `client_id`) pairs, with the `client_id`.
+const BY_CLIENT_ID: &str = "SELECT m.id, m.from_user, u.username, m.content, m.\"timestamp\", \
+            m.room, m.to_user, m.client_id \
+     FROM messages m JOIN users u ON u.id = m.from_user \
+     WHERE (m.from_user, m.client_id) IN (SELECT * FROM UNNEST($1::int8[], $2::text[]))";
+/// `$1` fresh ids from the sequence.
+const NEXT_IDS: &str = "SELECT nextval('messages_id_seq')::int8 FROM generate_series(1, $1::int8)";
+/// Cluster mode: the batch transaction's id, kept to resolve a lost commit answer.
 const TXID: &str = "SELECT txid_current()::int8";
+/// Cluster mode: whether that transaction committed.
 const TXID_STATUS: &str = "SELECT txid_status($1::int8)";
+/// Cluster mode: locks the batch's rooms, by name.
 const LOCK_ROOMS: &str =
     "SELECT name FROM rooms WHERE name = ANY($1::text[]) ORDER BY name FOR NO KEY UPDATE";
+/// Cluster mode: locks the batch's DM users (after its rooms), by id.
 const LOCK_USERS: &str =
     "SELECT id FROM users WHERE id = ANY($1::int8[]) ORDER BY id FOR NO KEY UPDATE";
 
@@ -93,11 +127,7 @@ impl BatchInserter {
 
     /// Reserves `n` fresh ids from `messages_id_seq`, ascending.
     pub async fn reserve_ids(&self, n: usize) -> Result<Vec<i64>, tokio_postgres::Error> {
-        let want = i64::try_from(n).unwrap_or(i64::MAX);
-        let rows = self.client.query(&self.next_ids, &[&want]).await?;
-        let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-        ids.sort_unstable();
-        Ok(ids)
+        draw_ids(&self.client, &self.next_ids, n).await
     }
 
     /// Inserts `batch` with the given ids and time in one statement (one
@@ -132,21 +162,7 @@ impl BatchInserter {
         batch: &[PersistRequest],
         pending: &mut Option<ClusterOutcome>,
     ) -> Result<ClusterOutcome, tokio_postgres::Error> {
-        let mut rooms: Vec<&str> = Vec::new();
-        let mut users: Vec<UserId> = Vec::new();
-        for r in batch {
-            match &r.target {
-                Target::Room(name) => rooms.push(name),
-                Target::User(to) => {
-                    users.push(r.from);
-                    users.push(*to);
-                }
-            }
-        }
-        rooms.sort_unstable();
-        rooms.dedup();
-        users.sort_unstable();
-        users.dedup();
+        let (rooms, users) = streams(batch);
         let tx = self.client.transaction().await?;
         let xid: i64 = tx.query_one(TXID, &[]).await?.get(0);
         if !rooms.is_empty() {
@@ -156,32 +172,9 @@ impl BatchInserter {
             tx.query(LOCK_USERS, &[&users]).await?;
         }
         // Read after the locks: every earlier commit of these streams is visible.
-        let mut room_last: HashMap<String, i64> = if rooms.is_empty() {
-            Default::default()
-        } else {
-            tx.query(ROOM_LAST, &[&rooms])
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect()
-        };
-        let mut user_last: HashMap<UserId, i64> = if users.is_empty() {
-            Default::default()
-        } else {
-            tx.query(DM_LAST, &[&users])
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect()
-        };
-        let want = i64::try_from(batch.len()).unwrap_or(i64::MAX);
-        let mut ids: Vec<i64> = tx
-            .query(&self.next_ids, &[&want])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        ids.sort_unstable();
+        let room_last = last_ids(&tx, ROOM_LAST, &rooms).await?;
+        let user_last = last_ids(&tx, DM_LAST, &users).await?;
+        let ids = draw_ids(&tx, &self.next_ids, batch.len()).await?;
         let at = Utc::now().trunc_subsecs(6);
         let (from, to, room, content, client_id) = columns(batch);
         let inserted: HashSet<i64> = tx
@@ -197,33 +190,7 @@ impl BatchInserter {
         if inserted.len() < batch.len() {
             fates_out = fates_by_client_id(&tx, &self.by_client_id, batch, &ids).await?;
         }
-        // Chain each stored row to its stream's previous message.
-        let mut prevs = Vec::with_capacity(batch.len());
-        for (r, id) in batch.iter().zip(&ids) {
-            if !inserted.contains(id) {
-                prevs.push([0, 0]);
-                continue;
-            }
-            match &r.target {
-                Target::Room(name) => {
-                    let last = room_last.entry(name.to_string()).or_insert(0);
-                    prevs.push([*last, *last]);
-                    *last = *id;
-                }
-                Target::User(to) => {
-                    let p_from = *user_last.get(&r.from).unwrap_or(&0);
-                    user_last.insert(r.from, *id);
-                    let p_to = if *to == r.from {
-                        p_from
-                    } else {
-                        let p = *user_last.get(to).unwrap_or(&0);
-                        user_last.insert(*to, *id);
-                        p
-                    };
-                    prevs.push([p_from, p_to]);
-                }
-            }
-        }
+        let prevs = predecessors(batch, &ids, &inserted, room_last, user_last);
         let outcome = ClusterOutcome {
             xid,
             ids,
@@ -259,6 +226,44 @@ impl BatchInserter {
     }
 }
 
+/// Draws `n` fresh ids from `messages_id_seq`, ascending: a block reserved
+/// ahead (single-node mode) or a batch's ids inside its transaction
+/// (cluster mode). `next_ids` is [`NEXT_IDS`] prepared on that connection.
+async fn draw_ids(
+    client: &impl GenericClient,
+    next_ids: &Statement,
+    n: usize,
+) -> Result<Vec<i64>, tokio_postgres::Error> {
+    let want = i64::try_from(n).unwrap_or(i64::MAX);
+    let rows = client.query(next_ids, &[&want]).await?;
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Cluster mode: each stream's last stored id (`query`: [`ROOM_LAST`] for
+/// rooms, [`DM_LAST`] for users), read inside the batch transaction after
+/// its locks; nothing is asked for no streams.
+async fn last_ids<K, T>(
+    tx: &Transaction<'_>,
+    query: &str,
+    streams: &[T],
+) -> Result<HashMap<K, i64>, tokio_postgres::Error>
+where
+    K: for<'a> FromSql<'a> + Eq + Hash,
+    T: ToSql + Sync,
+{
+    if streams.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(tx
+        .query(query, &[&streams])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
 /// The one `client_id` lookup, on the writer's connection (single-node
 /// mode) or inside its batch transaction (cluster mode): finds what is
 /// stored under the batch's (sender, `client_id`) pairs and tells each row's
@@ -281,21 +286,3 @@ async fn fates_by_client_id(
         .collect();
     Ok(fates(batch, ids, found))
 }
-
-const INSERT: &str = "INSERT INTO messages \
-          (id, from_user, to_user, room, content, \"timestamp\", client_id) \
-     SELECT u.id, u.from_user, u.to_user, u.room, u.content, $6, u.client_id \
-     FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $7::text[]) \
-          AS u(id, from_user, to_user, room, content, client_id) \
-     ON CONFLICT DO NOTHING";
-const INSERT_RETURNING: &str = "INSERT INTO messages \
-          (id, from_user, to_user, room, content, \"timestamp\", client_id) \
-     SELECT u.id, u.from_user, u.to_user, u.room, u.content, $6, u.client_id \
-     FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $7::text[]) \
-          AS u(id, from_user, to_user, room, content, client_id) \
-     ON CONFLICT DO NOTHING RETURNING id";
-const BY_CLIENT_ID: &str = "SELECT m.id, m.from_user, u.username, m.content, m.\"timestamp\", \
-            m.room, m.to_user, m.client_id \
-     FROM messages m JOIN users u ON u.id = m.from_user \
-     WHERE (m.from_user, m.client_id) IN (SELECT * FROM UNNEST($1::int8[], $2::text[]))";
-const NEXT_IDS: &str = "SELECT nextval('messages_id_seq')::int8 FROM generate_series(1, $1::int8)";
