@@ -48,8 +48,8 @@
 //!   `client_id` lookup for both.
 //! - `single`: single-node mode's retry loop.
 //! - `cluster`: cluster mode's retry loop.
-//! - `publish`: after a batch: publishing what was committed, refusing what
-//!   was not.
+//! - `publish`: after a batch: the success arm both loops share (metrics,
+//!   then publishing what was committed), and refusing what was not stored.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
