@@ -1,0 +1,288 @@
+//! The writer's SQL: [`BatchInserter`], one PostgreSQL connection with the
+//! writer's statements prepared. Single-node mode inserts a batch with ids
+//! reserved beforehand ([`BatchInserter::insert`]); cluster mode stores it in
+//! one locking transaction ([`BatchInserter::commit_cluster`]) whose lost
+//! commit answer is resolved with [`BatchInserter::resolve`].
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{Client, GenericClient, NoTls, Statement, Transaction};
+use tracing::debug;
+
+use super::batch::{columns, fates, predecessors, streams, Fate};
+use super::PersistRequest;
+use crate::protocol::UserId;
+use crate::store::{stored_message, DM_LAST, ROOM_LAST};
+
+/// One PostgreSQL connection with the writer's statements prepared: the
+/// batch insert, the id reservation and the `client_id` lookup. Public so
+/// benchmarks and tests run the very statements the writers run.
+pub struct BatchInserter {
+    client: Client,
+    insert: Statement,
+    next_ids: Statement,
+    by_client_id: Statement,
+}
+
+/// What a cluster-mode batch transaction decided, kept until its commit is
+/// known to have happened (a lost commit answer is resolved with
+/// `txid_status`, never by inserting again).
+#[derive(Debug, Clone)]
+pub struct ClusterOutcome {
+    /// The transaction, for `txid_status`.
+    pub xid: i64,
+    /// Ids given to the batch's rows, in batch order.
+    pub ids: Vec<i64>,
+    /// Each row's predecessors (see
+    /// [`Committed::prev`](crate::cluster::Committed::prev)); `[0, 0]` for
+    /// rows not stored.
+    pub prevs: Vec<[i64; 2]>,
+    /// Rows not stored (their `client_id` was), with what was stored under it.
+    pub fates: Vec<Fate>,
+    /// The batch's timestamp.
+    pub at: DateTime<Utc>,
+}
+
+/// The batch insert from column arrays, skipping rows already stored (by
+/// id or by sender and `client_id`), followed by `$tail`.
+macro_rules! insert_unnest {
+    ($tail:literal) => {
+        concat!(
+            "INSERT INTO messages \
+                  (id, from_user, to_user, room, content, \"timestamp\", client_id) \
+             SELECT u.id, u.from_user, u.to_user, u.room, u.content, $6, u.client_id \
+             FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $7::text[]) \
+                  AS u(id, from_user, to_user, room, content, client_id) \
+             ON CONFLICT DO NOTHING",
+            $tail
+        )
+    };
+}
+/// Single-node mode's insert; the ids were reserved beforehand.
+const INSERT: &str = insert_unnest!("");
+/// Cluster mode's insert, which tells which rows it stored.
+const INSERT_RETURNING: &str = insert_unnest!(" RETURNING id");
+/// What is stored under these (sender, `client_id`) pairs, with the `client_id`.
+const BY_CLIENT_ID: &str = "SELECT m.id, m.from_user, u.username, m.content, m.\"timestamp\", \
+            m.room, m.to_user, m.client_id \
+     FROM messages m JOIN users u ON u.id = m.from_user \
+     WHERE (m.from_user, m.client_id) IN (SELECT * FROM UNNEST($1::int8[], $2::text[]))";
+/// `$1` fresh ids from the sequence.
+const NEXT_IDS: &str = "SELECT nextval('messages_id_seq')::int8 FROM generate_series(1, $1::int8)";
+/// Cluster mode: the batch transaction's id, kept to resolve a lost commit answer.
+const TXID: &str = "SELECT txid_current()::int8";
+/// Cluster mode: whether that transaction committed.
+const TXID_STATUS: &str = "SELECT txid_status($1::int8)";
+/// Cluster mode: locks the batch's rooms, by name.
+const LOCK_ROOMS: &str =
+    "SELECT name FROM rooms WHERE name = ANY($1::text[]) ORDER BY name FOR NO KEY UPDATE";
+/// Cluster mode: locks the batch's DM users (after its rooms), by id.
+const LOCK_USERS: &str =
+    "SELECT id FROM users WHERE id = ANY($1::int8[]) ORDER BY id FOR NO KEY UPDATE";
+
+impl BatchInserter {
+    /// Connects (driving the connection on the current runtime) and prepares.
+    pub async fn connect(database_url: &str) -> Result<BatchInserter, tokio_postgres::Error> {
+        let mut cfg: tokio_postgres::Config = database_url.parse()?;
+        cfg.connect_timeout(Duration::from_secs(2));
+        cfg.application_name("chat_server writer");
+        let (client, connection) = cfg.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "writer connection ended");
+            }
+        });
+        let (insert, next_ids, by_client_id) = tokio::try_join!(
+            client.prepare(INSERT),
+            client.prepare(NEXT_IDS),
+            client.prepare(BY_CLIENT_ID)
+        )?;
+        Ok(BatchInserter {
+            client,
+            insert,
+            next_ids,
+            by_client_id,
+        })
+    }
+
+    /// Sets `synchronous_commit` for this connection's commits. Off, a
+    /// commit returns before its WAL is flushed: lower latency, but a
+    /// PostgreSQL or OS crash may lose the last fraction of a second of
+    /// acknowledged messages (a crash of this server loses nothing either way).
+    pub async fn set_synchronous_commit(&self, on: bool) -> Result<(), tokio_postgres::Error> {
+        let value = if on { "on" } else { "off" };
+        self.client
+            .batch_execute(&format!("SET synchronous_commit = {value}"))
+            .await
+    }
+
+    /// True once the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Reserves `n` fresh ids from `messages_id_seq`, ascending.
+    pub async fn reserve_ids(&self, n: usize) -> Result<Vec<i64>, tokio_postgres::Error> {
+        draw_ids(&self.client, &self.next_ids, n).await
+    }
+
+    /// Inserts `batch` with the given ids and time in one statement (one
+    /// transaction). Rows whose id is already stored are skipped, which
+    /// makes a retry after an unknown outcome safe; so are rows whose
+    /// (sender, `client_id`) is already stored. Returns the rows inserted.
+    pub async fn insert(
+        &self,
+        batch: &[PersistRequest],
+        ids: &[i64],
+        at: DateTime<Utc>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let (from, to, room, content, client_id) = columns(batch);
+        self.client
+            .execute(
+                &self.insert,
+                &[&ids, &from, &to, &room, &content, &at, &client_id],
+            )
+            .await
+    }
+
+    /// Cluster mode: stores the batch in one transaction that locks its
+    /// rooms and its DM users (sorted: rooms by name, then users by id, so
+    /// concurrent batches on any node cannot deadlock), reads each stream's
+    /// last id, takes ids from the sequence *inside* the lock and inserts.
+    /// Within a stream, ids therefore increase in commit order across every
+    /// node, and each row's predecessor is exact. `pending` is set just
+    /// before the commit is sent: if its answer is lost, the caller asks
+    /// [`resolve`](Self::resolve) instead of inserting again.
+    pub async fn commit_cluster(
+        &mut self,
+        batch: &[PersistRequest],
+        pending: &mut Option<ClusterOutcome>,
+    ) -> Result<ClusterOutcome, tokio_postgres::Error> {
+        let (rooms, users) = streams(batch);
+        let tx = self.client.transaction().await?;
+        let xid: i64 = tx.query_one(TXID, &[]).await?.get(0);
+        if !rooms.is_empty() {
+            tx.query(LOCK_ROOMS, &[&rooms]).await?;
+        }
+        if !users.is_empty() {
+            tx.query(LOCK_USERS, &[&users]).await?;
+        }
+        // Read after the locks: every earlier commit of these streams is visible.
+        let room_last = last_ids(&tx, ROOM_LAST, &rooms).await?;
+        let user_last = last_ids(&tx, DM_LAST, &users).await?;
+        let ids = draw_ids(&tx, &self.next_ids, batch.len()).await?;
+        let at = Utc::now().trunc_subsecs(6);
+        let (from, to, room, content, client_id) = columns(batch);
+        let inserted: HashSet<i64> = tx
+            .query(
+                INSERT_RETURNING,
+                &[&ids, &from, &to, &room, &content, &at, &client_id],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut fates_out = Vec::new();
+        if inserted.len() < batch.len() {
+            fates_out = fates_by_client_id(&tx, &self.by_client_id, batch, &ids).await?;
+        }
+        let prevs = predecessors(batch, &ids, &inserted, room_last, user_last);
+        let outcome = ClusterOutcome {
+            xid,
+            ids,
+            prevs,
+            fates: fates_out,
+            at,
+        };
+        *pending = Some(outcome.clone());
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Whether a transaction whose commit answer was lost committed:
+    /// `Some(true)` committed, `Some(false)` aborted (or unknown to the
+    /// server: never committed), `None` still running.
+    pub async fn resolve(&self, xid: i64) -> Result<Option<bool>, tokio_postgres::Error> {
+        let status: Option<String> = self.client.query_one(TXID_STATUS, &[&xid]).await?.get(0);
+        Ok(match status.as_deref() {
+            Some("committed") => Some(true),
+            Some("in progress") => None,
+            _ => Some(false),
+        })
+    }
+
+    /// What became of each row of `batch`, given `ids` by an insert that
+    /// skipped rows: looks its `client_id`s up (see [`Fate`]).
+    pub async fn fates(
+        &self,
+        batch: &[PersistRequest],
+        ids: &[i64],
+    ) -> Result<Vec<Fate>, tokio_postgres::Error> {
+        fates_by_client_id(&self.client, &self.by_client_id, batch, ids).await
+    }
+}
+
+/// Draws `n` fresh ids from `messages_id_seq`, ascending: a block reserved
+/// ahead (single-node mode) or a batch's ids inside its transaction
+/// (cluster mode). `next_ids` is [`NEXT_IDS`] prepared on that connection.
+async fn draw_ids(
+    client: &impl GenericClient,
+    next_ids: &Statement,
+    n: usize,
+) -> Result<Vec<i64>, tokio_postgres::Error> {
+    let want = i64::try_from(n).unwrap_or(i64::MAX);
+    let rows = client.query(next_ids, &[&want]).await?;
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Cluster mode: each stream's last stored id (`query`: [`ROOM_LAST`] for
+/// rooms, [`DM_LAST`] for users), read inside the batch transaction after
+/// its locks; nothing is asked for no streams.
+async fn last_ids<K, T>(
+    tx: &Transaction<'_>,
+    query: &str,
+    streams: &[T],
+) -> Result<HashMap<K, i64>, tokio_postgres::Error>
+where
+    K: for<'a> FromSql<'a> + Eq + Hash,
+    T: ToSql + Sync,
+{
+    if streams.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(tx
+        .query(query, &[&streams])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// The one `client_id` lookup, on the writer's connection (single-node
+/// mode) or inside its batch transaction (cluster mode): finds what is
+/// stored under the batch's (sender, `client_id`) pairs and tells each row's
+/// [`Fate`]. `by_client_id` is [`BY_CLIENT_ID`] prepared on that connection.
+async fn fates_by_client_id(
+    client: &impl GenericClient,
+    by_client_id: &Statement,
+    batch: &[PersistRequest],
+    ids: &[i64],
+) -> Result<Vec<Fate>, tokio_postgres::Error> {
+    let (from, client_ids): (Vec<UserId>, Vec<&str>) = batch
+        .iter()
+        .filter_map(|r| r.client_id.as_deref().map(|c| (r.from, c)))
+        .unzip();
+    let found = client
+        .query(by_client_id, &[&from, &client_ids])
+        .await?
+        .iter()
+        .map(|r| (stored_message(r), r.get::<_, String>(7)))
+        .collect();
+    Ok(fates(batch, ids, found))
+}
