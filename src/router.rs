@@ -1,10 +1,14 @@
-//! Routing: where an event goes once it exists.
+//! Routing within one process: the shard inboxes, and what they carry.
 //!
-//! Every delivery crosses one seam, [`Router`]: "this shard", "another
-//! shard" and (later) "another node" are decided here and nowhere else.
-//! Writers publish committed messages through it; shards announce
-//! membership changes through it. Today it fans out to the shard inboxes
-//! of this process; a cluster transport plugs in beside them.
+//! [`Router`] fans events out to this process's shard inboxes: committed
+//! messages from the writers (single node) or from the cluster link
+//! (cluster mode), membership changes and notices from shards, replies for
+//! one connection. It does not decide *which node* an event reaches: in
+//! cluster mode the writers hand committed messages to the cluster link
+//! (`cluster::link`), which publishes them to other nodes and feeds local
+//! and remote ones, in order, back through this router; shards send
+//! membership changes and notices to other nodes through their
+//! `ClusterHandle` (`shard::announce`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,11 +141,6 @@ impl Router {
         }
     }
 
-    /// Number of shards.
-    pub fn shard_count(&self) -> usize {
-        self.shards.len()
-    }
-
     /// Queues a committed message for every shard (each delivers to its
     /// local recipients). Waits, without blocking the thread, while an
     /// inbox is full: only writers call this, and a shard drains its inbox
@@ -205,11 +204,6 @@ impl Router {
     /// Events waiting in each shard's inbox, in shard order.
     pub fn inbox_depths(&self) -> Vec<usize> {
         self.shards.iter().map(|s| s.len()).collect()
-    }
-
-    /// Total events waiting in all shard inboxes.
-    pub fn queued(&self) -> usize {
-        self.shards.iter().map(|s| s.len()).sum()
     }
 }
 

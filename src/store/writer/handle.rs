@@ -66,6 +66,18 @@ impl Writers {
         self.queues.iter().map(|q| q.len()).collect()
     }
 
+    /// A handle on one queue of `capacity` with no writer thread behind
+    /// it: unit tests read what shards submit from the returned receiver.
+    #[cfg(test)]
+    pub(crate) fn for_tests(capacity: usize) -> (Writers, crate::mesh::Mailbox<PersistRequest>) {
+        let (tx, rx) = crate::mesh::mailbox(capacity);
+        let writers = Writers {
+            queues: Arc::new([tx]),
+            healthy: Arc::new([AtomicBool::new(true)]),
+        };
+        (writers, rx)
+    }
+
     /// True when every writer is connected and its last commit (if any) succeeded.
     pub fn healthy(&self) -> bool {
         self.healthy.iter().all(|h| h.load(Ordering::Acquire))
