@@ -8,20 +8,25 @@
 //!   the mesh (shard inboxes, [`router::Router`], writer queues) once, starts
 //!   the writer threads and the shard threads; graceful shutdown.
 //! - [`shard`]: one OS thread with one single-threaded tokio runtime. It
-//!   accepts on its own socket and owns every connection it accepted and the
-//!   local indexes ([`shard::registry`]) used to deliver to them.
-//! - [`handshake`]: reads the HTTP upgrade, finds the token; [`auth`]
-//!   verifies it against the key set held by [`credentials`] (with the TLS
-//!   certificate; both reloadable). The shard registers the connection
-//!   *before* writing `101`.
-//! - [`connection`]: the transport of one WebSocket: reads frames, writes its
-//!   [`shard::outbox`] (feed everything queued, flush once).
+//!   accepts on its own socket and owns every connection it accepted, its
+//!   context [`shard::Shard`], its inbox, and the local indexes
+//!   ([`shard::registry`]) used to deliver; [`shard::announce`] tells other
+//!   shards and nodes about joins, leaves and notices, [`shard::presence`]
+//!   about users coming online and going offline.
+//! - [`accept`]: one accepted socket: TLS, the HTTP request
+//!   ([`handshake`]), admission (token verified by [`auth`] against the key
+//!   set held by [`credentials`]), registration *before* `101`, then the
+//!   WebSocket. A refused handshake goes through one path.
+//! - [`connection`]: the transport of one WebSocket: reads frames (counted
+//!   by [`ratelimit`]), writes its [`shard::outbox`] (feed everything
+//!   queued, flush once), heartbeat and token expiry.
 //! - [`session`]: the rules of each request; [`protocol`] decodes requests and
 //!   encodes replies (the only module that knows JSON).
 //! - [`store::writer`]: writer threads take messages from bounded
 //!   [`mesh`] mailboxes, insert them in batches, and only after the commit
 //!   encode each one once and publish it through the [`router`] to every
-//!   shard's inbox; each shard writes it to its local recipients.
+//!   shard's inbox (in cluster mode, through the cluster link); each shard
+//!   writes it to its local recipients.
 //! - [`store`]: the only module that touches PostgreSQL (pools, queries,
 //!   migrations from `sql/`).
 //! - [`presence`]: who is online across shards (counted at connection open
@@ -30,7 +35,7 @@
 //! - [`cluster`]: cluster mode: several nodes serve one chat through NATS;
 //!   the cluster link orders local and remote messages per stream.
 //! - [`web`]: the plain-HTTP side of the port: the embedded chat page,
-//!   `/metrics` ([`metrics`]) and the `--dev` token endpoint.
+//!   probes, `/metrics` ([`metrics`]) and the `--dev` token endpoint.
 //!
 //! See `docs/ARCHITECTURE.md` for the life of one message and the invariants.
 

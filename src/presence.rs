@@ -1,7 +1,7 @@
 //! Who is online across every shard, in which rooms, and the typing throttle.
 //!
-//! This is the one piece of state the shards share directly, behind one
-//! mutex: it is touched when a connection opens or closes, on join and
+//! This is the one piece of state every shard shares directly (cluster
+//! mode adds `cluster::Interest`), behind one mutex: it is touched when a connection opens or closes, on join and
 //! leave, and when a client sends `typing`, never per message, so it stays
 //! off the delivery path. Deciding "first connection opened" and "last
 //! connection closed" under one lock makes each presence transition happen

@@ -148,9 +148,10 @@ impl Session {
             };
             return Outcome::Reply(encode_join_ack(&room, ack, r.as_ref()));
         }
-        let max = self.shard.config.max_rooms_per_user;
-        if !member && registry.room_count(self.user) >= max {
-            return error(&r, format!("too many rooms (at most {max} per user)"));
+        if !member {
+            if let Err(e) = self.room_cap(registry.room_count(self.user)) {
+                return error(&r, e);
+            }
         }
         drop(registry);
         let shard = self.shard.clone();
@@ -179,7 +180,7 @@ impl Session {
 
     fn leave(&self, room: String, r: Option<Ref>) -> Outcome {
         if !self.shard.registry.borrow().is_member(self.user, &room) {
-            return error(&r, format!("not a member of room '{room}'"));
+            return error(&r, not_a_member(&room));
         }
         let shard = self.shard.clone();
         let user = self.user;
@@ -204,9 +205,9 @@ impl Session {
                 "invalid room name: use 1 to 64 ASCII letters, digits, '-', '_' or '.'",
             );
         }
-        let max = self.shard.config.max_rooms_per_user;
-        if self.shard.registry.borrow().room_count(self.user) >= max {
-            return error(&r, format!("too many rooms (at most {max} per user)"));
+        let rooms = self.shard.registry.borrow().room_count(self.user);
+        if let Err(e) = self.room_cap(rooms) {
+            return error(&r, e);
         }
         let shard = self.shard.clone();
         let user = self.user;
@@ -241,14 +242,14 @@ impl Session {
 
     fn read(&self, room: String, up_to: i64, r: Option<Ref>) -> Outcome {
         if !self.shard.registry.borrow().is_member(self.user, &room) {
-            return error(&r, format!("not a member of room '{room}'"));
+            return error(&r, not_a_member(&room));
         }
         let shard = self.shard.clone();
         let user = self.user;
         later(async move {
             match shard.store.mark_read(user, &room, up_to).await {
                 Ok(Some(position)) => vec![encode_read_ack(&room, position, r.as_ref())],
-                Ok(None) => vec![error_frame(&r, format!("not a member of room '{room}'"))],
+                Ok(None) => vec![error_frame(&r, not_a_member(&room))],
                 Err(e) => db_error(&shard, "read", &e, &r),
             }
         })
@@ -350,6 +351,15 @@ impl Session {
             }
             frames
         })
+    }
+
+    /// Refuses one more room to a user who follows `rooms` already.
+    fn room_cap(&self, rooms: usize) -> Result<(), String> {
+        let max = self.shard.config.max_rooms_per_user;
+        if rooms >= max {
+            return Err(format!("too many rooms (at most {max} per user)"));
+        }
+        Ok(())
     }
 
     /// The room's online members for `join_ack` (`None`: too many).
@@ -463,6 +473,10 @@ fn later(work: impl Future<Output = Vec<Frame>> + 'static) -> Outcome {
 
 fn error_frame(r: &Option<Ref>, message: impl AsRef<str>) -> Frame {
     encode_error_for(message.as_ref(), r.as_ref())
+}
+
+fn not_a_member(room: &str) -> String {
+    format!("not a member of room '{room}'")
 }
 
 fn error(r: &Option<Ref>, message: impl AsRef<str>) -> Outcome {

@@ -49,7 +49,7 @@ use crate::credentials::Credentials;
 use crate::mesh::Mailbox;
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::presence::Presence;
-use crate::router::{ConnId, Router, Sent, ShardEvent};
+use crate::router::{ConnId, OwnCopy, Router, Sent, ShardEvent};
 use crate::store::writer::Writers;
 use crate::store::{Store, StoreError};
 use crate::web::Readiness;
@@ -231,6 +231,12 @@ impl Shard {
         }
     }
 
+    /// The sender's own copy of a message, if its connection is on this shard.
+    #[inline]
+    fn own_copy<'a>(&self, own: &'a Option<Arc<OwnCopy>>) -> Option<&'a OwnCopy> {
+        own.as_deref().filter(|o| o.origin.shard == self.index)
+    }
+
     /// Applies one inbox event to the local indexes.
     pub fn apply(&self, event: ShardEvent) {
         let mut registry = self.registry.borrow_mut();
@@ -242,8 +248,7 @@ impl Shard {
                 own,
                 sent,
             } => {
-                let own = own.as_deref().filter(|o| o.origin.shard == self.index);
-                registry.deliver_room(&room, id, &frame, own);
+                registry.deliver_room(&room, id, &frame, self.own_copy(&own));
                 self.record_delivery_latency(sent);
             }
             ShardEvent::Users {
@@ -253,8 +258,7 @@ impl Shard {
                 own,
                 sent,
             } => {
-                let own = own.as_deref().filter(|o| o.origin.shard == self.index);
-                registry.deliver_users(users, id, &frame, own);
+                registry.deliver_users(users, id, &frame, self.own_copy(&own));
                 self.record_delivery_latency(sent);
             }
             ShardEvent::Conn { conn, frame } => registry.deliver_conn(conn, frame),
