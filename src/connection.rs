@@ -74,6 +74,24 @@ pub enum Closed {
 }
 
 impl Closed {
+    /// The reason as logged (`connection closed reason=...`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closed::ByClient => "closed by client",
+            Closed::Vanished => "closed by client without a close frame",
+            Closed::WriteFailed => "write failed",
+            Closed::WriteTimedOut => "write timed out",
+            Closed::SlowConsumer => "slow consumer",
+            Closed::Flood => "rate limit exceeded",
+            Closed::Idle => "idle timeout",
+            Closed::TokenExpired => "token expired",
+            Closed::TokenUserMismatch => "refresh with another user's token",
+            Closed::ShuttingDown => "server shutting down",
+            Closed::BadInput(reason) => reason,
+            Closed::Error => "connection error",
+        }
+    }
+
     /// Counts the close in the owning shard's metrics, when it has a counter.
     fn count(self, metrics: &ShardMetrics) {
         match self {
@@ -231,7 +249,7 @@ pub async fn serve<S: Transport>(
         }
     };
     reason.count(metrics);
-    debug!(?reason, "connection closed");
+    debug!(reason = reason.as_str(), "connection closed");
     reason
 }
 
@@ -412,13 +430,29 @@ async fn write_direct<S: Transport>(
     }
 }
 
-/// Sends a close frame, briefly waiting for it to go out.
+/// How long a connection that sent its close frame keeps reading (and
+/// discarding) what the client still sends, waiting for the client's own
+/// close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Sends a close frame, briefly waiting for it to go out, then reads and
+/// discards the client's input until its close frame (or [`CLOSE_LINGER`]).
+/// Closing a socket with unread input makes the kernel reset it, and a reset
+/// can destroy the close frame before the client reads it: a client cut off
+/// mid-stream (flooding, shutdown) would see 1006 instead of the code.
 async fn close<S: Transport>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+    if tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+    let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
 }
 
 #[cfg(test)]
