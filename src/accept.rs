@@ -297,3 +297,90 @@ async fn open<S>(
         shard.announce_presence(user, &username, false, &rooms);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Admission on a real shard context: every refusal that needs no
+    //! database, in the order the checks run.
+    use super::*;
+    use crate::config::Config;
+    use crate::shard::testing;
+
+    fn upgrade(token: Option<String>, origin: Option<&str>) -> UpgradeRequest {
+        UpgradeRequest {
+            path: "/ws".into(),
+            key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
+            token,
+            origin: origin.map(str::to_owned),
+        }
+    }
+
+    fn token(config: &Config, ttl: i64) -> String {
+        let secret = config.jwt_secret.as_deref().expect("secret");
+        crate::auth::sign_hs256(secret.as_bytes(), 7, "alice", ttl)
+    }
+
+    async fn refusal(shard: &Shard, request: &UpgradeRequest) -> (Refusal, u16, String) {
+        match admit(shard, request).await {
+            Ok(_) => panic!("admitted"),
+            Err(r) => (r.kind, r.kind.status(), r.body.into_owned()),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_check_refuses_with_its_status_and_body() {
+        let mut config = testing::config();
+        config.allowed_origins = vec!["https://chat.example".into()];
+        config.max_token_bytes = 512;
+        config.jwt_leeway_secs = 0;
+        let good = token(&config, 600);
+        let expired = token(&config, -600);
+        let (shard, ..) = testing::shard(config);
+
+        let r = refusal(&shard, &upgrade(None, None)).await;
+        assert_eq!(r, (Refusal::MissingToken, 401, "missing token".into()));
+        let r = refusal(&shard, &upgrade(Some("x".repeat(513)), None)).await;
+        assert_eq!(r, (Refusal::TokenTooLarge, 401, "token too large".into()));
+        let r = refusal(&shard, &upgrade(Some("not.a.token".into()), None)).await;
+        assert_eq!((r.0, r.1), (Refusal::InvalidToken, 401));
+        let r = refusal(&shard, &upgrade(Some(expired), None)).await;
+        assert_eq!((r.0, r.1), (Refusal::ExpiredToken, 401));
+        assert!(r.2.contains("expired"), "{}", r.2);
+        let r = refusal(
+            &shard,
+            &upgrade(Some(good.clone()), Some("https://evil.example")),
+        )
+        .await;
+        assert_eq!(r, (Refusal::Origin, 403, "origin not allowed".into()));
+
+        // Earlier checks win: a full shard refuses before looking at the token.
+        let mut full = testing::config();
+        full.max_connections_per_shard = 1;
+        let (shard, ..) = testing::shard(full);
+        shard
+            .registry
+            .borrow_mut()
+            .register(std::rc::Rc::new(Outbox::new(0, 1)), []);
+        let r = refusal(&shard, &upgrade(None, None)).await;
+        assert_eq!(r, (Refusal::ServerFull, 503, "server full".into()));
+        shard.draining_flag().set(true);
+        let r = refusal(&shard, &upgrade(Some(good), None)).await;
+        assert_eq!(
+            r,
+            (Refusal::ShuttingDown, 503, "server shutting down".into())
+        );
+    }
+
+    #[test]
+    fn every_refusal_has_a_distinct_label_and_an_error_status() {
+        let mut labels: Vec<&str> = Refusal::ALL.iter().map(|r| r.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), Refusal::ALL.len());
+        for r in Refusal::ALL {
+            assert!((400..600).contains(&r.status()), "{r:?}");
+            assert!(!r.message().is_empty());
+            assert_eq!(Refusal::ALL[r as usize], r, "ALL is in declaration order");
+        }
+    }
+}

@@ -270,6 +270,63 @@ fn sign_dev_token(config: &Config, query: Option<&str>) -> Result<String, DevTok
 mod tests {
     use super::*;
 
+    fn get(path: &str, query: Option<&str>) -> PlainRequest {
+        PlainRequest {
+            path: path.into(),
+            query: query.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn paths_are_routed_here_and_metrics_rendered_only_when_asked() {
+        let c = config(false);
+        let mut rendered = 0;
+        let r = answer(&get("/metrics", None), &c, || {
+            rendered += 1;
+            "chat_connections 0\n".into()
+        });
+        assert_eq!((r.status, rendered), (200, 1));
+        assert_eq!(r.content_type, crate::metrics::CONTENT_TYPE);
+        let r = answer(&get("/app.js", None), &c, || unreachable!());
+        assert_eq!(
+            (r.status, r.content_type),
+            (200, "text/javascript; charset=utf-8")
+        );
+        assert_eq!(
+            answer(&get("/nope", None), &c, || unreachable!()).status,
+            404
+        );
+        assert_eq!(
+            answer(
+                &get("/dev/token", Some("user_id=1&username=a")),
+                &c,
+                || unreachable!()
+            )
+            .status,
+            404
+        );
+        assert_eq!(
+            &*answer(&get("/dev/enabled", None), &c, || unreachable!()).body,
+            b"false\n"
+        );
+    }
+
+    #[test]
+    fn probes() {
+        assert_eq!(
+            (probe(None).status, &*probe(None).body),
+            (200, &b"ok\n"[..])
+        );
+        assert_eq!(probe(Some(Readiness::Ready)).status, 200);
+        for r in [
+            Readiness::ShuttingDown,
+            Readiness::WritersDown,
+            Readiness::DatabaseDown,
+        ] {
+            assert_eq!(probe(Some(r)).status, 503, "{r:?}");
+        }
+    }
+
     fn config(dev: bool) -> Config {
         let mut c = Config::for_tests("postgres://x", "s", "127.0.0.1:0".parse().unwrap());
         c.dev = dev;
