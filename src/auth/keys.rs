@@ -32,22 +32,9 @@ pub enum KeyError {
     /// A secret is empty.
     #[error("{0}: empty secret")]
     EmptySecret(&'static str),
-    /// A key file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A PEM file holds no usable public key.
-    #[error("{path}: {reason}")]
-    Pem {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
+    /// A key file could not be read, or a PEM file holds no usable public key.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The JWKS file is not a usable key set.
     #[error("{path}: {reason}")]
     Jwks {
@@ -56,6 +43,48 @@ pub enum KeyError {
         /// Why.
         reason: String,
     },
+}
+
+/// A key or certificate file that could not be read, or holds no usable
+/// PEM: the JWT key files here and the TLS files of
+/// [`credentials`](crate::credentials). The `Display` text is the path and
+/// the reason; it never contains key material.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file holds no usable PEM key or certificate.
+    #[error("{path}: {reason}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl FileError {
+    /// Reads the whole file at `path`.
+    pub fn read(path: &Path) -> Result<Vec<u8>, FileError> {
+        std::fs::read(path).map_err(|source| FileError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// `path` holds no usable PEM, for `reason`.
+    pub fn pem(path: &Path, reason: impl Into<String>) -> FileError {
+        FileError::Pem {
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Where the keys come from, and the claims every token must carry.
@@ -170,14 +199,8 @@ impl KeySources {
 /// A PEM public key (`PUBLIC KEY`, or PKCS#1 `RSA PUBLIC KEY`) and the
 /// algorithms it verifies: RS256/RS384/RS512, ES256 or ES384 (by curve), EdDSA.
 fn read_public_key(path: &Path) -> Result<(DecodingKey, Vec<Algorithm>), KeyError> {
-    let pem = std::fs::read(path).map_err(|source| KeyError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let bad = |reason: &str| KeyError::Pem {
-        path: path.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let pem = FileError::read(path)?;
+    let bad = |reason: &str| KeyError::from(FileError::pem(path, reason));
     let text = String::from_utf8_lossy(&pem);
     if !text.contains("-----BEGIN PUBLIC KEY-----")
         && !text.contains("-----BEGIN RSA PUBLIC KEY-----")
@@ -216,10 +239,7 @@ type JwksKey = (Option<String>, DecodingKey, Vec<Algorithm>);
 /// key at all is an error.
 fn read_jwks(path: &Path) -> Result<Vec<JwksKey>, KeyError> {
     use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
-    let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = FileError::read(path)?;
     let bad = |reason: String| KeyError::Jwks {
         path: path.to_owned(),
         reason,
@@ -299,6 +319,24 @@ mod tests {
         assert_eq!(split_kid("secret"), (None, "secret"));
         assert_eq!(split_kid("k1:sec:ret"), (Some("k1"), "sec:ret"));
         assert_eq!(split_kid(":sec:ret"), (None, "sec:ret"));
+    }
+
+    #[test]
+    fn file_errors_read_as_the_path_and_the_reason() {
+        let missing = Path::new("/nonexistent/jwt.pem");
+        let e = KeyError::from(FileError::read(missing).unwrap_err());
+        let io = std::fs::read(missing).unwrap_err();
+        assert_eq!(e.to_string(), format!("/nonexistent/jwt.pem: {io}"));
+        assert!(std::error::Error::source(&e).is_some(), "the io error");
+        let e = KeyError::from(FileError::pem(Path::new("k.pem"), "not a key"));
+        assert_eq!(e.to_string(), "k.pem: not a key");
+        let e = KeySources {
+            public_keys: vec!["/nonexistent/jwt.pem".into()],
+            ..KeySources::default()
+        }
+        .load()
+        .unwrap_err();
+        assert!(matches!(e, KeyError::File(FileError::Read { .. })), "{e}");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   (the reason sent with HTTP 401), and the re-exports.
 //! - [`keys`]: key material. [`KeySources`] (secrets, PEM public keys, a
 //!   JWKS file, and the claims every token must carry) loads into a
-//!   [`Verifier`], or fails with a [`KeyError`].
+//!   [`Verifier`], or fails with a [`KeyError`]; [`FileError`], a key or
+//!   certificate file that cannot be read or holds no usable PEM (also
+//!   used for the TLS files).
 //! - [`verify`]: [`Verifier::verify`]: the candidate keys by the header's
 //!   `alg` and `kid`, `jsonwebtoken` errors mapped to [`AuthError`], the
 //!   claims read into an [`Identity`]. On the handshake path
@@ -23,7 +25,7 @@ pub mod keys;
 pub mod sign;
 pub mod verify;
 
-pub use keys::{KeyError, KeySources};
+pub use keys::{FileError, KeyError, KeySources};
 pub use sign::{sign_hs256, sign_hs256_with, SignOptions};
 pub use verify::Verifier;
 
