@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use tokio_rustls::TlsAcceptor;
 use tracing::{error, info};
 
-use crate::auth::{AuthError, Identity, KeyError, KeySources, Verifier};
+use crate::auth::{AuthError, FileError, Identity, KeyError, KeySources, Verifier};
 use crate::config::Config;
 
 /// Why TLS could not be set up. Never contains key material.
@@ -20,22 +20,10 @@ pub enum TlsError {
     /// Only one of `--tls-cert` and `--tls-key` is set.
     #[error("--tls-cert and --tls-key must be given together")]
     Incomplete,
-    /// A file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A file holds no usable PEM certificate chain or private key.
-    #[error("{path}: {reason}")]
-    Pem {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
+    /// A file could not be read, or holds no usable PEM certificate chain
+    /// or private key.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// rustls refused the certificate and key (e.g. they do not match).
     #[error("certificate and key refused: {0}")]
     Rustls(#[from] rustls::Error),
@@ -188,26 +176,16 @@ fn key_sources(config: &Config) -> KeySources {
 fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
-            path: path.clone(),
-            source,
-        })
-    };
-    let pem_error = |path: &PathBuf, reason: String| TlsError::Pem {
-        path: path.clone(),
-        reason,
-    };
-    let cert_pem = read(&files.cert)?;
+    let cert_pem = FileError::read(&files.cert)?;
     let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(&files.cert, e.to_string()))?;
+        .map_err(|e| FileError::pem(&files.cert, e.to_string()))?;
     if certs.is_empty() {
-        return Err(pem_error(&files.cert, "no certificate found".into()));
+        return Err(FileError::pem(&files.cert, "no certificate found").into());
     }
-    let key_pem = read(&files.key)?;
+    let key_pem = FileError::read(&files.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| pem_error(&files.key, format!("no private key: {e}")))?;
+        .map_err(|e| FileError::pem(&files.key, format!("no private key: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -1,68 +1,16 @@
-//! JWT authentication: verifying the token a client presents at the
-//! handshake, and signing tokens for the `token` command.
+//! Verifying a token: the candidate keys by the header's `alg` and `kid`,
+//! `jsonwebtoken` errors mapped to an [`AuthError`], and the claims read
+//! into an [`Identity`].
 
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
-use tracing::warn;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
 
+use super::keys::{Key, KeySources};
+use super::{AuthError, Identity, MAX_USERNAME_BYTES};
 use crate::protocol::UserId;
-
-/// Who a verified token says the client is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// From the `user_id` claim, or else a numeric `sub`.
-    pub user_id: UserId,
-    /// From the `username` claim.
-    pub username: String,
-    /// The token's `exp`, in Unix seconds.
-    pub expires_at: i64,
-}
-
-/// Why a token was refused. The `Display` text is the short reason sent
-/// with HTTP 401; it never contains the token.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum AuthError {
-    /// Neither an `Authorization: Bearer` header nor a `token` query parameter.
-    #[error("missing token")]
-    Missing,
-    /// Not a well-formed JWT, or its claims have the wrong shape.
-    #[error("malformed token")]
-    Malformed,
-    /// Signed with another algorithm than the configured one (including `none`).
-    #[error("token algorithm not accepted")]
-    Algorithm,
-    /// The signature does not match any configured key.
-    #[error("invalid token signature")]
-    Signature,
-    /// The header's `kid` names no configured key (of the header's algorithm).
-    #[error("unknown token key id")]
-    UnknownKey,
-    /// `iss` is missing or not the configured issuer.
-    #[error("token issuer not accepted")]
-    Issuer,
-    /// `aud` is missing or does not name the configured audience.
-    #[error("token audience not accepted")]
-    Audience,
-    /// `exp` is in the past.
-    #[error("token expired")]
-    Expired,
-    /// `nbf` is in the future.
-    #[error("token not yet valid")]
-    NotYetValid,
-    /// `exp` is absent.
-    #[error("token has no exp claim")]
-    MissingExp,
-    /// No usable user id (`user_id`, or a numeric `sub`).
-    #[error("token has no user id")]
-    MissingUserId,
-    /// No `username`, or an empty one.
-    #[error("token has no username")]
-    MissingUsername,
-}
 
 /// The claims this server reads; everything else in the token is ignored.
 #[derive(Debug, Deserialize)]
@@ -73,26 +21,12 @@ struct Claims {
     exp: Option<i64>,
 }
 
-/// Longest accepted username, in bytes.
-pub const MAX_USERNAME_BYTES: usize = 64;
-
 fn as_user_id(v: &serde_json::Value) -> Option<UserId> {
     match v {
         serde_json::Value::Number(n) => n.as_i64(),
         serde_json::Value::String(s) => s.parse().ok(),
         _ => None,
     }
-}
-
-/// One verification key: where it came from, its id, and the algorithms
-/// (all of one family) it verifies.
-struct Key {
-    /// The `kid` this key answers to (`None`: tried only for tokens without `kid`).
-    id: Option<Box<str>>,
-    key: DecodingKey,
-    /// Exactly the algorithms this key verifies; `validation.algorithms` too.
-    algorithms: Vec<Algorithm>,
-    validation: Validation,
 }
 
 /// Verifies tokens against a set of keys: HS256 secrets (current and
@@ -105,7 +39,7 @@ struct Key {
 /// common case (a token signed with the current secret) costs one
 /// `jsonwebtoken::decode`.
 pub struct Verifier {
-    keys: Vec<Key>,
+    pub(super) keys: Vec<Key>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -115,270 +49,6 @@ impl std::fmt::Debug for Verifier {
             .field("keys", &self.keys.len())
             .finish_non_exhaustive()
     }
-}
-
-/// Why a key source could not be loaded. Never contains key material.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    /// No key source was configured.
-    #[error(
-        "no JWT key configured: set JWT_SECRET (--jwt-secret), --jwt-public-key or --jwks-file"
-    )]
-    NoKeys,
-    /// A secret is empty.
-    #[error("{0}: empty secret")]
-    EmptySecret(&'static str),
-    /// A key file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A PEM file holds no usable public key.
-    #[error("{path}: {reason}")]
-    Pem {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// The JWKS file is not a usable key set.
-    #[error("{path}: {reason}")]
-    Jwks {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// Where the keys come from, and the claims every token must carry.
-#[derive(Debug, Clone, Default)]
-pub struct KeySources {
-    /// The current HS256 secret (`JWT_SECRET`).
-    pub secret: Option<String>,
-    /// The current secret's key id (`JWT_SECRET_KID`).
-    pub secret_kid: Option<String>,
-    /// Previous HS256 secrets, each `SECRET` or `KID:SECRET`.
-    pub previous_secrets: Vec<String>,
-    /// PEM public key files, each `PATH` or `KID:PATH`.
-    pub public_keys: Vec<String>,
-    /// A JWKS document on disk.
-    pub jwks_file: Option<PathBuf>,
-    /// Required `iss`, if any.
-    pub issuer: Option<String>,
-    /// Required `aud` (one of the token's audiences), if any.
-    pub audience: Option<String>,
-    /// Clock skew allowed on `exp` and `nbf`, in seconds.
-    pub leeway_secs: u64,
-}
-
-/// Splits `ID:VALUE` at the first `:`; an empty id (`:VALUE`) means none.
-fn split_kid(entry: &str) -> (Option<&str>, &str) {
-    match entry.split_once(':') {
-        Some((kid, value)) => ((!kid.is_empty()).then_some(kid), value),
-        None => (None, entry),
-    }
-}
-
-impl KeySources {
-    fn validation(&self, algorithms: &[Algorithm]) -> Validation {
-        let mut validation = Validation::new(algorithms[0]);
-        validation.algorithms = algorithms.to_vec();
-        validation.leeway = self.leeway_secs;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp"];
-        if let Some(iss) = &self.issuer {
-            validation.set_issuer(&[iss]);
-            required.push("iss");
-        }
-        match &self.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                validation.validate_aud = true;
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
-        validation
-    }
-
-    fn key(&self, id: Option<&str>, key: DecodingKey, algorithms: Vec<Algorithm>) -> Key {
-        Key {
-            id: id.map(Into::into),
-            validation: self.validation(&algorithms),
-            key,
-            algorithms,
-        }
-    }
-
-    /// Reads every source (files included) into a [`Verifier`].
-    pub fn load(&self) -> Result<Verifier, KeyError> {
-        let mut keys = Vec::new();
-        if let Some(secret) = self.secret.as_deref() {
-            if secret.is_empty() {
-                return Err(KeyError::EmptySecret("JWT_SECRET"));
-            }
-            let kid = self.secret_kid.as_deref().filter(|k| !k.is_empty());
-            keys.push(self.key(
-                kid,
-                DecodingKey::from_secret(secret.as_bytes()),
-                vec![Algorithm::HS256],
-            ));
-        }
-        for entry in self.previous_secrets.iter().filter(|e| !e.is_empty()) {
-            let (kid, secret) = split_kid(entry);
-            if secret.is_empty() {
-                return Err(KeyError::EmptySecret("JWT_PREVIOUS_SECRETS"));
-            }
-            keys.push(self.key(
-                kid,
-                DecodingKey::from_secret(secret.as_bytes()),
-                vec![Algorithm::HS256],
-            ));
-        }
-        for entry in self.public_keys.iter().filter(|e| !e.is_empty()) {
-            let (kid, path) = split_kid(entry);
-            let (key, algorithms) = read_public_key(Path::new(path))?;
-            keys.push(self.key(kid, key, algorithms));
-        }
-        if let Some(path) = &self.jwks_file {
-            for (kid, key, algorithms) in read_jwks(path)? {
-                keys.push(self.key(kid.as_deref(), key, algorithms));
-            }
-        }
-        if keys.is_empty() {
-            return Err(KeyError::NoKeys);
-        }
-        Ok(Verifier { keys })
-    }
-}
-
-/// A PEM public key (`PUBLIC KEY`, or PKCS#1 `RSA PUBLIC KEY`) and the
-/// algorithms it verifies: RS256/RS384/RS512, ES256 or ES384 (by curve), EdDSA.
-fn read_public_key(path: &Path) -> Result<(DecodingKey, Vec<Algorithm>), KeyError> {
-    let pem = std::fs::read(path).map_err(|source| KeyError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let bad = |reason: &str| KeyError::Pem {
-        path: path.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let text = String::from_utf8_lossy(&pem);
-    if !text.contains("-----BEGIN PUBLIC KEY-----")
-        && !text.contains("-----BEGIN RSA PUBLIC KEY-----")
-    {
-        return Err(bad(
-            "expected a PEM public key (BEGIN PUBLIC KEY or BEGIN RSA PUBLIC KEY)",
-        ));
-    }
-    if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-        return Ok((key, RSA_ALGORITHMS.to_vec()));
-    }
-    if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-        let alg = match key.try_get_as_bytes().map(<[u8]>::len) {
-            Ok(65) => Algorithm::ES256,
-            Ok(97) => Algorithm::ES384,
-            _ => return Err(bad("unsupported elliptic curve (P-256 and P-384 are)")),
-        };
-        return Ok((key, vec![alg]));
-    }
-    if let Ok(key) = DecodingKey::from_ed_pem(&pem) {
-        if key.try_get_as_bytes().map(<[u8]>::len) != Ok(32) {
-            return Err(bad("not an Ed25519 public key"));
-        }
-        return Ok((key, vec![Algorithm::EdDSA]));
-    }
-    Err(bad("not an RSA, EC (P-256/P-384) or Ed25519 public key"))
-}
-
-const RSA_ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512];
-
-/// A usable key of a JWKS document: its id, key and algorithms.
-type JwksKey = (Option<String>, DecodingKey, Vec<Algorithm>);
-
-/// Reads a JWKS document. Keys for encryption (`"use":"enc"`) and keys of
-/// unsupported types are skipped with a warning; a document with no usable
-/// key at all is an error.
-fn read_jwks(path: &Path) -> Result<Vec<JwksKey>, KeyError> {
-    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
-    let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let bad = |reason: String| KeyError::Jwks {
-        path: path.to_owned(),
-        reason,
-    };
-    let set: JwkSet =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a JWKS document: {e}")))?;
-    let mut keys = Vec::with_capacity(set.keys.len());
-    for (i, jwk) in set.keys.iter().enumerate() {
-        let kid = jwk.common.key_id.clone();
-        let name = kid.clone().unwrap_or_else(|| format!("#{i}"));
-        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-            warn!(file = %path.display(), key = %name, "JWKS: skipping an encryption key");
-            continue;
-        }
-        let family_default: Option<Vec<Algorithm>> = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => Some(RSA_ALGORITHMS.to_vec()),
-            AlgorithmParameters::EllipticCurve(p) => match p.curve {
-                EllipticCurve::P256 => Some(vec![Algorithm::ES256]),
-                EllipticCurve::P384 => Some(vec![Algorithm::ES384]),
-                _ => None,
-            },
-            AlgorithmParameters::OctetKeyPair(p) => {
-                (p.curve == EllipticCurve::Ed25519).then(|| vec![Algorithm::EdDSA])
-            }
-            AlgorithmParameters::OctetKey(_) => Some(vec![Algorithm::HS256]),
-            _ => None,
-        };
-        let Some(defaults) = family_default else {
-            warn!(file = %path.display(), key = %name, "JWKS: skipping a key of an unsupported type or curve");
-            continue;
-        };
-        let algorithms = match jwk.common.key_algorithm {
-            None => defaults,
-            Some(ka) => match Algorithm::from_str(&ka.to_string()) {
-                // The declared algorithm must belong to the key's own family
-                // (and, for EC, match its curve).
-                Ok(alg)
-                    if alg.family() == defaults[0].family()
-                        && (alg.family() != AlgorithmFamily::Ec || defaults.contains(&alg)) =>
-                {
-                    vec![alg]
-                }
-                _ => {
-                    warn!(file = %path.display(), key = %name, alg = %ka, "JWKS: skipping a key whose alg does not fit its type");
-                    continue;
-                }
-            },
-        };
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(format!("key {name}: {e}")))?;
-        // The verifiers expect exact sizes (an Ed25519 key shorter than 32
-        // bytes would even panic in jsonwebtoken): check them here.
-        let expected = match algorithms[0] {
-            Algorithm::ES256 => Some(65),
-            Algorithm::ES384 => Some(97),
-            Algorithm::EdDSA => Some(32),
-            _ => None,
-        };
-        if let Some(len) = expected {
-            if key.try_get_as_bytes().map(<[u8]>::len).ok() != Some(len) {
-                return Err(bad(format!("key {name}: wrong public key size")));
-            }
-        }
-        keys.push((kid, key, algorithms));
-    }
-    if keys.is_empty() {
-        return Err(bad("no usable signing key".into()));
-    }
-    Ok(keys)
 }
 
 /// True when the error means "this key did not verify this token" (so the
@@ -555,63 +225,11 @@ fn identity(claims: Claims) -> Result<Identity, AuthError> {
     })
 }
 
-#[derive(Serialize)]
-struct SignedClaims<'a> {
-    user_id: UserId,
-    sub: String,
-    username: &'a str,
-    iat: i64,
-    exp: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    iss: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    aud: Option<&'a str>,
-}
-
-/// Signs an HS256 token for `user_id`/`username` valid for `ttl_secs`.
-pub fn sign_hs256(secret: &[u8], user_id: UserId, username: &str, ttl_secs: i64) -> String {
-    sign_hs256_with(secret, &SignOptions::default(), user_id, username, ttl_secs)
-}
-
-/// What [`sign_hs256_with`] adds to a token besides the identity.
-#[derive(Debug, Clone, Default)]
-pub struct SignOptions {
-    /// The `kid` header (the secret's key id).
-    pub kid: Option<String>,
-    /// The `iss` claim.
-    pub issuer: Option<String>,
-    /// The `aud` claim.
-    pub audience: Option<String>,
-}
-
-/// Signs an HS256 token like [`sign_hs256`], with a key id, issuer and
-/// audience when `options` has them.
-pub fn sign_hs256_with(
-    secret: &[u8],
-    options: &SignOptions,
-    user_id: UserId,
-    username: &str,
-    ttl_secs: i64,
-) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims = SignedClaims {
-        user_id,
-        sub: user_id.to_string(),
-        username,
-        iat: now,
-        exp: now + ttl_secs,
-        iss: options.issuer.as_deref(),
-        aud: options.audience.as_deref(),
-    };
-    let mut header = Header::new(Algorithm::HS256);
-    header.kid = options.kid.clone().filter(|k| !k.is_empty());
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret))
-        .expect("HS256 signing cannot fail")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::sign_hs256;
+    use jsonwebtoken::{EncodingKey, Header};
     use serde_json::json;
 
     const SECRET: &[u8] = b"test-secret";
@@ -731,13 +349,6 @@ mod tests {
     }
 
     #[test]
-    fn key_ids_split_at_the_first_colon() {
-        assert_eq!(split_kid("secret"), (None, "secret"));
-        assert_eq!(split_kid("k1:sec:ret"), (Some("k1"), "sec:ret"));
-        assert_eq!(split_kid(":sec:ret"), (None, "sec:ret"));
-    }
-
-    #[test]
     fn secrets_are_chosen_by_kid_and_tried_in_order_without_one() {
         let v = KeySources {
             secret: Some("current".into()),
@@ -815,19 +426,6 @@ mod tests {
             v.verify(&with(json!({"iss": "me", "aud": ["x"]}))),
             Err(AuthError::Audience)
         );
-    }
-
-    #[test]
-    fn no_source_is_an_error() {
-        assert!(matches!(
-            KeySources::default().load(),
-            Err(KeyError::NoKeys)
-        ));
-        let empty = KeySources {
-            secret: Some(String::new()),
-            ..KeySources::default()
-        };
-        assert!(matches!(empty.load(), Err(KeyError::EmptySecret(_))));
     }
 
     /// Minimal base64url without padding, enough to forge test tokens.

@@ -1,0 +1,390 @@
+//! Server → client: every frame the server sends, encoded once into a
+//! shared [`Frame`] as `{"type":..,"ref":..,"data":..}` (`ref` only on
+//! direct replies to a request that carried one).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+
+use super::{Frame, Ref, RoomSummary, StoredMessage, Target, UserId};
+
+fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, T> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a Ref>,
+    data: T,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomMessageData<'a> {
+    id: i64,
+    from_user: UserId,
+    username: &'a str,
+    content: &'a str,
+    #[serde(serialize_with = "rfc3339")]
+    timestamp: &'a DateTime<Utc>,
+    room: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DmData<'a> {
+    id: i64,
+    from_user: UserId,
+    username: &'a str,
+    content: &'a str,
+    #[serde(serialize_with = "rfc3339")]
+    timestamp: &'a DateTime<Utc>,
+    to: UserId,
+}
+
+/// One message as serialized data, room or DM shaped after its target.
+struct MessageData<'a>(&'a StoredMessage);
+
+impl Serialize for MessageData<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let m = self.0;
+        match &m.target {
+            Target::Room(room) => RoomMessageData {
+                id: m.id,
+                from_user: m.from_user,
+                username: &m.username,
+                content: &m.content,
+                timestamp: &m.timestamp,
+                room,
+            }
+            .serialize(s),
+            Target::User(to) => DmData {
+                id: m.id,
+                from_user: m.from_user,
+                username: &m.username,
+                content: &m.content,
+                timestamp: &m.timestamp,
+                to: *to,
+            }
+            .serialize(s),
+        }
+    }
+}
+
+fn to_frame<T: Serialize>(kind: &str, reference: Option<&Ref>, data: T) -> Frame {
+    // Serializing plain structs of strings and integers cannot fail.
+    let text = serde_json::to_string(&Envelope {
+        kind,
+        reference,
+        data,
+    })
+    .expect("frame serialization");
+    Frame::from(text)
+}
+
+/// Encodes a live `message` (room) or `dm` frame, shared by every recipient.
+pub fn encode_message(m: &StoredMessage) -> Frame {
+    encode_message_for(m, None)
+}
+
+/// Encodes a `message` or `dm` frame carrying the sender's `ref` (its own copy).
+pub fn encode_message_for(m: &StoredMessage, reference: Option<&Ref>) -> Frame {
+    let kind = match m.target {
+        Target::Room(_) => "message",
+        Target::User(_) => "dm",
+    };
+    to_frame(kind, reference, MessageData(m))
+}
+
+/// Encodes a `room_history` or `dm_history` reply (oldest first).
+pub fn encode_history(
+    kind: HistoryKind,
+    messages: &[StoredMessage],
+    reference: Option<&Ref>,
+) -> Frame {
+    let data: Vec<MessageData<'_>> = messages.iter().map(MessageData).collect();
+    to_frame(kind.as_str(), reference, data)
+}
+
+/// Which history a reply answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryKind {
+    /// Reply to `room_history`.
+    Room,
+    /// Reply to `dm_history`.
+    Dm,
+}
+
+impl HistoryKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            HistoryKind::Room => "room_history",
+            HistoryKind::Dm => "dm_history",
+        }
+    }
+}
+
+/// What a `join_ack` says besides the room.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JoinAck<'a> {
+    /// With `since`: whether the missed messages follow (`None`: no `since`).
+    pub recovered: Option<bool>,
+    /// Ids of the room's members with an open connection (`None`: not reported).
+    pub online: Option<&'a [UserId]>,
+}
+
+/// Encodes `{"type":"join_ack","data":{"room":..,"status":"ok",..}}`.
+pub fn encode_join_ack(room: &str, ack: JoinAck<'_>, reference: Option<&Ref>) -> Frame {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        room: &'a str,
+        status: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        online: Option<&'a [UserId]>,
+    }
+    let data = Data {
+        room,
+        status: "ok",
+        recovered: ack.recovered,
+        online: ack.online,
+    };
+    to_frame("join_ack", reference, data)
+}
+
+#[derive(Serialize)]
+struct RoomData<'a> {
+    room: &'a str,
+}
+
+/// Encodes `{"type":"leave_ack","data":{"room":..}}`.
+pub fn encode_leave_ack(room: &str, reference: Option<&Ref>) -> Frame {
+    to_frame("leave_ack", reference, RoomData { room })
+}
+
+/// Encodes `{"type":"room_created","data":{"room":..}}`.
+pub fn encode_room_created(room: &str, reference: Option<&Ref>) -> Frame {
+    to_frame("room_created", reference, RoomData { room })
+}
+
+/// Encodes `{"type":"rooms","data":[{"room","last_id","unread"}..]}`.
+pub fn encode_rooms(rooms: &[RoomSummary], reference: Option<&Ref>) -> Frame {
+    to_frame("rooms", reference, rooms)
+}
+
+/// Encodes `{"type":"read_ack","data":{"room":..,"up_to":..}}`.
+pub fn encode_read_ack(room: &str, up_to: i64, reference: Option<&Ref>) -> Frame {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        room: &'a str,
+        up_to: i64,
+    }
+    to_frame("read_ack", reference, Data { room, up_to })
+}
+
+/// Encodes `{"type":"dm_sync_ack","data":{"recovered":..}}`.
+pub fn encode_dm_sync_ack(recovered: bool, reference: Option<&Ref>) -> Frame {
+    #[derive(Serialize)]
+    struct Data {
+        recovered: bool,
+    }
+    to_frame("dm_sync_ack", reference, Data { recovered })
+}
+
+/// Encodes `{"type":"presence","data":{"room","user","username","status"}}`.
+pub fn encode_presence(room: &str, user: UserId, username: &str, online: bool) -> Frame {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        room: &'a str,
+        user: UserId,
+        username: &'a str,
+        status: &'a str,
+    }
+    let status = if online { "online" } else { "offline" };
+    to_frame(
+        "presence",
+        None,
+        Data {
+            room,
+            user,
+            username,
+            status,
+        },
+    )
+}
+
+/// Encodes `{"type":"typing","data":{"room","fromUser","username"}}`.
+pub fn encode_typing(room: &str, from_user: UserId, username: &str) -> Frame {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Data<'a> {
+        room: &'a str,
+        from_user: UserId,
+        username: &'a str,
+    }
+    to_frame(
+        "typing",
+        None,
+        Data {
+            room,
+            from_user,
+            username,
+        },
+    )
+}
+
+/// Encodes `{"type":"refresh_ack","data":{"exp":..}}` (the new expiry, Unix seconds).
+pub fn encode_refresh_ack(exp: i64, reference: Option<&Ref>) -> Frame {
+    #[derive(Serialize)]
+    struct Data {
+        exp: i64,
+    }
+    to_frame("refresh_ack", reference, Data { exp })
+}
+
+/// Encodes `{"type":"error","data":{"message":..}}`.
+pub fn encode_error(message: &str) -> Frame {
+    encode_error_for(message, None)
+}
+
+/// Encodes an error frame answering the request that carried `reference`.
+pub fn encode_error_for(message: &str, reference: Option<&Ref>) -> Frame {
+    #[derive(Serialize)]
+    struct ErrorData<'a> {
+        message: &'a str,
+    }
+    to_frame("error", reference, ErrorData { message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn sample(target: Target) -> StoredMessage {
+        StoredMessage {
+            id: 42,
+            from_user: 7,
+            username: "al\"ice".into(),
+            content: "héllo\n<b>".into(),
+            timestamp: Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, 0).unwrap(),
+            target,
+        }
+    }
+
+    #[test]
+    fn encodes_room_and_dm_frames_in_document_shape() {
+        let room = encode_message(&sample(Target::Room("general".into())));
+        assert_eq!(
+            room.as_str(),
+            r#"{"type":"message","data":{"id":42,"fromUser":7,"username":"al\"ice","content":"héllo\n<b>","timestamp":"2025-01-01T12:00:00.000000Z","room":"general"}}"#
+        );
+        let dm = encode_message(&sample(Target::User(9)));
+        let v: serde_json::Value = serde_json::from_str(dm.as_str()).unwrap();
+        assert_eq!(v["type"], "dm");
+        assert_eq!(v["data"]["to"], 9);
+        assert_eq!(v["data"]["fromUser"], 7);
+        assert!(v["data"].get("room").is_none());
+    }
+
+    #[test]
+    fn encodes_acks_errors_and_history() {
+        assert_eq!(
+            encode_join_ack("r", JoinAck::default(), None).as_str(),
+            r#"{"type":"join_ack","data":{"room":"r","status":"ok"}}"#
+        );
+        let ack = JoinAck {
+            recovered: Some(true),
+            online: Some(&[3, 4]),
+        };
+        assert_eq!(
+            encode_join_ack("r", ack, Some(&Ref::Text("j".into()))).as_str(),
+            r#"{"type":"join_ack","ref":"j","data":{"room":"r","status":"ok","recovered":true,"online":[3,4]}}"#
+        );
+        assert_eq!(
+            encode_error_for("bad", Some(&Ref::Int(5))).as_str(),
+            r#"{"type":"error","ref":5,"data":{"message":"bad"}}"#
+        );
+        let rooms = [RoomSummary {
+            room: "g".into(),
+            last_id: None,
+            unread: 0,
+        }];
+        assert_eq!(
+            encode_rooms(&rooms, None).as_str(),
+            r#"{"type":"rooms","data":[{"room":"g","last_id":null,"unread":0}]}"#
+        );
+        assert_eq!(
+            encode_read_ack("g", 9, None).as_str(),
+            r#"{"type":"read_ack","data":{"room":"g","up_to":9}}"#
+        );
+        assert_eq!(
+            encode_dm_sync_ack(false, None).as_str(),
+            r#"{"type":"dm_sync_ack","data":{"recovered":false}}"#
+        );
+        assert_eq!(
+            encode_presence("r", 3, "bo", false).as_str(),
+            r#"{"type":"presence","data":{"room":"r","user":3,"username":"bo","status":"offline"}}"#
+        );
+        assert_eq!(
+            encode_typing("r", 3, "bo").as_str(),
+            r#"{"type":"typing","data":{"room":"r","fromUser":3,"username":"bo"}}"#
+        );
+        assert_eq!(
+            encode_refresh_ack(99, Some(&Ref::Int(2))).as_str(),
+            r#"{"type":"refresh_ack","ref":2,"data":{"exp":99}}"#
+        );
+        let own = encode_message_for(&sample(Target::User(9)), Some(&Ref::Int(1)));
+        assert!(
+            own.as_str()
+                .starts_with(r#"{"type":"dm","ref":1,"data":{"id":42"#),
+            "{own}"
+        );
+        assert_eq!(
+            encode_error("nope").as_str(),
+            r#"{"type":"error","data":{"message":"nope"}}"#
+        );
+        let h = encode_history(HistoryKind::Dm, &[sample(Target::User(9))], None);
+        let v: serde_json::Value = serde_json::from_str(h.as_str()).unwrap();
+        assert_eq!(v["type"], "dm_history");
+        assert_eq!(v["data"][0]["id"], 42);
+        assert_eq!(
+            encode_history(HistoryKind::Room, &[], None).as_str(),
+            r#"{"type":"room_history","data":[]}"#
+        );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    //! Property tests over the encoder: every message encodes to valid JSON
+    //! that carries its content and id unchanged.
+    use super::*;
+    use crate::protocol::valid_room_name;
+    use proptest::prelude::*;
+
+    fn room() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9 _\\-éü€🌍]{1,16}".prop_filter("fits", |r| valid_room_name(r))
+    }
+
+    proptest! {
+
+        #[test]
+        fn encoded_frames_are_valid_json(id in any::<i64>(), from in any::<i64>(), content in any::<String>(), name in room()) {
+            let m = StoredMessage {
+                id,
+                from_user: from,
+                username: name.as_str().into(),
+                content: content.clone(),
+                timestamp: Utc::now(),
+                target: Target::Room(name.as_str().into()),
+            };
+            let v: serde_json::Value = serde_json::from_str(encode_message(&m).as_str()).unwrap();
+            prop_assert_eq!(v["data"]["content"].as_str(), Some(content.as_str()));
+            prop_assert_eq!(v["data"]["id"].as_i64(), Some(id));
+        }
+    }
+}

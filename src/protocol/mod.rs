@@ -1,0 +1,143 @@
+//! The wire protocol: the only module that knows JSON.
+//!
+//! Incoming text frames are decoded into [`Request`]s with a clear
+//! [`DecodeError`] for every way a frame can be wrong; outgoing frames are
+//! encoded here once into a [`Frame`] that every recipient shares.
+//!
+//! # Layout
+//!
+//! - `mod.rs` (this file): what both directions share: [`UserId`],
+//!   [`Frame`], [`Ref`], [`Target`], [`StoredMessage`], [`RoomSummary`], the
+//!   `MAX_*` limits and the name and `client_id` validators.
+//! - [`request`]: client → server. [`Request`] and [`Page`], [`decode`] and
+//!   [`decode_with_ref`] (the `ref` read first, so an error carries it),
+//!   [`DecodeError`]. A new request is a variant, its fields in `RawRequest`
+//!   and one arm in the decoder.
+//! - [`frame`]: server → client. One `encode_*` per frame type, all through
+//!   one envelope (`{"type", "ref"?, "data"}`); [`HistoryKind`], [`JoinAck`].
+//!   `encode_message` is on the hot path (`benches/protocol.rs`).
+//!
+//! Every public item is re-exported here: callers write
+//! `crate::protocol::X`, never the submodule.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+pub mod frame;
+pub mod request;
+
+pub use frame::{
+    encode_dm_sync_ack, encode_error, encode_error_for, encode_history, encode_join_ack,
+    encode_leave_ack, encode_message, encode_message_for, encode_presence, encode_read_ack,
+    encode_refresh_ack, encode_room_created, encode_rooms, encode_typing, HistoryKind, JoinAck,
+};
+pub use request::{decode, decode_with_ref, DecodeError, Page, Request};
+
+/// A user id, as carried in tokens, frames and the `users` table.
+pub type UserId = i64;
+
+/// An encoded outgoing text frame. Cloning it only bumps a reference count,
+/// so one encoding is shared by every recipient on every shard.
+pub type Frame = Utf8Bytes;
+
+/// Longest accepted room name, in bytes.
+pub const MAX_ROOM_NAME_BYTES: usize = 64;
+
+/// Longest accepted `ref` string, in bytes.
+pub const MAX_REF_BYTES: usize = 128;
+
+/// Longest accepted `client_id`, in characters.
+pub const MAX_CLIENT_ID_CHARS: usize = 64;
+
+/// Longest room name `create_room` accepts, in characters.
+pub const MAX_NEW_ROOM_CHARS: usize = 64;
+
+/// A client's correlation tag: echoed at the top level of every direct
+/// reply to the request that carried it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Ref {
+    /// `"ref": 17`
+    Int(i64),
+    /// `"ref": "abc"`
+    Text(Box<str>),
+}
+
+/// True for a room name the server accepts: 1 to [`MAX_ROOM_NAME_BYTES`]
+/// bytes, no control characters.
+pub fn valid_room_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_ROOM_NAME_BYTES && !name.chars().any(char::is_control)
+}
+
+/// True for a name a new room may have: 1 to [`MAX_NEW_ROOM_CHARS`] ASCII
+/// letters, digits, `-`, `_` or `.`.
+pub fn valid_new_room_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NEW_ROOM_CHARS
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// True for a `client_id`: 1 to [`MAX_CLIENT_ID_CHARS`] characters, no NUL.
+pub fn valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && (id.len() <= MAX_CLIENT_ID_CHARS || id.chars().count() <= MAX_CLIENT_ID_CHARS)
+        && !id.contains('\0')
+}
+
+/// Where a stored message was addressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A room message, by room name.
+    Room(std::sync::Arc<str>),
+    /// A direct message to this user.
+    User(UserId),
+}
+
+/// A message as stored and as delivered: the payload of `message` and `dm`
+/// frames and of history entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Database id; unique, increasing within a room and within a DM pair.
+    pub id: i64,
+    /// Sender's user id.
+    pub from_user: UserId,
+    /// Sender's username.
+    pub username: std::sync::Arc<str>,
+    /// Message text.
+    pub content: String,
+    /// Commit time (microsecond precision, as stored).
+    pub timestamp: DateTime<Utc>,
+    /// Room or recipient.
+    pub target: Target,
+}
+
+/// One entry of a `rooms` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomSummary {
+    /// Room name.
+    pub room: String,
+    /// Newest message id in the room (`null` when it has none).
+    pub last_id: Option<i64>,
+    /// Messages newer than the user's read position (capped by the server).
+    pub unread: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_room_names_use_a_small_character_set() {
+        assert!(valid_new_room_name("general"));
+        assert!(valid_new_room_name("team-1_b.x"));
+        assert!(valid_new_room_name(&"a".repeat(64)));
+        assert!(!valid_new_room_name(&"a".repeat(65)));
+        assert!(!valid_new_room_name(""));
+        assert!(!valid_new_room_name("with space"));
+        assert!(!valid_new_room_name("café"));
+        assert!(!valid_new_room_name("a/b"));
+    }
+}
