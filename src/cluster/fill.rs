@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::follow::user_stream_event;
 use super::link::{Link, TICK};
 use super::Stream;
 use crate::protocol::{encode_message, StoredMessage};
@@ -159,12 +160,6 @@ fn stored_event(stream: &Stream, m: &StoredMessage) -> ShardEvent {
             own: None,
             sent: Sent::remote(),
         },
-        Stream::User(u) => ShardEvent::Users {
-            users: [*u, *u],
-            id: m.id,
-            frame,
-            own: None,
-            sent: Sent::remote(),
-        },
+        Stream::User(u) => user_stream_event(*u, m.id, frame, None, Sent::remote()),
     }
 }

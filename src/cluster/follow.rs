@@ -10,6 +10,7 @@
 //! stream left holding messages (the fill itself: `fill`).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle as TaskHandle;
@@ -21,7 +22,8 @@ use super::remote::forward;
 use super::sequencer::Sequencer;
 use super::wire::Remote;
 use super::{Committed, Stream};
-use crate::router::{Sent, ShardEvent};
+use crate::protocol::{Frame, UserId};
+use crate::router::{OwnCopy, Sent, ShardEvent};
 use crate::store::StoreError;
 
 /// A followed stream: its subscription and its order.
@@ -31,6 +33,24 @@ pub(super) struct Followed {
     /// The task forwarding what the subscription receives (aborting it
     /// drops the subscriber, which unsubscribes).
     pub(super) forwarder: TaskHandle<()>,
+}
+
+/// A DM as one user's stream delivers it: `users: [user, user]`, so that a
+/// node hosting both users orders each one's DMs on its own.
+pub(super) fn user_stream_event(
+    user: UserId,
+    id: i64,
+    frame: Frame,
+    own: Option<Arc<OwnCopy>>,
+    sent: Sent,
+) -> ShardEvent {
+    ShardEvent::Users {
+        users: [user, user],
+        id,
+        frame,
+        own,
+        sent,
+    }
 }
 
 impl Link {
@@ -50,38 +70,18 @@ impl Link {
                 parts.push((stream, id, c.prev[0], c.event));
             }
             ShardEvent::Users {
-                users,
+                users: [from, to],
                 id,
                 frame,
                 own,
                 sent,
             } => {
-                parts.push((
-                    Stream::User(users[0]),
-                    id,
-                    c.prev[0],
-                    ShardEvent::Users {
-                        users: [users[0], users[0]],
-                        id,
-                        frame: frame.clone(),
-                        own,
-                        sent,
-                    },
-                ));
-                if users[1] != users[0] {
-                    parts.push((
-                        Stream::User(users[1]),
-                        id,
-                        c.prev[1],
-                        ShardEvent::Users {
-                            users: [users[1], users[1]],
-                            id,
-                            frame,
-                            own: None,
-                            // Observed once, with the sender's stream.
-                            sent: Sent::remote(),
-                        },
-                    ));
+                let event = user_stream_event(from, id, frame.clone(), own, sent);
+                parts.push((Stream::User(from), id, c.prev[0], event));
+                if to != from {
+                    // Observed once, with the sender's stream.
+                    let event = user_stream_event(to, id, frame, None, Sent::remote());
+                    parts.push((Stream::User(to), id, c.prev[1], event));
                 }
             }
             other => {
