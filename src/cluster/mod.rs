@@ -12,9 +12,33 @@
 //! (first local member of a room / connection of a user, last one gone);
 //! the link subscribes and unsubscribes the matching NATS subjects.
 //!
+//! # Layout
+//!
+//! - this file: [`Stream`] and its subjects, what travels between writers,
+//!   shards and the link ([`Committed`], [`RemoteNotice`],
+//!   [`RemoteMembership`]), and the node's [`Interest`];
+//! - [`handle`]: what shards call ([`ClusterHandle`]): the interest, the
+//!   notice and membership queues, presence probes and online queries to
+//!   the other nodes;
+//! - [`link`]: the link's thread ([`spawn`], [`ClusterLink`]), its settings,
+//!   and its main loop, which connects to NATS and dispatches to the next
+//!   three;
+//! - `follow`: following the streams the interest asks for (subscribing,
+//!   starting each sequencer at its floor, unsubscribing) and putting every
+//!   message through its streams' sequencers;
+//! - `fill`: catching up from PostgreSQL: the periodic check, gap fills;
+//! - `remote`: traffic with the other nodes: publishing, forwarding what
+//!   the subscriptions receive, answering probes and online queries;
+//! - [`sequencer`]: one stream's ordering state (pure);
+//! - [`wire`]: the NATS payload (pure).
+//!
 //! [`Router`]: crate::router::Router
 
+mod fill;
+mod follow;
+pub mod handle;
 pub mod link;
+mod remote;
 pub mod sequencer;
 pub mod wire;
 
