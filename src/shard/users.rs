@@ -43,14 +43,10 @@ impl KnownUsers {
         }
     }
 
-    /// Entries held.
-    pub fn len(&self) -> usize {
+    /// Entries held (for the bound's test).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.users.len()
-    }
-
-    /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
     }
 }
 
