@@ -36,8 +36,8 @@ cargo build --release --bin chat_server
 bin=${CARGO_TARGET_DIR:-target}/release/chat_server
 
 "$bin" room create general # exits 0 with a note if it already exists
-alice=$("$bin" token --user-id 1 --username alice --ttl 24h)
-bob=$("$bin" token --user-id 2 --username bob --ttl 24h)
+alice=$("$bin" token --user-id 1 --username alice --ttl 12h)
+bob=$("$bin" token --user-id 2 --username bob --ttl 12h)
 addr=${WS_BIND_ADDR/0.0.0.0/127.0.0.1} # a wildcard bind is reachable via loopback
 
 dev_note="DEVELOPMENT MODE (--dev): the page's \"Generate dev token\" button signs a token

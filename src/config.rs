@@ -283,6 +283,14 @@ pub struct Config {
     /// which signs a token for whoever asks. Never on a reachable server.
     #[arg(long, env = "CHAT_DEV", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub dev: bool,
+
+    // --- issue 13: identity, token lifetime and request strictness ---
+    /// Longest a token may still be valid when presented, in seconds: a
+    /// token whose `exp` is more than this (plus --jwt-leeway-secs) ahead
+    /// is refused at the handshake (401) and by `refresh`.
+    #[arg(long, env = "CHAT_MAX_TOKEN_LIFETIME_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_token_lifetime_secs: u64,
 }
 
 /// Prints the settings that shape the server, never a secret: the JWT
@@ -440,6 +448,7 @@ impl Config {
         config.tls_key = None;
         config.cluster_url = None;
         config.node_id = None;
+        config.max_token_lifetime_secs = 86_400;
         config
     }
 }

@@ -168,6 +168,7 @@ fn key_sources(config: &Config) -> KeySources {
         issuer: config.jwt_issuer.clone().filter(|s| !s.is_empty()),
         audience: config.jwt_audience.clone().filter(|s| !s.is_empty()),
         leeway_secs: config.jwt_leeway_secs,
+        max_lifetime_secs: Some(config.max_token_lifetime_secs),
     }
 }
 

@@ -34,15 +34,18 @@ enum Command {
     Room(RoomCommand),
     /// Print a token signed with JWT_SECRET, for trying the server out.
     Token {
-        /// User id (the `user_id` and `sub` claims).
+        /// User id (the `user_id` and `sub` claims): 1 to 2^53 - 1.
         #[arg(long)]
         user_id: i64,
         /// Username claim.
         #[arg(long)]
         username: String,
-        /// Lifetime, e.g. `30m`, `1h`, `7d`.
+        /// Lifetime, e.g. `30m`, `1h`, `12h`; at most the server's maximum.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// The server's maximum token lifetime (seconds): a longer --ttl is refused.
+        #[arg(long, env = "CHAT_MAX_TOKEN_LIFETIME_SECS", default_value_t = 86_400)]
+        max_token_lifetime_secs: u64,
         /// Shared secret.
         #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
         jwt_secret: String,
@@ -98,22 +101,35 @@ fn main() -> ExitCode {
             user_id,
             username,
             ttl,
+            max_token_lifetime_secs,
             jwt_secret,
             jwt_secret_kid,
             jwt_issuer,
             jwt_audience,
         } => {
-            let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
-            let options = auth::SignOptions {
-                kid: jwt_secret_kid,
-                issuer: jwt_issuer,
-                audience: jwt_audience,
-            };
-            println!(
-                "{}",
-                auth::sign_hs256_with(jwt_secret.as_bytes(), &options, user_id, &username, ttl)
-            );
-            Ok(())
+            if !chat_server::protocol::valid_user_id(user_id) {
+                Err("invalid --user-id: use 1 to 9007199254740991".into())
+            } else if let Err(e) = auth::check_username(&username) {
+                Err(e.to_string().into())
+            } else if ttl.as_secs() > max_token_lifetime_secs {
+                Err(format!(
+                    "--ttl exceeds the maximum token lifetime of {max_token_lifetime_secs} s \
+                     (CHAT_MAX_TOKEN_LIFETIME_SECS)"
+                )
+                .into())
+            } else {
+                let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+                let options = auth::SignOptions {
+                    kid: jwt_secret_kid,
+                    issuer: jwt_issuer,
+                    audience: jwt_audience,
+                };
+                println!(
+                    "{}",
+                    auth::sign_hs256_with(jwt_secret.as_bytes(), &options, user_id, &username, ttl)
+                );
+                Ok(())
+            }
         }
         Command::Migrate { database_url } => admin(&database_url, |_| async { Ok(()) }),
         Command::Room(RoomCommand::Create { name, database_url }) => {

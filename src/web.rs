@@ -197,12 +197,13 @@ pub enum DevTokenError {
     /// The server runs without `--dev`.
     #[error("not found")]
     Disabled,
-    /// `user_id` is missing or not a positive integer.
-    #[error("user_id must be a positive integer")]
+    /// `user_id` is missing or not in `1 ..= 2^53 - 1`.
+    #[error("user_id must be an integer from 1 to 9007199254740991")]
     UserId,
-    /// `username` is missing, too long or holds control characters.
+    /// `username` is missing, too long, or breaks the handshake's rules
+    /// (`auth::check_username`).
     #[error(
-        "username must be 1 to {DEV_USERNAME_MAX_CHARS} characters, without control characters"
+        "username must be 1 to {DEV_USERNAME_MAX_CHARS} characters, without control, invisible or bidi characters"
     )]
     Username,
     /// Dev tokens are signed with `JWT_SECRET`, and none is configured.
@@ -242,11 +243,15 @@ fn sign_dev_token(config: &Config, query: Option<&str>) -> Result<String, DevTok
             _ => {}
         }
     }
-    let user_id = user_id.filter(|id| *id > 0).ok_or(DevTokenError::UserId)?;
+    // The handshake's own rules (user id range, username characters), so
+    // that a dev token is never one the server then refuses.
+    let user_id = user_id
+        .filter(|id| crate::protocol::valid_user_id(*id))
+        .ok_or(DevTokenError::UserId)?;
     let username = username
         .filter(|u| {
             let n = u.chars().count();
-            (1..=DEV_USERNAME_MAX_CHARS).contains(&n) && !u.chars().any(char::is_control)
+            (1..=DEV_USERNAME_MAX_CHARS).contains(&n) && crate::auth::check_username(u).is_ok()
         })
         .ok_or(DevTokenError::Username)?;
     let ttl = i64::try_from(DEV_TOKEN_TTL.as_secs()).unwrap_or(3600);
@@ -364,6 +369,13 @@ mod tests {
             dev_token(&dev, Some("user_id=1&username=%07bell")).status,
             400
         );
+        for bad in [
+            "user_id=9007199254740992&username=a",
+            "user_id=1&username=a%E2%80%8Bb",
+            "user_id=1&username=a%E2%80%AEb",
+        ] {
+            assert_eq!(dev_token(&dev, Some(bad)).status, 400, "{bad}");
+        }
         let ok = dev_token(&dev, Some("user_id=7&username=ana%C3%AFs"));
         assert_eq!(ok.status, 200);
         let token = std::str::from_utf8(&ok.body).unwrap().trim();

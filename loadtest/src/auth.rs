@@ -3,8 +3,9 @@
 use jsonwebtoken::{EncodingKey, Header};
 use serde::Serialize;
 
-/// Token lifetime: long enough for any bounded run.
-const LIFETIME_SECS: u64 = 24 * 3600;
+/// Token lifetime: long enough for any bounded run, and well under the
+/// server's default maximum token lifetime (a day).
+const LIFETIME_SECS: u64 = 12 * 3600;
 
 #[derive(Serialize)]
 struct Claims<'a> {
@@ -21,7 +22,7 @@ pub struct TokenMinter {
 }
 
 impl TokenMinter {
-    /// A minter for `secret`; tokens expire a day from now.
+    /// A minter for `secret`; tokens expire 12 hours from now.
     pub fn new(secret: &str) -> TokenMinter {
         let now = crate::sysinfo::unix_nanos() / 1_000_000_000;
         TokenMinter {

@@ -106,6 +106,10 @@ pub struct KeySources {
     pub audience: Option<String>,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
+    /// Longest a token may still live when it is presented: a token whose
+    /// `exp` is more than this (plus the leeway) ahead is refused
+    /// (`None`: no maximum).
+    pub max_lifetime_secs: Option<u64>,
 }
 
 /// Splits `ID:VALUE` at the first `:`; an empty id (`:VALUE`) means none.
@@ -138,6 +142,12 @@ impl KeySources {
         }
         validation.set_required_spec_claims(&required);
         validation
+    }
+
+    /// How far ahead of now an `exp` may be (maximum lifetime plus leeway).
+    pub(super) fn max_exp_ahead(&self) -> Option<i64> {
+        self.max_lifetime_secs
+            .map(|max| i64::try_from(max.saturating_add(self.leeway_secs)).unwrap_or(i64::MAX))
     }
 
     pub(super) fn key(
@@ -192,7 +202,10 @@ impl KeySources {
         if keys.is_empty() {
             return Err(KeyError::NoKeys);
         }
-        Ok(Verifier { keys })
+        Ok(Verifier {
+            keys,
+            max_exp_ahead: self.max_exp_ahead(),
+        })
     }
 }
 

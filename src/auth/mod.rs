@@ -14,6 +14,8 @@
 //!   `alg` and `kid`, `jsonwebtoken` errors mapped to [`AuthError`], the
 //!   claims read into an [`Identity`]. On the handshake path
 //!   (`benches/jwt.rs`).
+//! - [`username`]: which usernames a token may carry ([`check_username`])
+//!   and the look-alike key they are unique under ([`username_key`]).
 //! - [`sign`]: HS256 signing for the `token` command and `--dev` tokens
 //!   ([`sign_hs256`], [`sign_hs256_with`], [`SignOptions`]).
 //!
@@ -23,16 +25,18 @@ use crate::protocol::UserId;
 
 pub mod keys;
 pub mod sign;
+pub mod username;
 pub mod verify;
 
 pub use keys::{FileError, KeyError, KeySources};
 pub use sign::{sign_hs256, sign_hs256_with, SignOptions};
+pub use username::{check_username, username_key, UsernameError, MAX_USERNAME_BYTES};
 pub use verify::Verifier;
 
 /// Who a verified token says the client is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// From the `user_id` claim, or else a numeric `sub`.
+    /// From the `user_id` claim, or else `sub`: in `1 ..= 2^53 - 1`.
     pub user_id: UserId,
     /// From the `username` claim.
     pub username: String,
@@ -74,13 +78,25 @@ pub enum AuthError {
     /// `exp` is absent.
     #[error("token has no exp claim")]
     MissingExp,
-    /// No usable user id (`user_id`, or a numeric `sub`).
+    /// Neither `user_id` nor `sub`.
     #[error("token has no user id")]
     MissingUserId,
-    /// No `username`, or an empty one.
+    /// `user_id` (or, without it, `sub`) is not an integer in
+    /// `1 ..= 2^53 - 1`; a string `sub` must be its canonical decimal form.
+    #[error("token user id must be an integer from 1 to 9007199254740991")]
+    InvalidUserId,
+    /// No `username` claim (or not a string).
     #[error("token has no username")]
     MissingUsername,
+    /// The username breaks a rule of [`username`].
+    #[error(transparent)]
+    InvalidUsername(#[from] UsernameError),
+    /// `exp` is further ahead than the server's maximum token lifetime
+    /// (plus the leeway).
+    #[error("token lifetime exceeds the server's maximum")]
+    LifetimeTooLong,
+    /// The header has a `crit` member: RFC 7515 §4.1.11 says to refuse
+    /// extensions one does not understand, and this server knows none.
+    #[error("token header has a crit member (no extension is understood)")]
+    CriticalHeader,
 }
-
-/// Longest accepted username, in bytes.
-pub const MAX_USERNAME_BYTES: usize = 64;

@@ -5,12 +5,12 @@
 use std::str::FromStr;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, TokenData};
 use serde::Deserialize;
 
 use super::keys::{Key, KeySources};
-use super::{AuthError, Identity, MAX_USERNAME_BYTES};
-use crate::protocol::UserId;
+use super::{check_username, AuthError, Identity};
+use crate::protocol::{valid_user_id, UserId, MAX_USER_ID};
 
 /// The claims this server reads; everything else in the token is ignored.
 #[derive(Debug, Deserialize)]
@@ -21,12 +21,23 @@ struct Claims {
     exp: Option<i64>,
 }
 
-fn as_user_id(v: &serde_json::Value) -> Option<UserId> {
-    match v {
+/// A user id claim: a JSON integer, or a string in canonical decimal
+/// (digits only, no sign, no leading zero: `"7"`, not `"+7"`, `"007"`,
+/// `" 7"` or `"7.0"`), in `1 ..= 2^53 - 1`.
+fn as_user_id(v: &serde_json::Value) -> Result<UserId, AuthError> {
+    let id = match v {
         serde_json::Value::Number(n) => n.as_i64(),
-        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::String(s) => {
+            let canonical = !s.is_empty()
+                && s.len() <= MAX_USER_ID.to_string().len()
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && !s.starts_with('0');
+            canonical.then(|| s.parse().ok()).flatten()
+        }
         _ => None,
-    }
+    };
+    id.filter(|&id| valid_user_id(id))
+        .ok_or(AuthError::InvalidUserId)
 }
 
 /// Verifies tokens against a set of keys: HS256 secrets (current and
@@ -40,6 +51,9 @@ fn as_user_id(v: &serde_json::Value) -> Option<UserId> {
 /// `jsonwebtoken::decode`.
 pub struct Verifier {
     pub(super) keys: Vec<Key>,
+    /// How far ahead of now a token's `exp` may be, in seconds (the
+    /// maximum lifetime plus the leeway; `None`: no maximum).
+    pub(super) max_exp_ahead: Option<i64>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -89,7 +103,7 @@ fn map_error(kind: &ErrorKind) -> AuthError {
 
 impl Verifier {
     /// A verifier for HS256 tokens signed with `secret`, allowing `leeway_secs`
-    /// of clock skew on `exp` and `nbf`.
+    /// of clock skew on `exp` and `nbf`, with no maximum token lifetime.
     pub fn hs256(secret: &[u8], leeway_secs: u64) -> Self {
         let sources = KeySources {
             leeway_secs,
@@ -101,7 +115,20 @@ impl Verifier {
                 DecodingKey::from_secret(secret),
                 vec![Algorithm::HS256],
             )],
+            max_exp_ahead: None,
         }
+    }
+
+    /// This verifier, refusing tokens whose `exp` is more than
+    /// `max_lifetime_secs` plus `leeway_secs` ahead of now.
+    pub fn with_max_lifetime(mut self, max_lifetime_secs: u64, leeway_secs: u64) -> Self {
+        self.max_exp_ahead = KeySources {
+            leeway_secs,
+            max_lifetime_secs: Some(max_lifetime_secs),
+            ..KeySources::default()
+        }
+        .max_exp_ahead();
+        self
     }
 
     /// Number of keys.
@@ -133,7 +160,7 @@ impl Verifier {
         {
             Ok(data) => match data.header.kid.as_deref() {
                 Some(kid) if first.id.as_deref() != Some(kid) => None,
-                _ => return identity(data.claims),
+                _ => return self.identity(data),
             },
             Err(e) => Some(e.into_kind()),
         };
@@ -161,7 +188,7 @@ impl Verifier {
             }
             tried = true;
             match jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation) {
-                Ok(data) => return identity(data.claims),
+                Ok(data) => return self.identity(data),
                 Err(e) if key_did_not_match(e.kind()) => continue,
                 Err(e) => return Err(map_error(e.kind())),
             }
@@ -206,23 +233,37 @@ impl TokenHeader {
     }
 }
 
-/// The identity in verified claims.
-fn identity(claims: Claims) -> Result<Identity, AuthError> {
-    let user_id = claims
-        .user_id
-        .as_ref()
-        .or(claims.sub.as_ref())
-        .and_then(as_user_id)
-        .ok_or(AuthError::MissingUserId)?;
-    let username = claims
-        .username
-        .filter(|u| !u.is_empty() && u.len() <= MAX_USERNAME_BYTES && !u.contains('\0'))
-        .ok_or(AuthError::MissingUsername)?;
-    Ok(Identity {
-        user_id,
-        username,
-        expires_at: claims.exp.ok_or(AuthError::MissingExp)?,
-    })
+impl Verifier {
+    /// The identity in a verified token: the header has no `crit`, `exp`
+    /// is within the maximum lifetime, and the user id and username
+    /// follow their rules.
+    fn identity(&self, data: TokenData<Claims>) -> Result<Identity, AuthError> {
+        if data.header.crit.is_some() {
+            return Err(AuthError::CriticalHeader);
+        }
+        let claims = data.claims;
+        let expires_at = claims.exp.ok_or(AuthError::MissingExp)?;
+        if let Some(ahead) = self.max_exp_ahead {
+            let now = chrono::Utc::now().timestamp();
+            if expires_at > now.saturating_add(ahead) {
+                return Err(AuthError::LifetimeTooLong);
+            }
+        }
+        let user_id = as_user_id(
+            claims
+                .user_id
+                .as_ref()
+                .or(claims.sub.as_ref())
+                .ok_or(AuthError::MissingUserId)?,
+        )?;
+        let username = claims.username.ok_or(AuthError::MissingUsername)?;
+        check_username(&username)?;
+        Ok(Identity {
+            user_id,
+            username,
+            expires_at,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -315,7 +356,7 @@ mod tests {
                 Algorithm::HS256,
                 SECRET
             )),
-            Err(AuthError::MissingUserId)
+            Err(AuthError::InvalidUserId)
         );
         assert_eq!(
             v.verify(&sign(
@@ -326,6 +367,106 @@ mod tests {
             Err(AuthError::MissingUsername)
         );
         assert_eq!(v.verify("garbage"), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn user_ids_are_in_range_and_a_string_sub_is_canonical() {
+        let v = Verifier::hs256(SECRET, 0);
+        let with = |claims: serde_json::Value| {
+            let mut c = json!({"username": "al", "exp": exp_in(60)});
+            c.as_object_mut()
+                .unwrap()
+                .extend(claims.as_object().unwrap().clone());
+            v.verify(&sign(c, Algorithm::HS256, SECRET))
+                .map(|i| i.user_id)
+        };
+        let max = (1i64 << 53) - 1;
+        for bad in [
+            json!({"user_id": 0}),
+            json!({"user_id": -1}),
+            json!({"user_id": max + 1}),
+            json!({"user_id": u64::MAX}),
+            json!({"user_id": "07"}),
+            json!({"user_id": 7.0}),
+            json!({"sub": "+7"}),
+            json!({"sub": "007"}),
+            json!({"sub": " 7"}),
+            json!({"sub": "7 "}),
+            json!({"sub": "7.0"}),
+            json!({"sub": "0"}),
+            json!({"sub": "-7"}),
+            json!({"sub": ""}),
+            json!({"sub": "9007199254740992"}),
+            json!({"sub": "99999999999999999999"}),
+            json!({"sub": 7.5}),
+            json!({"sub": true}),
+        ] {
+            assert_eq!(with(bad.clone()), Err(AuthError::InvalidUserId), "{bad}");
+        }
+        assert_eq!(with(json!({})), Err(AuthError::MissingUserId));
+        assert_eq!(with(json!({"user_id": max})), Ok(max));
+        assert_eq!(with(json!({"sub": max.to_string()})), Ok(max));
+        assert_eq!(with(json!({"sub": "10"})), Ok(10));
+        assert_eq!(with(json!({"user_id": 3, "sub": "x"})), Ok(3));
+    }
+
+    #[test]
+    fn usernames_follow_the_rules() {
+        let v = Verifier::hs256(SECRET, 0);
+        let name = |username: serde_json::Value| {
+            let c = json!({"user_id": 1, "username": username, "exp": exp_in(60)});
+            v.verify(&sign(c, Algorithm::HS256, SECRET))
+                .map(|i| i.username)
+        };
+        assert_eq!(name(json!("al")), Ok("al".into()));
+        assert_eq!(name(json!(5)), Err(AuthError::Malformed));
+        assert_eq!(
+            name(json!("a\u{202E}b")),
+            Err(AuthError::InvalidUsername(
+                crate::auth::UsernameError::Invisible
+            ))
+        );
+        assert_eq!(
+            name(json!(" ")),
+            Err(AuthError::InvalidUsername(
+                crate::auth::UsernameError::Empty
+            ))
+        );
+    }
+
+    #[test]
+    fn the_maximum_lifetime_bounds_exp_plus_leeway() {
+        let v = Verifier::hs256(SECRET, 0).with_max_lifetime(3600, 30);
+        let exp = |exp: i64| {
+            let c = json!({"user_id": 1, "username": "al", "exp": exp});
+            v.verify(&sign(c, Algorithm::HS256, SECRET)).map(|_| ())
+        };
+        assert_eq!(exp(exp_in(3600)), Ok(()));
+        assert_eq!(exp(exp_in(3600 + 20)), Ok(()), "within the leeway");
+        assert_eq!(exp(exp_in(3600 + 120)), Err(AuthError::LifetimeTooLong));
+        assert_eq!(exp(i64::MAX), Err(AuthError::LifetimeTooLong));
+        let unbounded = Verifier::hs256(SECRET, 0);
+        let c = json!({"user_id": 1, "username": "al", "exp": i64::MAX});
+        assert!(unbounded.verify(&sign(c, Algorithm::HS256, SECRET)).is_ok());
+    }
+
+    #[test]
+    fn a_crit_header_is_refused_whichever_key_verifies() {
+        let v = KeySources {
+            secret: Some("current".into()),
+            previous_secrets: vec!["old".into()],
+            ..KeySources::default()
+        }
+        .load()
+        .unwrap();
+        let claims = json!({"user_id": 5, "username": "al", "exp": exp_in(60)});
+        for secret in [&b"current"[..], b"old"] {
+            let mut header = Header::new(Algorithm::HS256);
+            header.crit = Some(vec!["exp".into()]);
+            let t =
+                jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap();
+            assert_eq!(v.verify(&t), Err(AuthError::CriticalHeader));
+        }
     }
 
     #[test]

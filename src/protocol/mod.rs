@@ -37,6 +37,16 @@ pub use request::{decode, decode_with_ref, DecodeError, Page, Request};
 /// A user id, as carried in tokens, frames and the `users` table.
 pub type UserId = i64;
 
+/// Largest user id: 2^53 - 1, the largest integer a JavaScript number
+/// holds exactly (`Number.MAX_SAFE_INTEGER`), so that no two ids collide
+/// in a browser. User ids are `1 ..= MAX_USER_ID`.
+pub const MAX_USER_ID: UserId = (1 << 53) - 1;
+
+/// True for a user id in `1 ..= MAX_USER_ID`.
+pub fn valid_user_id(id: UserId) -> bool {
+    (1..=MAX_USER_ID).contains(&id)
+}
+
 /// An encoded outgoing text frame. Cloning it only bumps a reference count,
 /// so one encoding is shared by every recipient on every shard.
 pub type Frame = Utf8Bytes;

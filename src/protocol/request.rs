@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::{valid_client_id, valid_room_name, Ref, UserId, MAX_REF_BYTES};
+use super::{valid_client_id, valid_room_name, valid_user_id, Ref, UserId, MAX_REF_BYTES};
 
 /// Which slice of a history a request asks for (ids are exclusive bounds).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,9 +60,13 @@ pub enum Request {
 /// text is what the client gets in its error frame.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
-    /// The frame is not a JSON object, or a field has the wrong JSON type.
+    /// The frame is not JSON, or a field has the wrong JSON type.
     #[error("malformed request: {0}")]
     Malformed(String),
+    /// The frame is JSON but not an object (an array, string, number,
+    /// `true`/`false` or `null`).
+    #[error("request must be a JSON object")]
+    NotAnObject,
     /// The object has no `type` field.
     #[error("missing field `type`")]
     MissingType,
@@ -84,6 +88,9 @@ pub enum DecodeError {
     /// A message id field (`since`, `before`, `after`, `up_to`) is negative.
     #[error("`{0}` must be a message id (0 or more)")]
     InvalidId(&'static str),
+    /// A field naming a user (`to`, `with`) is outside `1 ..= 2^53 - 1`.
+    #[error("`{0}` must be a user id (1 to 9007199254740991)")]
+    InvalidUserId(&'static str),
 }
 
 /// The shape every request is read through; unknown fields are ignored so
@@ -117,17 +124,60 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
 }
 
 /// Decodes one text frame into its `ref` (when it has a valid one) and its
-/// request: an error caused by a frame whose `ref` could be read carries it.
+/// request: an error caused by a frame whose `ref` could be read carries
+/// it, even when another field has the wrong type.
+///
+/// Only a JSON object is a request: serde would also read a struct from
+/// an array of its fields in order, so the first byte that is not
+/// whitespace must be `{` (one byte looked at, no second parse).
 pub fn decode_with_ref(text: &str) -> (Option<Ref>, Result<Request, DecodeError>) {
+    let first = text
+        .bytes()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    match first {
+        Some(b'{') => {}
+        // Not JSON at all: say so as serde would.
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
+            if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() =>
+        {
+            return (None, Err(DecodeError::NotAnObject));
+        }
+        _ => {
+            let e = serde_json::from_str::<serde::de::IgnoredAny>(text)
+                .err()
+                .map_or_else(
+                    || "expected a JSON object".to_owned(),
+                    |e| strip_position(&e),
+                );
+            return (None, Err(DecodeError::Malformed(e)));
+        }
+    }
     let raw: RawRequest<'_> = match serde_json::from_str(text) {
         Ok(raw) => raw,
-        Err(e) => return (None, Err(DecodeError::Malformed(strip_position(&e)))),
+        // Only on the error path: read the `ref` alone, leniently, so that
+        // the error about another field still answers the right request.
+        Err(e) => {
+            let reference = ref_only(text);
+            return (reference, Err(DecodeError::Malformed(strip_position(&e))));
+        }
     };
     let reference = match raw.reference.as_ref().map(parse_ref).transpose() {
         Ok(r) => r,
         Err(e) => return (None, Err(e)),
     };
     (reference, request(raw))
+}
+
+/// The `ref` of a JSON object whose other fields may be of any type
+/// (`None` when the text is not an object or its `ref` is not valid).
+fn ref_only(text: &str) -> Option<Ref> {
+    #[derive(Deserialize)]
+    struct RefOnly {
+        #[serde(rename = "ref")]
+        reference: Option<serde_json::Value>,
+    }
+    let raw: RefOnly = serde_json::from_str(text).ok()?;
+    raw.reference.as_ref().and_then(|r| parse_ref(r).ok())
 }
 
 fn parse_ref(v: &serde_json::Value) -> Result<Ref, DecodeError> {
@@ -167,6 +217,13 @@ fn request(raw: RawRequest<'_>) -> Result<Request, DecodeError> {
             v => Ok(v),
         }
     };
+    let user = |v: Option<UserId>, name: &'static str| -> Result<UserId, DecodeError> {
+        match v {
+            Some(v) if valid_user_id(v) => Ok(v),
+            Some(_) => Err(DecodeError::InvalidUserId(name)),
+            None => Err(DecodeError::MissingField(name)),
+        }
+    };
     let page = |limit, before, after| -> Result<Page, DecodeError> {
         Ok(Page {
             limit,
@@ -196,7 +253,7 @@ fn request(raw: RawRequest<'_>) -> Result<Request, DecodeError> {
             client_id: client_id(raw.client_id)?,
         }),
         "dm" => Ok(Request::Dm {
-            to: raw.to.ok_or(DecodeError::MissingField("to"))?,
+            to: user(raw.to, "to")?,
             content: content(raw.content)?,
             client_id: client_id(raw.client_id)?,
         }),
@@ -205,7 +262,7 @@ fn request(raw: RawRequest<'_>) -> Result<Request, DecodeError> {
             page: page(raw.limit, raw.before, raw.after)?,
         }),
         "dm_history" => Ok(Request::DmHistory {
-            with: raw.with.ok_or(DecodeError::MissingField("with"))?,
+            with: user(raw.with, "with")?,
             page: page(raw.limit, raw.before, raw.after)?,
         }),
         "dm_sync" => Ok(Request::DmSync {
@@ -383,9 +440,83 @@ mod tests {
     }
 
     #[test]
+    fn a_ref_survives_an_ill_typed_field() {
+        for text in [
+            r#"{"type":"dm_history","with":"1","ref":"R"}"#,
+            r#"{"ref":"R","type":"dm","to":[],"content":"x"}"#,
+            r#"{"type":"join","room":{},"ref":"R","since":"x"}"#,
+            r#"{"type":5,"ref":"R"}"#,
+        ] {
+            let (r, req) = decode_with_ref(text);
+            assert_eq!(r, Some(Ref::Text("R".into())), "{text}");
+            assert!(matches!(req, Err(DecodeError::Malformed(_))), "{text}");
+        }
+        let (r, _) = decode_with_ref(r#"{"type":"dm_history","with":"1","ref":9}"#);
+        assert_eq!(r, Some(Ref::Int(9)));
+        // An unusable ref stays unusable; broken JSON has none.
+        let (r, _) = decode_with_ref(r#"{"type":"dm_history","with":"1","ref":1.5}"#);
+        assert_eq!(r, None);
+        let (r, _) = decode_with_ref(r#"{"type":"rooms","ref":"R""#);
+        assert_eq!(r, None);
+    }
+
+    #[test]
+    fn only_objects_are_requests() {
+        for text in [
+            r#"["message",null,"general","hi"]"#,
+            " [\"rooms\"]",
+            r#""rooms""#,
+            "5",
+            "-1",
+            "null",
+            "true",
+            "false",
+        ] {
+            assert_eq!(decode(text), Err(DecodeError::NotAnObject), "{text}");
+        }
+        for text in ["", "   ", "nope", "{", "]"] {
+            assert!(
+                matches!(decode(text), Err(DecodeError::Malformed(_))),
+                "{text:?}"
+            );
+        }
+        assert_eq!(decode(" \r\n\t{\"type\":\"rooms\"}"), Ok(Request::Rooms));
+    }
+
+    #[test]
+    fn user_ids_in_requests_are_in_range() {
+        let max = (1i64 << 53) - 1;
+        for (text, field) in [
+            (r#"{"type":"dm","to":0,"content":"x"}"#.to_owned(), "to"),
+            (r#"{"type":"dm","to":-1,"content":"x"}"#.to_owned(), "to"),
+            (
+                format!(r#"{{"type":"dm","to":{},"content":"x"}}"#, max + 1),
+                "to",
+            ),
+            (r#"{"type":"dm_history","with":0}"#.to_owned(), "with"),
+            (
+                format!(r#"{{"type":"dm_history","with":{}}}"#, i64::MAX),
+                "with",
+            ),
+        ] {
+            assert_eq!(
+                decode(&text),
+                Err(DecodeError::InvalidUserId(field)),
+                "{text}"
+            );
+        }
+        let text = format!(r#"{{"type":"dm","to":{max},"content":"x"}}"#);
+        assert!(matches!(decode(&text), Ok(Request::Dm { to, .. }) if to == max));
+        assert_eq!(
+            DecodeError::InvalidUserId("to").to_string(),
+            "`to` must be a user id (1 to 9007199254740991)"
+        );
+    }
+
+    #[test]
     fn rejects_bad_frames_with_clear_errors() {
         assert!(matches!(decode("not json"), Err(DecodeError::Malformed(_))));
-        assert!(matches!(decode("[1,2]"), Err(DecodeError::Malformed(_))));
+        assert_eq!(decode("[1,2]"), Err(DecodeError::NotAnObject));
         assert_eq!(decode(r#"{"room":"r"}"#), Err(DecodeError::MissingType));
         assert_eq!(
             decode(r#"{"type":"shout"}"#),
@@ -421,6 +552,7 @@ mod properties {
     //! every valid request survives a round trip. `PROPTEST_CASES=100000`
     //! runs a longer campaign by hand.
     use super::*;
+    use crate::protocol::MAX_USER_ID;
     use proptest::prelude::*;
 
     fn room() -> impl Strategy<Value = String> {
@@ -452,7 +584,7 @@ mod properties {
                     client_id,
                 }
             }),
-            (any::<i64>(), any::<String>(), client_id()).prop_map(|(to, content, client_id)| {
+            (1..=MAX_USER_ID, any::<String>(), client_id()).prop_map(|(to, content, client_id)| {
                 Request::Dm {
                     to,
                     content,
@@ -460,7 +592,7 @@ mod properties {
                 }
             }),
             (room(), page()).prop_map(|(room, page)| Request::RoomHistory { room, page }),
-            (any::<i64>(), page()).prop_map(|(with, page)| Request::DmHistory { with, page }),
+            (1..=MAX_USER_ID, page()).prop_map(|(with, page)| Request::DmHistory { with, page }),
             (0..i64::MAX).prop_map(|since| Request::DmSync { since }),
             room().prop_map(|room| Request::Typing { room }),
             "[A-Za-z0-9._-]{0,40}".prop_map(|token| Request::Refresh { token }),

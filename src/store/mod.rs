@@ -17,7 +17,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Row};
 
-use crate::auth::Identity;
+use crate::auth::{username_key, Identity};
 use crate::protocol::{RoomSummary, StoredMessage, Target, UserId};
 
 mod embedded {
@@ -39,7 +39,8 @@ pub enum StoreError {
     /// Applying the schema migrations failed.
     #[error("migration failed: {0}")]
     Migration(#[from] refinery::Error),
-    /// The token's username belongs to another user id.
+    /// The token's username, or one that looks like it (same
+    /// [`username_key`]), belongs to another user id.
     #[error("username already taken by another user")]
     UsernameTaken,
     /// Gave up connecting at start-up.
@@ -60,11 +61,27 @@ impl std::fmt::Debug for Store {
     }
 }
 
-const UPSERT_USER: &str = "INSERT INTO users (id, username) VALUES ($1, $2) \
-     ON CONFLICT (id) DO UPDATE SET username = EXCLUDED.username \
-     WHERE users.username IS DISTINCT FROM EXCLUDED.username";
-const SESSION: &str = "SELECT (SELECT username FROM users WHERE id = $1), \
-     ARRAY(SELECT room::text FROM room_members WHERE user_id = $1 ORDER BY room LIMIT $2)";
+/// Inserts or renames a user with its look-alike key; a UNIQUE violation
+/// (on `username` or `username_key`) means another user has the name.
+const UPSERT_USER: &str = "INSERT INTO users (id, username, username_key) VALUES ($1, $2, $3) \
+     ON CONFLICT (id) DO UPDATE SET username = EXCLUDED.username, \
+                                    username_key = EXCLUDED.username_key \
+     WHERE users.username IS DISTINCT FROM EXCLUDED.username \
+        OR users.username_key IS DISTINCT FROM EXCLUDED.username_key";
+const SESSION: &str = "SELECT u.username, u.username_key, \
+     ARRAY(SELECT room::text FROM room_members WHERE user_id = $1 ORDER BY room LIMIT $2) \
+     FROM (SELECT $1::int8 AS id) me LEFT JOIN users u ON u.id = me.id";
+/// Users without a look-alike key (rows from before `V3`), oldest first,
+/// after a (created_at, id) position.
+const KEYLESS_USERS: &str = "SELECT id, username, created_at FROM users \
+     WHERE username_key IS NULL \
+       AND ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2::int8)) \
+     ORDER BY created_at, id LIMIT $3";
+/// Gives each listed user its key, unless another row already holds it.
+const SET_KEYS: &str = "UPDATE users u SET username_key = k.key \
+     FROM UNNEST($1::int8[], $2::text[]) AS k(id, key) \
+     WHERE u.id = k.id AND u.username_key IS NULL \
+       AND NOT EXISTS (SELECT 1 FROM users o WHERE o.username_key = k.key)";
 const JOIN_ROOM: &str = "WITH r AS (SELECT name FROM rooms WHERE name = $2), \
      ins AS (INSERT INTO room_members (user_id, room) SELECT $1, name FROM r \
              ON CONFLICT DO NOTHING) \
@@ -97,11 +114,22 @@ const CREATE_ROOM: &str = "WITH r AS (INSERT INTO rooms (name) VALUES ($2) \
                                  ON CONFLICT (name) DO NOTHING RETURNING name), \
           m AS (INSERT INTO room_members (user_id, room) SELECT $1, name FROM r) \
      SELECT count(*) FROM r";
+/// Unread: other users' messages after the read position. The scan is a
+/// range of the (room, id) index cut at $4 rows (a few times `$2`, the
+/// cap on the count), so a user's own messages after its read position
+/// are skipped without making the scan unbounded.
 const ROOMS: &str = "SELECT m.room::text, \
             (SELECT max(x.id) FROM messages x WHERE x.room = m.room), \
-            (SELECT count(*) FROM (SELECT 1 FROM messages y \
-                                   WHERE y.room = m.room AND y.id > m.read_up_to LIMIT $2) c) \
+            (SELECT LEAST(count(*), $2) FROM (SELECT y.from_user FROM messages y \
+                                   WHERE y.room = m.room AND y.id > m.read_up_to \
+                                   ORDER BY y.id LIMIT $4) c \
+             WHERE c.from_user <> $1) \
      FROM room_members m WHERE m.user_id = $1 ORDER BY m.room LIMIT $3";
+/// How many rows the unread count of one room may scan, per unit of
+/// `--unread-max`: own messages after the read position beyond
+/// `(UNREAD_SCAN_FACTOR - 1) * unread_max` can hide later unread ones
+/// (the count is then too low, never too high).
+const UNREAD_SCAN_FACTOR: i64 = 4;
 const MARK_READ: &str = "UPDATE room_members SET read_up_to = GREATEST(read_up_to, \
             LEAST($3, COALESCE((SELECT max(id) FROM messages WHERE room = $2), 0))) \
      WHERE user_id = $1 AND room = $2 RETURNING read_up_to";
@@ -209,10 +237,14 @@ impl Store {
             .query_one(&stmt, &[&identity.user_id, &max_rooms])
             .await?;
         let stored_name: Option<String> = row.get(0);
-        if stored_name.as_deref() != Some(identity.username.as_str()) {
+        let stored_key: Option<String> = row.get(1);
+        let key = username_key(&identity.username);
+        if stored_name.as_deref() != Some(identity.username.as_str())
+            || stored_key.as_deref() != Some(key.as_str())
+        {
             let upsert = client.prepare_cached(UPSERT_USER).await?;
             if let Err(e) = client
-                .execute(&upsert, &[&identity.user_id, &identity.username])
+                .execute(&upsert, &[&identity.user_id, &identity.username, &key])
                 .await
             {
                 if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
@@ -221,7 +253,7 @@ impl Store {
                 return Err(e.into());
             }
         }
-        Ok(row.get::<_, Vec<String>>(1))
+        Ok(row.get::<_, Vec<String>>(2))
     }
 
     /// Cluster mode: the last stored id of each of the user's rooms and of
@@ -398,8 +430,9 @@ impl Store {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(ROOMS).await?;
         let max_rooms = i64::try_from(max_rooms).unwrap_or(i64::MAX);
+        let scan = unread_max.saturating_mul(UNREAD_SCAN_FACTOR);
         let rows = client
-            .query(&stmt, &[&user, &unread_max, &max_rooms])
+            .query(&stmt, &[&user, &unread_max, &max_rooms, &scan])
             .await?;
         Ok(rows
             .iter()
@@ -490,14 +523,80 @@ pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await?;
     let result = embedded::migrations::runner().run_async(client).await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
-        .await?;
-    let report = result?;
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            client
+                .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+                .await?;
+            return Err(e.into());
+        }
+    };
     for m in report.applied_migrations() {
         tracing::info!(migration = %m, "applied migration");
     }
+    let keyed = backfill_username_keys(client).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await?;
+    let (keyed, contested) = keyed?;
+    if keyed > 0 || contested > 0 {
+        tracing::info!(
+            keyed,
+            contested,
+            "username keys filled; contested look-alikes must choose a new name"
+        );
+    }
     Ok(())
+}
+
+/// Gives every user row without a look-alike key (rows from before the
+/// `V3` migration) its [`username_key`], oldest account first, in batches.
+/// A row whose key an older row (or a user connected meanwhile) already
+/// holds keeps a NULL key: that user's next handshake is refused as
+/// "username already taken" until its token carries another name.
+/// Returns (rows keyed, rows left contested).
+pub async fn backfill_username_keys(client: &Client) -> Result<(u64, u64), StoreError> {
+    const BATCH: i64 = 1000;
+    let select = client.prepare(KEYLESS_USERS).await?;
+    let update = client.prepare(SET_KEYS).await?;
+    let mut after: (Option<DateTime<Utc>>, UserId) = (None, 0);
+    let (mut keyed, mut contested) = (0u64, 0u64);
+    loop {
+        let rows = client.query(&select, &[&after.0, &after.1, &BATCH]).await?;
+        let Some(last) = rows.last() else {
+            return Ok((keyed, contested));
+        };
+        after = (Some(last.get(2)), last.get(0));
+        // Within a batch the oldest of two look-alikes is listed first.
+        let mut seen = std::collections::HashSet::new();
+        let (mut ids, mut keys) = (Vec::new(), Vec::new());
+        for row in &rows {
+            let key = username_key(row.get::<_, &str>(1));
+            if seen.insert(key.clone()) {
+                ids.push(row.get::<_, UserId>(0));
+                keys.push(key);
+            }
+        }
+        let n = match client.execute(&update, &[&ids, &keys]).await {
+            Ok(n) => n,
+            // A handshake elsewhere took a key meanwhile: one at a time.
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                let mut n = 0;
+                for (id, key) in ids.iter().zip(&keys) {
+                    match client.execute(&update, &[&vec![*id], &vec![key]]).await {
+                        Ok(k) => n += k,
+                        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                n
+            }
+            Err(e) => return Err(e.into()),
+        };
+        keyed += n;
+        contested += rows.len() as u64 - n;
+    }
 }
 
 /// Creates a room; false when it already existed.

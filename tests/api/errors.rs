@@ -17,7 +17,7 @@ async fn each_kind_of_bad_request_gets_an_error_and_the_connection_stays_usable(
     a.join("r").await;
     let cases: Vec<(Message, &str)> = vec![
         (Message::text("{not json"), "malformed request"),
-        (Message::text("[1,2,3]"), "malformed request"),
+        (Message::text("[1,2,3]"), "request must be a JSON object"),
         (Message::text(r#"{"room":"r"}"#), "missing field `type`"),
         (
             Message::text(r#"{"type":"shout"}"#),

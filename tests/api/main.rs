@@ -7,6 +7,7 @@ mod auth;
 mod delivery;
 mod errors;
 mod history;
+mod identity;
 mod limits;
 mod load;
 mod presence;

@@ -132,6 +132,27 @@ async fn client_room_creation_can_be_disabled() {
 }
 
 #[tokio::test]
+async fn own_messages_are_not_unread() {
+    let server = TestServer::start().await;
+    server.create_room("r").await;
+    let mut a = server.connect(1, "a").await;
+    let mut b = server.connect(2, "b").await;
+    a.join("r").await;
+    b.join("r").await;
+    for i in 0..3 {
+        send_room(&mut a, "r", &format!("m{i}")).await;
+        b.recv_type("message").await;
+    }
+    assert_eq!(rooms(&mut a).await[0]["unread"], 0);
+    assert_eq!(rooms(&mut b).await[0]["unread"], 3);
+    // b answers: one unread for a, none more for b.
+    send_room(&mut b, "r", "reply").await;
+    a.recv_type("message").await;
+    assert_eq!(rooms(&mut a).await[0]["unread"], 1);
+    assert_eq!(rooms(&mut b).await[0]["unread"], 3);
+}
+
+#[tokio::test]
 async fn rooms_report_last_id_and_unread_and_read_only_moves_forward() {
     let server = TestServer::start().await;
     server.create_room("r1").await;
@@ -172,8 +193,8 @@ async fn rooms_report_last_id_and_unread_and_read_only_moves_forward() {
     a.recv_type("message").await;
     let r: Value = rooms(&mut a).await;
     assert_eq!(r[0], json!({"room": "r1", "last_id": later, "unread": 1}));
-    // b never read: everything counts.
-    assert_eq!(rooms(&mut b).await[0]["unread"], 4);
+    // b never read, but b sent all four: its own messages are not unread.
+    assert_eq!(rooms(&mut b).await[0]["unread"], 0);
     a.send(json!({"type": "read", "room": "r3", "up_to": 1}))
         .await;
     assert!(error_text(&mut a).await.contains("not a member"));
