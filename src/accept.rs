@@ -28,6 +28,7 @@ use crate::session::Session;
 use crate::shard::outbox::Outbox;
 use crate::shard::Shard;
 use crate::store::{Floors, StoreError};
+use crate::userlimits::ConnectionSlot;
 use crate::web;
 
 /// Takes one TCP connection through the TLS handshake (when TLS is on)
@@ -109,6 +110,9 @@ impl Refused {
 /// What admission gives a connection: who it is and what it follows.
 struct Admitted {
     identity: Identity,
+    /// The connection's place in its user's connection count, released
+    /// when this is dropped (whichever way the connection ends).
+    slot: ConnectionSlot,
     /// The user's stored rooms (empty when this shard already follows them).
     rooms: Vec<String>,
     /// Cluster mode: where the link's delivery of the user's streams starts.
@@ -161,7 +165,8 @@ where
 
 /// Every check a WebSocket upgrade passes, in order: the server is not
 /// draining and has room, the origin is allowed, the token is there, small
-/// and valid, and the user's row and rooms are loaded.
+/// and valid, the user holds fewer than `--max-connections-per-user`
+/// connections, and the user's row and rooms are loaded.
 async fn admit(shard: &Shard, request: &UpgradeRequest) -> Result<Admitted, Refused> {
     let cfg = &shard.config;
     if shard.draining() {
@@ -184,6 +189,12 @@ async fn admit(shard: &Shard, request: &UpgradeRequest) -> Result<Admitted, Refu
         };
         Refused::with_body(kind, e.to_string())
     })?;
+    // Counted before any database work; released when `slot` drops, also
+    // when a later check fails.
+    let slot = shard
+        .user_limits
+        .open(identity.user_id)
+        .map_err(|_| Refused::from(Refusal::TooManyConnections))?;
     let rooms = open_session(shard, &identity).await.map_err(|e| match e {
         StoreError::UsernameTaken => Refused::from(Refusal::UsernameTaken),
         e => Refused::database(&e),
@@ -201,6 +212,7 @@ async fn admit(shard: &Shard, request: &UpgradeRequest) -> Result<Admitted, Refu
     };
     Ok(Admitted {
         identity,
+        slot,
         rooms,
         floors,
     })
@@ -241,6 +253,7 @@ async fn open<S>(
 {
     let Admitted {
         identity,
+        slot,
         rooms,
         floors,
     } = admitted;
@@ -280,7 +293,7 @@ async fn open<S>(
             shard: shard.index,
             conn: id,
         };
-        let session = Session::new(shard.clone(), origin, &identity);
+        let session = Session::new(shard.clone(), origin, &identity, slot.budget());
         let host = Host {
             config: &shard.config,
             metrics: shard.metrics(),
@@ -296,6 +309,7 @@ async fn open<S>(
     if let Some(rooms) = shard.presence.disconnected(user) {
         shard.announce_presence(user, &username, false, &rooms);
     }
+    drop(slot);
 }
 
 #[cfg(test)]

@@ -187,16 +187,25 @@ pub async fn serve<S: Transport>(
                 Some(Ok(message)) => {
                     let now = Instant::now();
                     clock.heard_from_client(now);
-                    if !matches!(message, Message::Text(_) | Message::Binary(_)) {
-                        // tungstenite answers pings and close frames itself.
+                    // Every frame the client sends counts against the limit,
+                    // control frames too: a ping flood is a flood. (A close
+                    // ends the connection anyway; tungstenite answers pings
+                    // and close frames itself.)
+                    let data = matches!(message, Message::Text(_) | Message::Binary(_));
+                    if !data && !matches!(message, Message::Ping(_) | Message::Pong(_)) {
                         continue;
                     }
-                    metrics.frames_in.inc();
+                    if data {
+                        metrics.frames_in.inc();
+                    }
                     match limiter.check(now) {
                         Verdict::Allow => {}
                         Verdict::Refuse => {
                             metrics.rate_limited.inc();
-                            outbox.push(encode_error("rate limited"), limits);
+                            // A refused ping or pong gets no answer, only no credit.
+                            if data {
+                                outbox.push(encode_error("rate limited"), limits);
+                            }
                             continue;
                         }
                         Verdict::Disconnect => {
@@ -223,9 +232,10 @@ pub async fn serve<S: Transport>(
                                 break Closed::TokenUserMismatch;
                             }
                         },
-                        _ => {
+                        Message::Binary(_) => {
                             outbox.push(encode_error("binary frames are not supported; send JSON text frames"), limits);
                         }
+                        _ => {}
                     }
                 }
                 Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)))

@@ -24,6 +24,7 @@ use crate::router::Origin;
 use crate::shard::Shard;
 use crate::store::writer::PersistRequest;
 use crate::store::{StoreError, Window};
+use crate::userlimits::UserBudget;
 
 /// A reply the connection must wait for (database work): the frames to
 /// send, in order (none: nothing to send).
@@ -52,14 +53,25 @@ pub struct Session {
     user: UserId,
     username: Arc<str>,
     expires_at: i64,
+    /// The user's budget across all its connections (message rate).
+    budget: Arc<UserBudget>,
 }
 
 const DB_UNAVAILABLE: &str = "database unavailable, try again";
+/// What a request refused for rate gets (the per-connection limiter says the same).
+pub const RATE_LIMITED: &str = "rate limited";
 
 impl Session {
-    /// The session of `identity`'s connection `origin` on `shard`.
-    pub fn new(shard: Rc<Shard>, origin: Origin, identity: &Identity) -> Session {
+    /// The session of `identity`'s connection `origin` on `shard`, sending
+    /// within the user's `budget`.
+    pub fn new(
+        shard: Rc<Shard>,
+        origin: Origin,
+        identity: &Identity,
+        budget: Arc<UserBudget>,
+    ) -> Session {
         Session {
+            budget,
             shard,
             origin,
             user: identity.user_id,
@@ -265,6 +277,9 @@ impl Session {
         if let Err(e) = self.check_content(&content) {
             return error(&r, e);
         }
+        if let Err(e) = self.user_rate() {
+            return error(&r, e);
+        }
         let Some(room) = self.shard.registry.borrow().member_room(self.user, room) else {
             return error(&r, format!("join room '{room}' before sending to it"));
         };
@@ -279,6 +294,9 @@ impl Session {
         r: Option<Ref>,
     ) -> Outcome {
         if let Err(e) = self.check_content(&content) {
+            return error(&r, e);
+        }
+        if let Err(e) = self.user_rate() {
             return error(&r, e);
         }
         if to == self.user || self.shard.known_users.borrow().contains(to) {
@@ -351,6 +369,16 @@ impl Session {
             }
             frames
         })
+    }
+
+    /// Takes one message from the user's budget (shared by all its
+    /// connections); over `--user-message-rate`, the message is refused.
+    fn user_rate(&self) -> Result<(), &'static str> {
+        if self.budget.take_message(std::time::Instant::now()) {
+            return Ok(());
+        }
+        self.shard.metrics().rate_limited.inc();
+        Err(RATE_LIMITED)
     }
 
     /// Refuses one more room to a user who follows `rooms` already.
