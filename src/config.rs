@@ -302,7 +302,6 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_ROOMS_CREATED_PER_HOUR", default_value_t = 20)]
     pub max_rooms_created_per_hour: u32,
     // --- end issue 13: limits per user ---
-
     /// DEVELOPMENT ONLY: serve `GET /dev/token?user_id=N&username=NAME`,
     /// which signs a token for whoever asks. Never on a reachable server.
     #[arg(long, env = "CHAT_DEV", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]

@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -206,6 +207,10 @@ pub async fn serve<S: Transport>(
                             if data {
                                 outbox.push(encode_error("rate limited"), limits);
                             }
+                            continue;
+                        }
+                        Verdict::RefuseQuietly => {
+                            metrics.rate_limited.inc();
                             continue;
                         }
                         Verdict::Disconnect => {
@@ -455,13 +460,31 @@ async fn close<S: Transport>(ws: &mut WebSocketStream<S>, code: CloseCode, reaso
         code,
         reason: reason.into(),
     };
-    if tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame)))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+    // Queues the close frame; while the client's window is full this may
+    // not finish, and the frame stays queued for the drain below to flush.
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+    // Read and discard, and keep flushing what is queued (the close frame),
+    // until the client answers the close or goes, or the linger ends.
+    let mut flushed = false;
+    let drain = std::future::poll_fn(|cx| {
+        if !flushed {
+            match ws.poll_flush_unpin(cx) {
+                Poll::Ready(Ok(())) => flushed = true,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => {}
+            }
+        }
+        // A bounded number of frames per poll: other connections get a turn.
+        for _ in 0..64 {
+            match ws.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(_) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    });
     let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
 }
 

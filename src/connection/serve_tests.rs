@@ -39,7 +39,11 @@ where
         shard.clone(),
         Origin { shard: 0, conn: 0 },
         &identity,
-        shard.user_limits.open(identity.user_id).expect("slot").budget(),
+        shard
+            .user_limits
+            .open(identity.user_id)
+            .expect("slot")
+            .budget(),
     );
     let host = Host {
         config: &shard.config,

@@ -23,7 +23,7 @@ use crate::protocol::{
 use crate::router::Origin;
 use crate::shard::Shard;
 use crate::store::writer::PersistRequest;
-use crate::store::{StoreError, Window};
+use crate::store::{Created, StoreError, Window};
 use crate::userlimits::UserBudget;
 
 /// A reply the connection must wait for (database work): the frames to
@@ -58,6 +58,8 @@ pub struct Session {
 }
 
 const DB_UNAVAILABLE: &str = "database unavailable, try again";
+/// What `create_room` past `--max-rooms-created-per-hour` gets.
+pub const TOO_MANY_ROOMS_CREATED: &str = "too many rooms created; try again later";
 /// What a request refused for rate gets (the per-connection limiter says the same).
 pub const RATE_LIMITED: &str = "rate limited";
 
@@ -224,13 +226,17 @@ impl Session {
         let shard = self.shard.clone();
         let user = self.user;
         later(async move {
-            match shard.store.create_room(user, &room).await {
-                Ok(true) => {
+            let cap = shard.config.max_rooms_created_per_hour;
+            match shard.store.create_room(user, &room, cap).await {
+                Ok(Created::Created) => {
                     // A new room: nothing stored in it yet.
                     shard.joined(user, &room, Some(0));
                     vec![encode_room_created(&room, r.as_ref())]
                 }
-                Ok(false) => vec![error_frame(&r, format!("room '{room}' already exists"))],
+                Ok(Created::Exists) => {
+                    vec![error_frame(&r, format!("room '{room}' already exists"))]
+                }
+                Ok(Created::TooMany) => vec![error_frame(&r, TOO_MANY_ROOMS_CREATED)],
                 Err(e) => db_error(&shard, "create_room", &e, &r),
             }
         })

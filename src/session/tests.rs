@@ -35,7 +35,11 @@ fn fixture_with(config: Config, rooms: &[&str]) -> Fixture {
         shard.clone(),
         Origin { shard: 0, conn: 0 },
         &identity,
-        shard.user_limits.open(identity.user_id).expect("slot").budget(),
+        shard
+            .user_limits
+            .open(identity.user_id)
+            .expect("slot")
+            .budget(),
     );
     Fixture {
         shard,

@@ -13,4 +13,5 @@ mod presence;
 mod recovery;
 mod rooms;
 mod security;
+mod userlimits;
 mod web;
