@@ -98,7 +98,13 @@ impl Refused {
                 warn!(shard = shard.index, error, "handshake: database error");
             }
             Refusal::ServerFull => warn!(shard = shard.index, "connection limit reached"),
-            Refusal::BadRequest | Refusal::NotFound | Refusal::TooLarge | Refusal::Timeout => {
+            // A user over its connection limit may retry in a loop: the
+            // metric counts it, the log does not repeat it.
+            Refusal::BadRequest
+            | Refusal::NotFound
+            | Refusal::TooLarge
+            | Refusal::Timeout
+            | Refusal::TooManyConnections => {
                 debug!(shard = shard.index, reason = %self.body, "handshake refused")
             }
             _ => info!(shard = shard.index, reason = %self.body, "handshake refused"),
