@@ -391,6 +391,32 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_user_at_its_connection_limit_is_refused_with_429_before_the_database() {
+        let mut config = testing::config();
+        config.max_connections_per_user = 1;
+        let good = token(&config, 600);
+        let (shard, ..) = testing::shard(config);
+        let held = shard.user_limits.open(7).expect("first slot");
+        // The database is unreachable here: refused before it is asked.
+        let r = refusal(&shard, &upgrade(Some(good), None)).await;
+        assert_eq!(
+            r,
+            (
+                Refusal::TooManyConnections,
+                429,
+                "too many connections for this user".into()
+            )
+        );
+        assert_eq!(
+            shard.user_limits.connections(7),
+            1,
+            "the refusal took no slot"
+        );
+        drop(held);
+        assert_eq!(shard.user_limits.connections(7), 0);
+    }
+
     #[test]
     fn every_refusal_has_a_distinct_label_and_an_error_status() {
         let mut labels: Vec<&str> = Refusal::ALL.iter().map(|r| r.label()).collect();
