@@ -28,6 +28,7 @@ use crate::session::Session;
 use crate::shard::outbox::Outbox;
 use crate::shard::Shard;
 use crate::store::{Floors, StoreError};
+use crate::userlimits::ConnectionSlot;
 use crate::web;
 
 /// Takes one TCP connection through the TLS handshake (when TLS is on)
@@ -97,7 +98,13 @@ impl Refused {
                 warn!(shard = shard.index, error, "handshake: database error");
             }
             Refusal::ServerFull => warn!(shard = shard.index, "connection limit reached"),
-            Refusal::BadRequest | Refusal::NotFound | Refusal::TooLarge | Refusal::Timeout => {
+            // A user over its connection limit may retry in a loop: the
+            // metric counts it, the log does not repeat it.
+            Refusal::BadRequest
+            | Refusal::NotFound
+            | Refusal::TooLarge
+            | Refusal::Timeout
+            | Refusal::TooManyConnections => {
                 debug!(shard = shard.index, reason = %self.body, "handshake refused")
             }
             _ => info!(shard = shard.index, reason = %self.body, "handshake refused"),
@@ -109,6 +116,9 @@ impl Refused {
 /// What admission gives a connection: who it is and what it follows.
 struct Admitted {
     identity: Identity,
+    /// The connection's place in its user's connection count, released
+    /// when this is dropped (whichever way the connection ends).
+    slot: ConnectionSlot,
     /// The user's stored rooms (empty when this shard already follows them).
     rooms: Vec<String>,
     /// Cluster mode: where the link's delivery of the user's streams starts.
@@ -161,7 +171,8 @@ where
 
 /// Every check a WebSocket upgrade passes, in order: the server is not
 /// draining and has room, the origin is allowed, the token is there, small
-/// and valid, and the user's row and rooms are loaded.
+/// and valid, the user holds fewer than `--max-connections-per-user`
+/// connections, and the user's row and rooms are loaded.
 async fn admit(shard: &Shard, request: &UpgradeRequest) -> Result<Admitted, Refused> {
     let cfg = &shard.config;
     if shard.draining() {
@@ -184,6 +195,12 @@ async fn admit(shard: &Shard, request: &UpgradeRequest) -> Result<Admitted, Refu
         };
         Refused::with_body(kind, e.to_string())
     })?;
+    // Counted before any database work; released when `slot` drops, also
+    // when a later check fails.
+    let slot = shard
+        .user_limits
+        .open(identity.user_id)
+        .map_err(|_| Refused::from(Refusal::TooManyConnections))?;
     let rooms = open_session(shard, &identity).await.map_err(|e| match e {
         StoreError::UsernameTaken => Refused::from(Refusal::UsernameTaken),
         e => Refused::database(&e),
@@ -201,6 +218,7 @@ async fn admit(shard: &Shard, request: &UpgradeRequest) -> Result<Admitted, Refu
     };
     Ok(Admitted {
         identity,
+        slot,
         rooms,
         floors,
     })
@@ -241,6 +259,7 @@ async fn open<S>(
 {
     let Admitted {
         identity,
+        slot,
         rooms,
         floors,
     } = admitted;
@@ -280,7 +299,7 @@ async fn open<S>(
             shard: shard.index,
             conn: id,
         };
-        let session = Session::new(shard.clone(), origin, &identity);
+        let session = Session::new(shard.clone(), origin, &identity, slot.budget());
         let host = Host {
             config: &shard.config,
             metrics: shard.metrics(),
@@ -296,6 +315,7 @@ async fn open<S>(
     if let Some(rooms) = shard.presence.disconnected(user) {
         shard.announce_presence(user, &username, false, &rooms);
     }
+    drop(slot);
 }
 
 #[cfg(test)]
@@ -369,6 +389,32 @@ mod tests {
             r,
             (Refusal::ShuttingDown, 503, "server shutting down".into())
         );
+    }
+
+    #[tokio::test]
+    async fn a_user_at_its_connection_limit_is_refused_with_429_before_the_database() {
+        let mut config = testing::config();
+        config.max_connections_per_user = 1;
+        let good = token(&config, 600);
+        let (shard, ..) = testing::shard(config);
+        let held = shard.user_limits.open(7).expect("first slot");
+        // The database is unreachable here: refused before it is asked.
+        let r = refusal(&shard, &upgrade(Some(good), None)).await;
+        assert_eq!(
+            r,
+            (
+                Refusal::TooManyConnections,
+                429,
+                "too many connections for this user".into()
+            )
+        );
+        assert_eq!(
+            shard.user_limits.connections(7),
+            1,
+            "the refusal took no slot"
+        );
+        drop(held);
+        assert_eq!(shard.user_limits.connections(7), 0);
     }
 
     #[test]

@@ -279,6 +279,29 @@ pub struct Config {
     #[arg(long, env = "CHAT_CLUSTER_FILL_MAX", default_value_t = 1000)]
     pub cluster_fill_max: usize,
 
+    // --- issue 13: limits per user (connections, messages, rooms created) ---
+    /// Most connections one user may hold at once on this server, counted
+    /// across all shards (per node in cluster mode); past it, handshakes get
+    /// HTTP 429. 0: no limit.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 32)]
+    pub max_connections_per_user: usize,
+
+    /// Messages (`message`, `dm`) per second one user may send, across all
+    /// of its connections on this server (token bucket refill; 0: no limit).
+    #[arg(long, env = "CHAT_USER_MESSAGE_RATE", default_value_t = 100)]
+    pub user_message_rate: u32,
+
+    /// Messages one user may send in a burst, across all of its connections
+    /// (token bucket size).
+    #[arg(long, env = "CHAT_USER_MESSAGE_BURST", default_value_t = 200)]
+    pub user_message_burst: u32,
+
+    /// Rooms one user may create with `create_room` in any sliding hour,
+    /// counted in PostgreSQL (so across restarts and nodes). 0: no limit.
+    /// `chat_server room create` is not limited.
+    #[arg(long, env = "CHAT_MAX_ROOMS_CREATED_PER_HOUR", default_value_t = 20)]
+    pub max_rooms_created_per_hour: u32,
+    // --- end issue 13: limits per user ---
     /// DEVELOPMENT ONLY: serve `GET /dev/token?user_id=N&username=NAME`,
     /// which signs a token for whoever asks. Never on a reachable server.
     #[arg(long, env = "CHAT_DEV", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -449,6 +472,11 @@ impl Config {
         config.cluster_url = None;
         config.node_id = None;
         config.max_token_lifetime_secs = 86_400;
+        // --- issue 13: limits per user (the defaults, not the environment) ---
+        config.max_connections_per_user = 32;
+        config.user_message_rate = 100;
+        config.user_message_burst = 200;
+        config.max_rooms_created_per_hour = 20;
         config
     }
 }

@@ -116,13 +116,15 @@ pub enum Refusal {
     ExpiredToken,
     /// The username belongs to another user id (409).
     UsernameTaken,
+    /// The user holds `--max-connections-per-user` connections already (429).
+    TooManyConnections,
     /// The database did not answer (503).
     Database,
 }
 
 impl Refusal {
     /// Every reason, in label order.
-    pub const ALL: [Refusal; 13] = [
+    pub const ALL: [Refusal; 14] = [
         Refusal::BadRequest,
         Refusal::NotFound,
         Refusal::TooLarge,
@@ -135,6 +137,7 @@ impl Refusal {
         Refusal::InvalidToken,
         Refusal::ExpiredToken,
         Refusal::UsernameTaken,
+        Refusal::TooManyConnections,
         Refusal::Database,
     ];
 
@@ -153,6 +156,7 @@ impl Refusal {
             Refusal::InvalidToken => "invalid_token",
             Refusal::ExpiredToken => "expired_token",
             Refusal::UsernameTaken => "username_taken",
+            Refusal::TooManyConnections => "user_connections",
             Refusal::Database => "database",
         }
     }
@@ -169,6 +173,7 @@ impl Refusal {
             Refusal::NotFound => 404,
             Refusal::Timeout => 408,
             Refusal::UsernameTaken => 409,
+            Refusal::TooManyConnections => 429,
             Refusal::TooLarge => 431,
             Refusal::ShuttingDown | Refusal::ServerFull | Refusal::Database => 503,
         }
@@ -190,6 +195,7 @@ impl Refusal {
             Refusal::InvalidToken => "invalid token",
             Refusal::ExpiredToken => "token expired",
             Refusal::UsernameTaken => "username already taken by another user",
+            Refusal::TooManyConnections => "too many connections for this user",
             Refusal::Database => "database unavailable",
         }
     }
@@ -342,6 +348,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         408 => "Request Timeout",
         409 => "Conflict",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",

@@ -31,6 +31,8 @@
 //!   migrations from `sql/`).
 //! - [`presence`]: who is online across shards (counted at connection open
 //!   and close, never per message) and the typing throttle.
+//! - [`userlimits`]: limits per user across all its connections on this
+//!   server (connections, message rate), shared by every shard.
 //! - [`config`]: every setting, as flags and environment variables.
 //! - [`cluster`]: cluster mode: several nodes serve one chat through NATS;
 //!   the cluster link orders local and remote messages per stream.
@@ -56,6 +58,7 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod store;
+pub mod userlimits;
 pub mod web;
 
 pub use config::Config;

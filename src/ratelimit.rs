@@ -12,6 +12,10 @@ pub enum Verdict {
     Allow,
     /// Over the limit: refuse this request with an error frame.
     Refuse,
+    /// Over the limit, and the client was already told [`answered_max`]
+    /// times in this streak: refuse this request without an answer, so a flooder's
+    /// refusals cannot fill the socket ahead of its 1008 close frame.
+    RefuseQuietly,
     /// Over the limit for longer than the flood allowance: close the connection.
     Disconnect,
 }
@@ -27,6 +31,8 @@ pub struct RateLimiter {
     flood_after: Duration,
     flood_started: Option<Instant>,
     last_refusal: Option<Instant>,
+    /// Refusals answered in the current streak.
+    answered: u32,
 }
 
 impl RateLimiter {
@@ -40,6 +46,7 @@ impl RateLimiter {
             flood_after,
             flood_started: None,
             last_refusal: None,
+            answered: 0,
         }
     }
 
@@ -61,16 +68,29 @@ impl RateLimiter {
             .is_some_and(|t| now.saturating_duration_since(t) <= Duration::from_secs(1));
         if !continues {
             self.flood_started = Some(now);
+            self.answered = 0;
         }
         self.last_refusal = Some(now);
         let started = self.flood_started.unwrap_or(now);
         if now.saturating_duration_since(started) >= self.flood_after {
             Verdict::Disconnect
-        } else {
+        } else if f64::from(self.answered) < answered_max(self.burst) {
+            self.answered += 1;
             Verdict::Refuse
+        } else {
+            Verdict::RefuseQuietly
         }
     }
 }
+
+/// Refusals answered with an error frame per streak: the burst, at least
+/// [`MIN_ANSWERED`]. A flooder's answers stay a bounded number of bytes.
+pub fn answered_max(burst: f64) -> f64 {
+    burst.max(f64::from(MIN_ANSWERED))
+}
+
+/// See [`answered_max`].
+pub const MIN_ANSWERED: u32 = 100;
 
 #[cfg(test)]
 mod tests {
@@ -130,6 +150,21 @@ mod tests {
             assert_ne!(l.check(now), Verdict::Disconnect);
             now += Duration::from_millis(10);
         }
+    }
+
+    #[test]
+    fn a_streak_answers_at_most_a_burst_of_refusals() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(10, 3, Duration::from_secs(60), t0);
+        let count = |l: &mut RateLimiter, now, n| {
+            let v: Vec<Verdict> = (0..n).map(|_| l.check(now)).collect();
+            [Verdict::Allow, Verdict::Refuse, Verdict::RefuseQuietly]
+                .map(|k| v.iter().filter(|&&x| x == k).count())
+        };
+        assert_eq!(count(&mut l, t0, 300), [3, 100, 197]);
+        // A pause ends the streak: the next refusals are answered again.
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(count(&mut l, t1, 10), [3, 7, 0]);
     }
 
     #[test]

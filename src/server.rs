@@ -20,6 +20,7 @@ use crate::router::Router;
 use crate::shard::{self, Phase, ShardParts};
 use crate::store::writer::{self, WriterPool, WriterSettings};
 use crate::store::{self, StoreError};
+use crate::userlimits::UserLimits;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +143,8 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
         metrics: metrics.clone(),
         presence: presence.clone(),
         cluster: link.as_ref().map(|l| l.handle.clone()),
+        // One for the whole process: the limits hold across shards.
+        user_limits: Arc::new(UserLimits::new(&config)),
     };
     for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         threads.push(shard::spawn(

@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -187,16 +188,29 @@ pub async fn serve<S: Transport>(
                 Some(Ok(message)) => {
                     let now = Instant::now();
                     clock.heard_from_client(now);
-                    if !matches!(message, Message::Text(_) | Message::Binary(_)) {
-                        // tungstenite answers pings and close frames itself.
+                    // Every frame the client sends counts against the limit,
+                    // control frames too: a ping flood is a flood. (A close
+                    // ends the connection anyway; tungstenite answers pings
+                    // and close frames itself.)
+                    let data = matches!(message, Message::Text(_) | Message::Binary(_));
+                    if !data && !matches!(message, Message::Ping(_) | Message::Pong(_)) {
                         continue;
                     }
-                    metrics.frames_in.inc();
+                    if data {
+                        metrics.frames_in.inc();
+                    }
                     match limiter.check(now) {
                         Verdict::Allow => {}
                         Verdict::Refuse => {
                             metrics.rate_limited.inc();
-                            outbox.push(encode_error("rate limited"), limits);
+                            // A refused ping or pong gets no answer, only no credit.
+                            if data {
+                                outbox.push(encode_error("rate limited"), limits);
+                            }
+                            continue;
+                        }
+                        Verdict::RefuseQuietly => {
+                            metrics.rate_limited.inc();
                             continue;
                         }
                         Verdict::Disconnect => {
@@ -223,9 +237,10 @@ pub async fn serve<S: Transport>(
                                 break Closed::TokenUserMismatch;
                             }
                         },
-                        _ => {
+                        Message::Binary(_) => {
                             outbox.push(encode_error("binary frames are not supported; send JSON text frames"), limits);
                         }
+                        _ => {}
                     }
                 }
                 Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)))
@@ -445,13 +460,31 @@ async fn close<S: Transport>(ws: &mut WebSocketStream<S>, code: CloseCode, reaso
         code,
         reason: reason.into(),
     };
-    if tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame)))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+    // Queues the close frame; while the client's window is full this may
+    // not finish, and the frame stays queued for the drain below to flush.
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+    // Read and discard, and keep flushing what is queued (the close frame),
+    // until the client answers the close or goes, or the linger ends.
+    let mut flushed = false;
+    let drain = std::future::poll_fn(|cx| {
+        if !flushed {
+            match ws.poll_flush_unpin(cx) {
+                Poll::Ready(Ok(())) => flushed = true,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => {}
+            }
+        }
+        // A bounded number of frames per poll: other connections get a turn.
+        for _ in 0..64 {
+            match ws.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(_) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    });
     let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
 }
 

@@ -35,7 +35,16 @@ where
         username: "alice".into(),
         expires_at: chrono::Utc::now().timestamp() + ttl,
     };
-    let session = Session::new(shard.clone(), Origin { shard: 0, conn: 0 }, &identity);
+    let session = Session::new(
+        shard.clone(),
+        Origin { shard: 0, conn: 0 },
+        &identity,
+        shard
+            .user_limits
+            .open(identity.user_id)
+            .expect("slot")
+            .budget(),
+    );
     let host = Host {
         config: &shard.config,
         metrics: shard.metrics(),

@@ -23,7 +23,8 @@ use crate::protocol::{
 use crate::router::Origin;
 use crate::shard::Shard;
 use crate::store::writer::PersistRequest;
-use crate::store::{StoreError, Window};
+use crate::store::{Created, StoreError, Window};
+use crate::userlimits::UserBudget;
 
 /// A reply the connection must wait for (database work): the frames to
 /// send, in order (none: nothing to send).
@@ -52,14 +53,27 @@ pub struct Session {
     user: UserId,
     username: Arc<str>,
     expires_at: i64,
+    /// The user's budget across all its connections (message rate).
+    budget: Arc<UserBudget>,
 }
 
 const DB_UNAVAILABLE: &str = "database unavailable, try again";
+/// What `create_room` past `--max-rooms-created-per-hour` gets.
+pub const TOO_MANY_ROOMS_CREATED: &str = "too many rooms created; try again later";
+/// What a request refused for rate gets (the per-connection limiter says the same).
+pub const RATE_LIMITED: &str = "rate limited";
 
 impl Session {
-    /// The session of `identity`'s connection `origin` on `shard`.
-    pub fn new(shard: Rc<Shard>, origin: Origin, identity: &Identity) -> Session {
+    /// The session of `identity`'s connection `origin` on `shard`, sending
+    /// within the user's `budget`.
+    pub fn new(
+        shard: Rc<Shard>,
+        origin: Origin,
+        identity: &Identity,
+        budget: Arc<UserBudget>,
+    ) -> Session {
         Session {
+            budget,
             shard,
             origin,
             user: identity.user_id,
@@ -212,13 +226,17 @@ impl Session {
         let shard = self.shard.clone();
         let user = self.user;
         later(async move {
-            match shard.store.create_room(user, &room).await {
-                Ok(true) => {
+            let cap = shard.config.max_rooms_created_per_hour;
+            match shard.store.create_room(user, &room, cap).await {
+                Ok(Created::Created) => {
                     // A new room: nothing stored in it yet.
                     shard.joined(user, &room, Some(0));
                     vec![encode_room_created(&room, r.as_ref())]
                 }
-                Ok(false) => vec![error_frame(&r, format!("room '{room}' already exists"))],
+                Ok(Created::Exists) => {
+                    vec![error_frame(&r, format!("room '{room}' already exists"))]
+                }
+                Ok(Created::TooMany) => vec![error_frame(&r, TOO_MANY_ROOMS_CREATED)],
                 Err(e) => db_error(&shard, "create_room", &e, &r),
             }
         })
@@ -265,6 +283,9 @@ impl Session {
         if let Err(e) = self.check_content(&content) {
             return error(&r, e);
         }
+        if let Err(e) = self.user_rate() {
+            return error(&r, e);
+        }
         let Some(room) = self.shard.registry.borrow().member_room(self.user, room) else {
             return error(&r, format!("join room '{room}' before sending to it"));
         };
@@ -279,6 +300,9 @@ impl Session {
         r: Option<Ref>,
     ) -> Outcome {
         if let Err(e) = self.check_content(&content) {
+            return error(&r, e);
+        }
+        if let Err(e) = self.user_rate() {
             return error(&r, e);
         }
         if to == self.user || self.shard.known_users.borrow().contains(to) {
@@ -351,6 +375,16 @@ impl Session {
             }
             frames
         })
+    }
+
+    /// Takes one message from the user's budget (shared by all its
+    /// connections); over `--user-message-rate`, the message is refused.
+    fn user_rate(&self) -> Result<(), &'static str> {
+        if self.budget.take_message(std::time::Instant::now()) {
+            return Ok(());
+        }
+        self.shard.metrics().rate_limited.inc();
+        Err(RATE_LIMITED)
     }
 
     /// Refuses one more room to a user who follows `rooms` already.

@@ -31,7 +31,16 @@ fn fixture_with(config: Config, rooms: &[&str]) -> Fixture {
         username: "alice".into(),
         expires_at: chrono::Utc::now().timestamp() + 3600,
     };
-    let session = Session::new(shard.clone(), Origin { shard: 0, conn: 0 }, &identity);
+    let session = Session::new(
+        shard.clone(),
+        Origin { shard: 0, conn: 0 },
+        &identity,
+        shard
+            .user_limits
+            .open(identity.user_id)
+            .expect("slot")
+            .budget(),
+    );
     Fixture {
         shard,
         session,

@@ -52,6 +52,7 @@ use crate::presence::Presence;
 use crate::router::{ConnId, OwnCopy, Router, Sent, ShardEvent};
 use crate::store::writer::Writers;
 use crate::store::{Store, StoreError};
+use crate::userlimits::UserLimits;
 use crate::web::Readiness;
 use outbox::OutboxLimits;
 use registry::Registry;
@@ -95,6 +96,8 @@ pub struct Shard {
     pub known_users: RefCell<KnownUsers>,
     /// Bounds of every outbox on this shard.
     pub outbox_limits: OutboxLimits,
+    /// Limits per user across all shards (connections, message rate).
+    pub user_limits: Arc<UserLimits>,
     next_conn: Cell<ConnId>,
     draining: Cell<bool>,
 }
@@ -125,6 +128,8 @@ pub struct Services {
     pub presence: Arc<Presence>,
     /// Cluster mode: the link's handle.
     pub cluster: Option<ClusterHandle>,
+    /// Limits per user across all shards (connections, message rate).
+    pub user_limits: Arc<UserLimits>,
 }
 
 /// What a shard thread is started with.
@@ -153,6 +158,7 @@ impl Shard {
             metrics,
             presence,
             cluster,
+            user_limits,
         } = services;
         let store = Store::new(&config.database_url, config.db_pool_size)?;
         let outbox_limits = OutboxLimits::from_config(&config);
@@ -168,6 +174,7 @@ impl Shard {
             cluster,
             known_users: RefCell::new(KnownUsers::default()),
             outbox_limits,
+            user_limits,
             next_conn: Cell::new(0),
             draining: Cell::new(false),
             credentials,
@@ -443,6 +450,7 @@ pub(crate) mod testing {
         let (writers, queue) = Writers::for_tests(1024);
         let credentials = Arc::new(Credentials::load(&config).expect("test keys"));
         let services = Services {
+            user_limits: Arc::new(UserLimits::new(&config)),
             config: Arc::new(config),
             credentials,
             router: Router::new(vec![inbox_tx]),

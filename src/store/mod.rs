@@ -48,6 +48,17 @@ pub enum StoreError {
     Unreachable(Duration, #[source] tokio_postgres::Error),
 }
 
+/// What `create_room` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The room was created, with its creator as its first member.
+    Created,
+    /// A room of that name exists.
+    Exists,
+    /// The creator made `--max-rooms-created-per-hour` rooms in the last hour.
+    TooMany,
+}
+
 /// A shard's handle on the database: a small pool whose connections are
 /// driven by the shard's own runtime.
 #[derive(Clone)]
@@ -108,12 +119,21 @@ const COLUMNS: &str =
     "m.id, m.from_user, u.username, m.content, m.\"timestamp\", m.room, m.to_user";
 const INNER: &str = "SELECT id, from_user, content, \"timestamp\", room, to_user FROM messages";
 const LEAVE_ROOM: &str = "DELETE FROM room_members WHERE user_id = $1 AND room = $2";
-/// Creates the room and makes its creator a member, in one statement (the
-/// member row's foreign key sees the room inserted by the same statement).
-const CREATE_ROOM: &str = "WITH r AS (INSERT INTO rooms (name) VALUES ($2) \
-                                 ON CONFLICT (name) DO NOTHING RETURNING name), \
+/// Serializes one user's `create_room`s (two int4 keys: a namespace, the
+/// user id folded to 31 bits; two users sharing a key only wait on each other).
+const LOCK_CREATOR: &str =
+    "SELECT pg_advisory_xact_lock(1919905645, ($1::int8 % 2147483647)::int4)";
+/// Creates room $2 with creator $1 as its first member, unless $1 created
+/// $3 rooms or more in the last hour ($3 = 0: no cap). Returns the rooms
+/// $1 created in the last hour before this one, and 1 if this one was created.
+/// One statement: the member row's foreign key sees the room inserted by it.
+const CREATE_ROOM: &str = "WITH c AS (SELECT count(*) AS n FROM rooms \
+                WHERE created_by = $1 AND created_at > now() - interval '1 hour'), \
+          r AS (INSERT INTO rooms (name, created_by) SELECT $2, $1 FROM c \
+                WHERE $3::int8 = 0 OR c.n < $3::int8 \
+                ON CONFLICT (name) DO NOTHING RETURNING name), \
           m AS (INSERT INTO room_members (user_id, room) SELECT $1, name FROM r) \
-     SELECT count(*) FROM r";
+     SELECT (SELECT n FROM c), count(*) FROM r";
 /// Unread: other users' messages after the read position. The scan is a
 /// range of the (room, id) index cut at $4 rows (a few times `$2`, the
 /// cap on the count), so a user's own messages after its read position
@@ -410,13 +430,32 @@ impl Store {
         Ok(client.execute(&stmt, &[&user, &room]).await? > 0)
     }
 
-    /// Creates a room with `creator` as its first member. False when a room
-    /// of that name exists.
-    pub async fn create_room(&self, creator: UserId, room: &str) -> Result<bool, StoreError> {
-        let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(CREATE_ROOM).await?;
-        let row = client.query_one(&stmt, &[&creator, &room]).await?;
-        Ok(row.get::<_, i64>(0) > 0)
+    /// Creates a room with `creator` as its first member, unless the
+    /// creator made `max_per_hour` rooms or more in the last hour (0: no
+    /// cap). One user's creations are serialized (an advisory lock), so
+    /// concurrent requests from its connections cannot pass the cap.
+    pub async fn create_room(
+        &self,
+        creator: UserId,
+        room: &str,
+        max_per_hour: u32,
+    ) -> Result<Created, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let lock = tx.prepare_cached(LOCK_CREATOR).await?;
+        tx.execute(&lock, &[&creator]).await?;
+        let stmt = tx.prepare_cached(CREATE_ROOM).await?;
+        let cap = i64::from(max_per_hour);
+        let row = tx.query_one(&stmt, &[&creator, &room, &cap]).await?;
+        tx.commit().await?;
+        let (recent, created): (i64, i64) = (row.get(0), row.get(1));
+        Ok(if created > 0 {
+            Created::Created
+        } else if cap > 0 && recent >= cap {
+            Created::TooMany
+        } else {
+            Created::Exists
+        })
     }
 
     /// The user's rooms (at most `max_rooms`, by name) with their newest

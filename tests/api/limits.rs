@@ -153,6 +153,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_the_room_is_unaffected(
         c.outbox_frames = 512;
         c.outbox_bytes = 1 << 20;
         c.rate_limit = 0;
+        c.user_message_rate = 0;
     })
     .await;
     server.create_room("busy").await;

@@ -23,7 +23,8 @@ async fn read_messages(c: &mut Client, n: usize) -> Vec<(i64, String)> {
 
 #[tokio::test]
 async fn a_burst_of_500_arrives_complete_and_in_order_at_every_member_and_is_stored() {
-    let server = TestServer::start().await;
+    // One user's burst of 500 is over the default per-user message burst.
+    let server = TestServer::start_with(|c| c.user_message_burst = 1000).await;
     server.create_room("burst").await;
     let mut members = Vec::new();
     for (i, shard) in [(1, 0), (2, 1), (3, 0), (4, 1)] {

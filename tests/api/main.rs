@@ -14,4 +14,5 @@ mod presence;
 mod recovery;
 mod rooms;
 mod security;
+mod userlimits;
 mod web;

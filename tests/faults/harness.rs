@@ -273,6 +273,7 @@ impl ServerProcess {
             // The bursts here are about durability, not flood control.
             .env("CHAT_RATE_LIMIT", "1000000")
             .env("CHAT_RATE_BURST", "1000000")
+            .env("CHAT_USER_MESSAGE_RATE", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
