@@ -44,6 +44,9 @@ pub struct PlainRequest {
     pub path: String,
     /// The query string, without `?`.
     pub query: Option<String>,
+    /// The `Authorization` header (checked by `/metrics` when
+    /// `--metrics-token` is set).
+    pub authorization: Option<String>,
 }
 
 /// Why a request is not a WebSocket upgrade to authenticate: a refusal, or
@@ -118,11 +121,17 @@ pub enum Refusal {
     UsernameTaken,
     /// The database did not answer (503).
     Database,
+    /// The process holds `--max-pending-handshakes` already: answered at
+    /// once, unread (503).
+    PendingTotal,
+    /// The client's address holds `--max-pending-handshakes-per-ip`
+    /// already: answered at once, unread (429).
+    PendingPerIp,
 }
 
 impl Refusal {
     /// Every reason, in label order.
-    pub const ALL: [Refusal; 13] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::BadRequest,
         Refusal::NotFound,
         Refusal::TooLarge,
@@ -136,6 +145,8 @@ impl Refusal {
         Refusal::ExpiredToken,
         Refusal::UsernameTaken,
         Refusal::Database,
+        Refusal::PendingTotal,
+        Refusal::PendingPerIp,
     ];
 
     /// The metric's label value.
@@ -154,6 +165,8 @@ impl Refusal {
             Refusal::ExpiredToken => "expired_token",
             Refusal::UsernameTaken => "username_taken",
             Refusal::Database => "database",
+            Refusal::PendingTotal => "pending_total",
+            Refusal::PendingPerIp => "pending_per_ip",
         }
     }
 
@@ -169,8 +182,12 @@ impl Refusal {
             Refusal::NotFound => 404,
             Refusal::Timeout => 408,
             Refusal::UsernameTaken => 409,
+            Refusal::PendingPerIp => 429,
             Refusal::TooLarge => 431,
-            Refusal::ShuttingDown | Refusal::ServerFull | Refusal::Database => 503,
+            Refusal::ShuttingDown
+            | Refusal::ServerFull
+            | Refusal::Database
+            | Refusal::PendingTotal => 503,
         }
     }
 
@@ -191,6 +208,8 @@ impl Refusal {
             Refusal::ExpiredToken => "token expired",
             Refusal::UsernameTaken => "username already taken by another user",
             Refusal::Database => "database unavailable",
+            Refusal::PendingTotal => "server busy: too many pending handshakes",
+            Refusal::PendingPerIp => "too many pending handshakes from this address",
         }
     }
 }
@@ -270,6 +289,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, HandshakeErr
             return Err(HandshakeError::Plain(PlainRequest {
                 path: path.to_owned(),
                 query: query.map(str::to_owned),
+                authorization: header("authorization").map(str::to_owned),
             }))
         }
     }
@@ -342,6 +362,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         408 => "Request Timeout",
         409 => "Conflict",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
