@@ -57,9 +57,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     // One deadline for the TLS handshake and the upgrade request together.
     let deadline = Instant::now() + shard.config.handshake_timeout();
-    match tokio::time::timeout(shard.config.handshake_first_byte(), stream.readable()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => return,
+    // `peek`, not `readable`: readiness may be reported before any byte.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(shard.config.handshake_first_byte(), stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return, // closed or failed before a byte
+
         Err(_) => return refuse_at_once(&shard, stream, Refusal::Timeout),
     }
     match shard.credentials.tls_acceptor() {
@@ -86,6 +89,7 @@ fn refuse_at_once(shard: &Shard, stream: TcpStream, kind: Refusal) {
     debug!(
         shard = shard.index,
         reason = kind.label(),
+        pending = shard.pending.total(),
         "socket refused at once"
     );
 }

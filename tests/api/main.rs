@@ -13,4 +13,5 @@ mod presence;
 mod recovery;
 mod rooms;
 mod security;
+mod server_limits;
 mod web;
