@@ -189,7 +189,8 @@ pub struct Config {
     #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
     pub handshake_timeout_ms: u64,
 
-    /// PostgreSQL connections per shard, for handshakes, joins and history.
+    /// PostgreSQL connections per shard, for handshakes, joins and short
+    /// writes (heavy reads have `--db-read-pool-size`).
     #[arg(long, env = "CHAT_DB_POOL_SIZE", default_value_t = 4)]
     pub db_pool_size: usize,
 

@@ -10,7 +10,7 @@
 //! `docs/ARCHITECTURE.md`, "Invariants").
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,9 +63,8 @@ impl PendingHandshakes {
     }
 
     fn stripe(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, u32>> {
-        let mut h = self.hasher.build_hasher();
-        ip.hash(&mut h);
-        &self.stripes[(h.finish() as usize) % self.stripes.len()]
+        let h = self.hasher.hash_one(ip);
+        &self.stripes[(h as usize) % self.stripes.len()]
     }
 
     /// Counts a new socket from `ip`, or says which cap it meets.

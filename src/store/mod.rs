@@ -1,7 +1,8 @@
 //! PostgreSQL: the only module that touches the database.
 //!
-//! - [`Store`]: one small connection pool per shard, for the handshake's
-//!   user upsert, joins, existence checks and history reads. All of it is
+//! - [`Store`]: two small connection pools per shard: one for the
+//!   handshake's user upsert, joins, existence checks and short writes, one
+//!   for the reads that can be heavy (histories, replays, unread counts). All of it is
 //!   asynchronous: a shard never waits on the database.
 //! - [`writer`]: the writer threads that batch message inserts.
 //! - Migrations (`sql/`, embedded at build time) and the admin helpers the
