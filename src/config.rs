@@ -218,7 +218,7 @@ pub struct Config {
 
     /// Most connections one shard holds; past it, handshakes get HTTP 503
     /// `server full`. Default (0): derived at start from the open-files
-    /// limit (see `--max-pending-handshakes` and `limits::FdBudget`); a
+    /// limit (see `--max-pending-handshakes` and `fd_budget::FdBudget`); a
     /// larger explicit value is clamped to what the file limit allows.
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_SHARD", default_value_t = 0)]
     pub max_connections_per_shard: usize,
