@@ -8,6 +8,7 @@
 //! metric. Statuses and paths live in `handshake` and `web`, not here.
 
 use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -21,8 +22,9 @@ use tracing::{debug, debug_span, info, warn, Instrument};
 use crate::auth::{AuthError, Identity};
 use crate::connection::{self, Host};
 use crate::handshake::{
-    read_upgrade, refuse, switching_protocols, HandshakeError, Refusal, UpgradeRequest,
+    read_upgrade, refusal, refuse, switching_protocols, HandshakeError, Refusal, UpgradeRequest,
 };
+use crate::pending::{PendingGuard, PendingRefusal};
 use crate::router::Origin;
 use crate::session::Session;
 use crate::shard::outbox::Outbox;
@@ -33,20 +35,64 @@ use crate::web;
 
 /// Takes one TCP connection through the TLS handshake (when TLS is on)
 /// and the HTTP handshake and, if it is admitted, serves it until it closes.
+///
+/// First it must find a place among the pending handshakes (in all and for
+/// its address: else it is answered at once, unread, and closed), then
+/// send its first byte within `--handshake-first-byte-ms` (else 408).
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let ip = stream
+        .peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let pending = match shard.pending.try_enter(ip) {
+        Ok(guard) => guard,
+        Err(refusal) => {
+            let kind = match refusal {
+                PendingRefusal::Total => Refusal::PendingTotal,
+                PendingRefusal::PerIp => Refusal::PendingPerIp,
+            };
+            return refuse_at_once(&shard, stream, kind);
+        }
+    };
     if shard.config.tcp_nodelay {
         let _ = stream.set_nodelay(true);
     }
     // One deadline for the TLS handshake and the upgrade request together.
     let deadline = Instant::now() + shard.config.handshake_timeout();
+    // `peek`, not `readable`: readiness may be reported before any byte.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(shard.config.handshake_first_byte(), stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return, // closed or failed before a byte
+
+        Err(_) => return refuse_at_once(&shard, stream, Refusal::Timeout),
+    }
     match shard.credentials.tls_acceptor() {
-        None => serve_http(shard, stream, deadline).await,
+        None => serve_http(shard, stream, deadline, pending).await,
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => serve_http(shard, tls, deadline).await,
+            Ok(Ok(tls)) => serve_http(shard, tls, deadline, pending).await,
             Ok(Err(e)) => debug!(shard = shard.index, error = %e, "tls handshake failed"),
             Err(_) => debug!(shard = shard.index, "tls handshake timed out"),
         },
     }
+}
+
+/// Refuses a socket without waiting on it: counts `kind`, and on a plain
+/// socket writes the refusal if the kernel takes it at once (whatever the
+/// client already sent is read first, so that closing sends no reset),
+/// then closes. Never logged per socket: these come in floods.
+fn refuse_at_once(shard: &Shard, stream: TcpStream, kind: Refusal) {
+    shard.metrics().refused(kind);
+    if shard.credentials.tls_acceptor().is_none() {
+        let mut sink = [0u8; 4096];
+        let _ = stream.try_read(&mut sink);
+        let _ = stream.try_write(refusal(kind.status(), kind.message()).as_bytes());
+    }
+    debug!(
+        shard = shard.index,
+        reason = kind.label(),
+        pending = shard.pending.total(),
+        "socket refused at once"
+    );
 }
 
 /// A refused upgrade: its kind, the body to send, and what to log.
@@ -127,7 +173,7 @@ struct Admitted {
 
 /// The HTTP side of [`serve`], over a plain or a TLS stream: the upgrade
 /// (or probe, or page), admission, registration, `101`, then the WebSocket.
-async fn serve_http<S>(shard: Rc<Shard>, mut stream: S, deadline: Instant)
+async fn serve_http<S>(shard: Rc<Shard>, mut stream: S, deadline: Instant, pending: PendingGuard)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -166,6 +212,8 @@ where
         Ok(a) => a,
         Err(refused) => return refused.answer(&shard, &mut stream).await,
     };
+    // From here it counts as a connection of the shard, no longer as pending.
+    drop(pending);
     open(shard, stream, &request, rest, admitted).await;
 }
 

@@ -189,7 +189,8 @@ pub struct Config {
     #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
     pub handshake_timeout_ms: u64,
 
-    /// PostgreSQL connections per shard, for handshakes, joins and history.
+    /// PostgreSQL connections per shard, for handshakes, joins and short
+    /// writes (heavy reads have `--db-read-pool-size`).
     #[arg(long, env = "CHAT_DB_POOL_SIZE", default_value_t = 4)]
     pub db_pool_size: usize,
 
@@ -215,12 +216,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_FLOOD_CLOSE_SECS", default_value_t = 3)]
     pub flood_close_secs: u64,
 
-    /// Most connections one shard holds; past it, handshakes get HTTP 503.
-    #[arg(
-        long,
-        env = "CHAT_MAX_CONNECTIONS_PER_SHARD",
-        default_value_t = 100_000
-    )]
+    /// Most connections one shard holds; past it, handshakes get HTTP 503
+    /// `server full`. Default (0): derived at start from the open-files
+    /// limit (see `--max-pending-handshakes` and `fd_budget::FdBudget`); a
+    /// larger explicit value is clamped to what the file limit allows.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_SHARD", default_value_t = 0)]
     pub max_connections_per_shard: usize,
 
     /// Seconds between server pings on an otherwise quiet connection.
@@ -302,6 +302,41 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_ROOMS_CREATED_PER_HOUR", default_value_t = 20)]
     pub max_rooms_created_per_hour: u32,
     // --- end issue 13: limits per user ---
+    // --- issue 13: server-wide resources (descriptors, handshakes, pools, metrics) ---
+    /// Most handshakes in progress in the whole process (accepted sockets
+    /// that are not yet a WebSocket nor answered); past it a new socket is
+    /// answered 503 at once, unread. Default (0): derived from the
+    /// open-files limit (an eighth of what is left after the reserve, at
+    /// most 1024).
+    #[arg(long, env = "CHAT_MAX_PENDING_HANDSHAKES", default_value_t = 0)]
+    pub max_pending_handshakes: usize,
+
+    /// Most handshakes in progress from one IP address; past it a new
+    /// socket from that address is answered 429 at once, unread.
+    #[arg(long, env = "CHAT_MAX_PENDING_HANDSHAKES_PER_IP", default_value_t = 256)]
+    pub max_pending_handshakes_per_ip: usize,
+
+    /// Time an accepted socket has to send the first byte of its request,
+    /// in ms (silent sockets are closed with 408 after it); the whole
+    /// request still has `--handshake-timeout-ms`.
+    #[arg(long, env = "CHAT_HANDSHAKE_FIRST_BYTE_MS", default_value_t = 3_000)]
+    pub handshake_first_byte_ms: u64,
+
+    /// PostgreSQL connections per shard for reads that can be heavy (room
+    /// and DM history, `join` replay, `dm_sync`, the `rooms` unread
+    /// counts), so that handshakes never wait behind them.
+    #[arg(long, env = "CHAT_DB_READ_POOL_SIZE", default_value_t = 4)]
+    pub db_read_pool_size: usize,
+
+    /// Serve `/metrics` only on this address (plain HTTP, its own small
+    /// listener); the main port then answers 404 for it. Recommended.
+    #[arg(long, env = "CHAT_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+
+    /// When set, `/metrics` requires `Authorization: Bearer TOKEN` (else 401).
+    #[arg(long, env = "CHAT_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    // --- end issue 13: server-wide resources ---
     /// DEVELOPMENT ONLY: serve `GET /dev/token?user_id=N&username=NAME`,
     /// which signs a token for whoever asks. Never on a reachable server.
     #[arg(long, env = "CHAT_DEV", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -397,6 +432,12 @@ impl Config {
         self.cluster_url.is_some()
     }
 
+    /// Time allowed for the first byte of a request: the first-byte
+    /// setting, never longer than the whole handshake's.
+    pub fn handshake_first_byte(&self) -> Duration {
+        Duration::from_millis(self.handshake_first_byte_ms.min(self.handshake_timeout_ms))
+    }
+
     /// Handshake timeout as a duration.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
@@ -477,6 +518,8 @@ impl Config {
         config.user_message_rate = 100;
         config.user_message_burst = 200;
         config.max_rooms_created_per_hour = 20;
+        config.metrics_bind = None;
+        config.metrics_token = None;
         config
     }
 }

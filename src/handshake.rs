@@ -44,6 +44,9 @@ pub struct PlainRequest {
     pub path: String,
     /// The query string, without `?`.
     pub query: Option<String>,
+    /// The `Authorization` header (checked by `/metrics` when
+    /// `--metrics-token` is set).
+    pub authorization: Option<String>,
 }
 
 /// Why a request is not a WebSocket upgrade to authenticate: a refusal, or
@@ -120,11 +123,17 @@ pub enum Refusal {
     TooManyConnections,
     /// The database did not answer (503).
     Database,
+    /// The process holds `--max-pending-handshakes` already: answered at
+    /// once, unread (503).
+    PendingTotal,
+    /// The client's address holds `--max-pending-handshakes-per-ip`
+    /// already: answered at once, unread (429).
+    PendingPerIp,
 }
 
 impl Refusal {
     /// Every reason, in label order.
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 16] = [
         Refusal::BadRequest,
         Refusal::NotFound,
         Refusal::TooLarge,
@@ -139,6 +148,8 @@ impl Refusal {
         Refusal::UsernameTaken,
         Refusal::TooManyConnections,
         Refusal::Database,
+        Refusal::PendingTotal,
+        Refusal::PendingPerIp,
     ];
 
     /// The metric's label value.
@@ -158,6 +169,8 @@ impl Refusal {
             Refusal::UsernameTaken => "username_taken",
             Refusal::TooManyConnections => "user_connections",
             Refusal::Database => "database",
+            Refusal::PendingTotal => "pending_total",
+            Refusal::PendingPerIp => "pending_per_ip",
         }
     }
 
@@ -173,9 +186,12 @@ impl Refusal {
             Refusal::NotFound => 404,
             Refusal::Timeout => 408,
             Refusal::UsernameTaken => 409,
-            Refusal::TooManyConnections => 429,
+            Refusal::TooManyConnections | Refusal::PendingPerIp => 429,
             Refusal::TooLarge => 431,
-            Refusal::ShuttingDown | Refusal::ServerFull | Refusal::Database => 503,
+            Refusal::ShuttingDown
+            | Refusal::ServerFull
+            | Refusal::Database
+            | Refusal::PendingTotal => 503,
         }
     }
 
@@ -197,6 +213,8 @@ impl Refusal {
             Refusal::UsernameTaken => "username already taken by another user",
             Refusal::TooManyConnections => "too many connections for this user",
             Refusal::Database => "database unavailable",
+            Refusal::PendingTotal => "server busy: too many pending handshakes",
+            Refusal::PendingPerIp => "too many pending handshakes from this address",
         }
     }
 }
@@ -276,6 +294,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, HandshakeErr
             return Err(HandshakeError::Plain(PlainRequest {
                 path: path.to_owned(),
                 query: query.map(str::to_owned),
+                authorization: header("authorization").map(str::to_owned),
             }))
         }
     }

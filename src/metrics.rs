@@ -180,6 +180,8 @@ pub struct ShardMetrics {
     pub flood_disconnects: Counter,
     /// Database errors met by this shard (handshakes, joins, histories, checks).
     pub db_errors: Counter,
+    /// Failed `accept` calls (out of descriptors, mostly).
+    pub accept_errors: Counter,
     /// Seconds from a message's arrival on this shard (queued for its
     /// writer) to its frame being queued on its sender's connection, after
     /// the commit and the trip through this shard's inbox.
@@ -316,6 +318,7 @@ struct ShardSnapshot {
     rate_limited: u64,
     flood_disconnects: u64,
     db_errors: u64,
+    accept_errors: u64,
 }
 
 #[derive(Debug)]
@@ -343,6 +346,7 @@ impl Snapshot {
                     rate_limited: s.rate_limited.get(),
                     flood_disconnects: s.flood_disconnects.get(),
                     db_errors: s.db_errors.get(),
+                    accept_errors: s.accept_errors.get(),
                 }
             })
             .collect();
@@ -495,6 +499,12 @@ impl Collector for Snapshot {
             "chat_rate_limited_requests",
             "Requests refused by the per-connection rate limit, per shard.",
             shards().map(|(i, s)| (by_shard(i), s.rate_limited)),
+        )?;
+        counters(
+            &mut e,
+            "chat_accept_errors",
+            "Failed accepts (out of descriptors, mostly), per shard.",
+            shards().map(|(i, s)| (by_shard(i), s.accept_errors)),
         )?;
         counters(
             &mut e,

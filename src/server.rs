@@ -14,8 +14,10 @@ use crate::accept;
 use crate::cluster::{ClusterLink, LinkError, LinkSettings};
 use crate::config::Config;
 use crate::credentials::{Credentials, CredentialsError};
+use crate::fd_budget::{FdBudget, FdInputs};
 use crate::mesh::mailbox;
 use crate::metrics::Metrics;
+use crate::pending::PendingHandshakes;
 use crate::router::Router;
 use crate::shard::{self, Phase, ShardParts};
 use crate::store::writer::{self, WriterPool, WriterSettings};
@@ -55,6 +57,8 @@ pub struct ServerHandle {
     writers: WriterPool,
     link: Option<ClusterLink>,
     credentials: Arc<Credentials>,
+    metrics_addr: Option<SocketAddr>,
+    metrics_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// How long start-up keeps retrying an unreachable database.
@@ -67,7 +71,10 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
 }
 
 /// [`start`], giving up on an unreachable database after `db_wait`.
-pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHandle, StartError> {
+pub fn start_with_db_wait(
+    mut config: Config,
+    db_wait: Duration,
+) -> Result<ServerHandle, StartError> {
     if config.database_url.is_empty() {
         return Err(StartError::Config(
             "DATABASE_URL (or --database-url) is required".into(),
@@ -81,6 +88,11 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
 
     let shards = config.shard_count();
     let writers = config.writer_count();
+    let budget = apply_fd_budget(&mut config, fd_limit, shards, writers);
+    let pending = Arc::new(PendingHandshakes::new(
+        budget.pending_handshakes,
+        config.max_pending_handshakes_per_ip,
+    ));
     let listeners = bind_listeners(config.bind, shards, config.backlog)?;
     let addr = listeners[0].local_addr()?;
 
@@ -145,6 +157,22 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
         cluster: link.as_ref().map(|l| l.handle.clone()),
         // One for the whole process: the limits hold across shards.
         user_limits: Arc::new(UserLimits::new(&config)),
+        pending,
+    };
+    let metrics_port = match config.metrics_bind {
+        None => None,
+        Some(bind) => {
+            let (metrics, router, writers) =
+                (metrics.clone(), router.clone(), writer_handles.clone());
+            let render: crate::metrics_port::Render =
+                Arc::new(move || metrics.render(router.inbox_depths(), writers.queue_depths()));
+            Some(crate::metrics_port::spawn(
+                bind,
+                config.clone(),
+                render,
+                phase_rx.clone(),
+            )?)
+        }
     };
     for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         threads.push(shard::spawn(
@@ -167,6 +195,8 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
         writers: writer_pool,
         link,
         credentials: credentials.clone(),
+        metrics_addr: metrics_port.as_ref().map(|(a, _)| *a),
+        metrics_thread: metrics_port.map(|(_, t)| t),
     };
     for _ in 0..shards {
         match ready_rx.recv() {
@@ -191,7 +221,12 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
         batch_linger_ms = config.batch_linger_ms,
         tls = credentials.tls_enabled(),
         fd_limit,
-        connection_ceiling = fd_limit.saturating_sub(64 + (shards * config.db_pool_size + writers) as u64),
+        connection_ceiling = budget.connections_per_shard * shards,
+        connections_per_shard = budget.connections_per_shard,
+        pending_handshakes = budget.pending_handshakes,
+        pending_per_ip = config.max_pending_handshakes_per_ip,
+        fd_reserve = budget.reserve,
+        metrics_bind = ?handle.metrics_addr,
         "chat server ready"
     );
     if config.dev {
@@ -204,6 +239,11 @@ impl ServerHandle {
     /// The address the shards listen on (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served on its own (`--metrics-bind`), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Re-reads the TLS certificate and key and the JWT key files (what
@@ -232,6 +272,9 @@ impl ServerHandle {
         for t in self.shards {
             let _ = t.join();
         }
+        if let Some(t) = self.metrics_thread {
+            let _ = t.join();
+        }
         info!("chat server stopped");
     }
 }
@@ -242,6 +285,58 @@ fn generated_node_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     format!("node-{}-{:08x}", std::process::id(), nanos)
+}
+
+/// Derives the connection ceiling and the pending-handshake cap from the
+/// file limit (`fd_budget`), writes them into `config` and logs them.
+fn apply_fd_budget(config: &mut Config, fd_limit: u64, shards: usize, writers: usize) -> FdBudget {
+    let budget = FdBudget::derive(FdInputs {
+        fd_limit,
+        shards,
+        db_pool_size: config.db_pool_size,
+        db_read_pool_size: config.db_read_pool_size,
+        writers,
+        clustered: config.clustered(),
+        metrics_listener: config.metrics_bind.is_some(),
+        max_connections_per_shard: config.max_connections_per_shard,
+        max_pending_handshakes: config.max_pending_handshakes,
+    });
+    if budget.clamped {
+        warn!(
+            requested = config.max_connections_per_shard,
+            allowed = budget.connections_per_shard,
+            fd_limit,
+            "--max-connections-per-shard exceeds what the open-files limit allows; lowered"
+        );
+    }
+    if budget.pending_over_budget {
+        warn!(
+            pending_handshakes = budget.pending_handshakes,
+            available = budget.available,
+            fd_limit,
+            "--max-pending-handshakes exceeds what the open-files limit leaves for it; \
+             descriptors may run out (accept then backs off)"
+        );
+    }
+    if budget.connections_per_shard == 0 {
+        warn!(
+            fd_limit,
+            reserve = budget.reserve,
+            "the open-files limit leaves no room for connections"
+        );
+    }
+    info!(
+        fd_limit,
+        fd_reserve = budget.reserve,
+        pending_handshakes = budget.pending_handshakes,
+        connections_per_shard = budget.connections_per_shard,
+        derived_per_shard = budget.derived_per_shard,
+        shards,
+        "connection ceiling from the open-files limit"
+    );
+    config.max_connections_per_shard = budget.connections_per_shard;
+    config.max_pending_handshakes = budget.pending_handshakes;
+    budget
 }
 
 /// Raises the soft open-files limit to the hard limit; returns the result.

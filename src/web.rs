@@ -140,16 +140,50 @@ pub fn answer(
     metrics: impl FnOnce() -> String,
 ) -> Response {
     match request.path.as_str() {
-        "/metrics" => Response {
-            status: 200,
-            content_type: crate::metrics::CONTENT_TYPE,
-            cache_control: "no-store",
-            body: Cow::Owned(metrics().into_bytes()),
-        },
+        // Served only by the listener of its own when one is configured.
+        "/metrics" if config.metrics_bind.is_some() => Response::text(404, "not found"),
+        "/metrics" => self::metrics(request, config, metrics),
         "/dev/token" => dev_token(config, request.query.as_deref()),
         "/dev/enabled" => dev_enabled(config),
         path => asset(path),
     }
+}
+
+/// `GET /metrics` (on the main port or on `--metrics-bind`): the page,
+/// or 401 when `--metrics-token` is set and the request does not carry
+/// `Authorization: Bearer TOKEN` (compared in constant time).
+pub fn metrics(
+    request: &PlainRequest,
+    config: &Config,
+    render: impl FnOnce() -> String,
+) -> Response {
+    if let Some(expected) = &config.metrics_token {
+        let given = request.authorization.as_deref().and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+            return Response::text(401, "unauthorized");
+        }
+    }
+    Response {
+        status: 200,
+        content_type: crate::metrics::CONTENT_TYPE,
+        cache_control: "no-store",
+        body: Cow::Owned(render().into_bytes()),
+    }
+}
+
+/// Equal bytes, in time that depends only on the lengths (never on where
+/// the first difference is).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        // Compare against something of b's whatever the lengths.
+        let y = b.get(i % b.len().max(1)).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
 }
 
 /// What `/readyz` found, from the best to the worst.
@@ -279,7 +313,28 @@ mod tests {
         PlainRequest {
             path: path.into(),
             query: query.map(str::to_owned),
+            authorization: None,
         }
+    }
+
+    #[test]
+    fn metrics_token_and_separate_bind() {
+        let mut c = config(false);
+        c.metrics_token = Some("s3cret".into());
+        let mut req = get("/metrics", None);
+        assert_eq!(answer(&req, &c, || unreachable!()).status, 401);
+        for wrong in ["Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "s3cret"] {
+            req.authorization = Some(wrong.into());
+            assert_eq!(answer(&req, &c, || unreachable!()).status, 401, "{wrong}");
+        }
+        req.authorization = Some("Bearer s3cret".into());
+        assert_eq!(answer(&req, &c, || "x\n".into()).status, 200);
+        c.metrics_bind = Some("127.0.0.1:0".parse().unwrap());
+        assert_eq!(answer(&req, &c, || unreachable!()).status, 404);
+        assert_eq!(metrics(&req, &c, || "x\n".into()).status, 200);
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(!constant_time_eq(b"ab", b"a"));
     }
 
     #[test]

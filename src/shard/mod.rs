@@ -22,11 +22,13 @@
 //!
 //! What a shard shares with other threads: its inbox and the writer
 //! queues (bounded crossbeam mailboxes), the counters (atomics, one writer
-//! each), and three mutexes off the delivery path (`presence::Presence`,
-//! the database pool, in cluster mode `cluster::Interest`); see
+//! each), and four mutexes off the delivery path (`presence::Presence`,
+//! the database pools, the per-address pending-handshake counts
+//! (`pending`), in cluster mode `cluster::Interest`); see
 //! `docs/ARCHITECTURE.md`, "Invariants".
 
 pub mod announce;
+pub mod backoff;
 pub mod outbox;
 pub mod presence;
 pub mod registry;
@@ -48,12 +50,14 @@ use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::mesh::Mailbox;
 use crate::metrics::{Metrics, ShardMetrics};
+use crate::pending::PendingHandshakes;
 use crate::presence::Presence;
 use crate::router::{ConnId, OwnCopy, Router, Sent, ShardEvent};
 use crate::store::writer::Writers;
 use crate::store::{Store, StoreError};
 use crate::userlimits::UserLimits;
 use crate::web::Readiness;
+use backoff::AcceptBackoff;
 use outbox::OutboxLimits;
 use registry::Registry;
 use users::KnownUsers;
@@ -98,6 +102,8 @@ pub struct Shard {
     pub outbox_limits: OutboxLimits,
     /// Limits per user across all shards (connections, message rate).
     pub user_limits: Arc<UserLimits>,
+    /// Handshakes in progress in the whole process and per address.
+    pub pending: Arc<PendingHandshakes>,
     next_conn: Cell<ConnId>,
     draining: Cell<bool>,
 }
@@ -130,6 +136,8 @@ pub struct Services {
     pub cluster: Option<ClusterHandle>,
     /// Limits per user across all shards (connections, message rate).
     pub user_limits: Arc<UserLimits>,
+    /// Handshakes in progress, shared by all shards.
+    pub pending: Arc<PendingHandshakes>,
 }
 
 /// What a shard thread is started with.
@@ -159,8 +167,13 @@ impl Shard {
             presence,
             cluster,
             user_limits,
+            pending,
         } = services;
-        let store = Store::new(&config.database_url, config.db_pool_size)?;
+        let store = Store::with_read_pool(
+            &config.database_url,
+            config.db_pool_size,
+            config.db_read_pool_size,
+        )?;
         let outbox_limits = OutboxLimits::from_config(&config);
         let interest = cluster.as_ref().map(|c| c.interest().clone());
         Ok(Shard {
@@ -175,6 +188,7 @@ impl Shard {
             known_users: RefCell::new(KnownUsers::default()),
             outbox_limits,
             user_limits,
+            pending,
             next_conn: Cell::new(0),
             draining: Cell::new(false),
             credentials,
@@ -348,16 +362,23 @@ async fn run<F, Fut>(
     let _ = ready.send(Ok(index));
     debug!(shard = index, "shard accepting");
 
+    let mut backoff = AcceptBackoff::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
+                    backoff.succeeded();
                     tokio::task::spawn_local(serve(shard.clone(), stream));
                 }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    warn!(shard = index, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // EMFILE and friends: back off instead of spinning, and
+                    // log at a bounded rate.
+                    shard.metrics().accept_errors.inc();
+                    let failure = backoff.failed(std::time::Instant::now());
+                    if let Some(suppressed) = failure.log {
+                        warn!(shard = index, error = %e, suppressed, "accept failed");
+                    }
+                    tokio::time::sleep(failure.delay).await;
                 }
             },
             changed = phase.changed() => {
@@ -458,6 +479,7 @@ pub(crate) mod testing {
             metrics: Arc::new(Metrics::new(1, 1)),
             presence: Arc::new(Presence::new()),
             cluster: None,
+            pending: Arc::new(PendingHandshakes::new(1024, 64)),
         };
         let shard = Shard::new(0, services).expect("test shard");
         (Rc::new(shard), inbox, queue)
@@ -465,10 +487,13 @@ pub(crate) mod testing {
 
     /// A configuration for unit tests (no database is contacted).
     pub(crate) fn config() -> Config {
-        Config::for_tests(
+        let mut config = Config::for_tests(
             "postgres://test@127.0.0.1:1/none",
             "unit-test-secret-unit-test-secret",
             "127.0.0.1:0".parse().expect("addr"),
-        )
+        );
+        // What `server::start` would derive from the file limit.
+        config.max_connections_per_shard = 10_000;
+        config
     }
 }

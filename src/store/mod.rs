@@ -1,7 +1,8 @@
 //! PostgreSQL: the only module that touches the database.
 //!
-//! - [`Store`]: one small connection pool per shard, for the handshake's
-//!   user upsert, joins, existence checks and history reads. All of it is
+//! - [`Store`]: two small connection pools per shard: one for the
+//!   handshake's user upsert, joins, existence checks and short writes, one
+//!   for the reads that can be heavy (histories, replays, unread counts). All of it is
 //!   asynchronous: a shard never waits on the database.
 //! - [`writer`]: the writer threads that batch message inserts.
 //! - Migrations (`sql/`, embedded at build time) and the admin helpers the
@@ -64,6 +65,9 @@ pub enum Created {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// Heavy reads (histories, replays, unread counts); the same pool as
+    /// `pool` unless built with [`Store::with_read_pool`].
+    read_pool: Pool,
 }
 
 impl std::fmt::Debug for Store {
@@ -222,23 +226,31 @@ impl Store {
     /// A pool of at most `size` connections. Connections are opened lazily,
     /// on the runtime that first uses the pool, so build it on that runtime.
     pub fn new(database_url: &str, size: usize) -> Result<Store, StoreError> {
-        let pg: tokio_postgres::Config = database_url.parse().map_err(StoreError::Url)?;
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(5)))
-            .create_timeout(Some(Duration::from_secs(3)))
-            .recycle_timeout(Some(Duration::from_secs(3)))
-            .build()
-            .expect("pool with a runtime and timeouts builds");
-        Ok(Store { pool })
+        let pool = build_pool(database_url, size)?;
+        Ok(Store {
+            read_pool: pool.clone(),
+            pool,
+        })
+    }
+
+    /// Like [`new`](Self::new), with a second pool of `read_size`
+    /// connections for the reads that can be heavy (room and DM history,
+    /// `join` replay, `dm_sync`, `rooms`), so that handshakes and short
+    /// statements never queue behind them.
+    pub fn with_read_pool(
+        database_url: &str,
+        size: usize,
+        read_size: usize,
+    ) -> Result<Store, StoreError> {
+        Ok(Store {
+            pool: build_pool(database_url, size)?,
+            read_pool: build_pool(database_url, read_size)?,
+        })
+    }
+
+    /// The pool of the heavy reads.
+    fn reader(&self) -> &Pool {
+        &self.read_pool
     }
 
     /// Handshake work: returns the rooms the user belongs to, and makes
@@ -353,7 +365,7 @@ impl Store {
         room: &str,
         window: Window,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let client = self.pool.get().await?;
+        let client = self.reader().get().await?;
         let before = window.before.unwrap_or(i64::MAX);
         let rows = match window.after {
             None => {
@@ -383,7 +395,7 @@ impl Store {
         b: UserId,
         window: Window,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let client = self.pool.get().await?;
+        let client = self.reader().get().await?;
         let (low, high) = (a.min(b), a.max(b));
         let before = window.before.unwrap_or(i64::MAX);
         let rows = match window.after {
@@ -415,7 +427,7 @@ impl Store {
         since: i64,
         limit: i64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let client = self.pool.get().await?;
+        let client = self.reader().get().await?;
         let stmt = client
             .prepare_cached(&history_sql(HistoryQuery::DmSince))
             .await?;
@@ -466,7 +478,7 @@ impl Store {
         unread_max: i64,
         max_rooms: usize,
     ) -> Result<Vec<RoomSummary>, StoreError> {
-        let client = self.pool.get().await?;
+        let client = self.reader().get().await?;
         let stmt = client.prepare_cached(ROOMS).await?;
         let max_rooms = i64::try_from(max_rooms).unwrap_or(i64::MAX);
         let scan = unread_max.saturating_mul(UNREAD_SCAN_FACTOR);
@@ -552,6 +564,28 @@ pub async fn connect_with_retry(database_url: &str, wait: Duration) -> Result<Cl
             Err(e) => return Err(StoreError::Unreachable(wait, e)),
         }
     }
+}
+
+/// A pool of at most `size` connections. Connections are opened lazily,
+/// on the runtime that first uses the pool, so build it on that runtime.
+fn build_pool(database_url: &str, size: usize) -> Result<Pool, StoreError> {
+    let pg: tokio_postgres::Config = database_url.parse().map_err(StoreError::Url)?;
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(3)))
+        .recycle_timeout(Some(Duration::from_secs(3)))
+        .build()
+        .expect("pool with a runtime and timeouts builds");
+    Ok(pool)
 }
 
 /// Applies the embedded `sql/` migrations, serialized across concurrent

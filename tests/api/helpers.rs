@@ -329,3 +329,10 @@ impl Client {
 pub fn is_notice(v: &Value) -> bool {
     v["type"] == "presence" || v["type"] == "typing"
 }
+
+impl TestServer {
+    /// Where `/metrics` is served on its own (`metrics_bind`), if it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.handle.as_ref().and_then(|h| h.metrics_addr())
+    }
+}

@@ -15,4 +15,5 @@ mod recovery;
 mod rooms;
 mod security;
 mod userlimits;
+mod server_limits;
 mod web;

@@ -263,7 +263,25 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the server on `db_url` (two shards, port 0); does not wait.
     pub fn spawn(db_url: &str, extra_env: &[(&str, &str)]) -> ServerProcess {
+        Self::spawn_with_nofile(db_url, extra_env, None)
+    }
+
+    /// [`spawn`](Self::spawn), with the child's open-files limit (soft and
+    /// hard) set to `nofile` when given.
+    pub fn spawn_with_nofile(
+        db_url: &str,
+        extra_env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> ServerProcess {
         let mut c = Command::new(env!("CARGO_BIN_EXE_chat_server"));
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit (async-signal-safe) runs in the child
+            // between fork and exec.
+            unsafe {
+                c.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, n, n));
+            }
+        }
         c.env("DATABASE_URL", db_url)
             .env("JWT_SECRET", SECRET)
             .env("WS_BIND_ADDR", "127.0.0.1:0")

@@ -9,6 +9,7 @@
 
 mod harness;
 
+mod fd_limits;
 mod kill;
 mod outage;
 mod ready;
