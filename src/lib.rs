@@ -31,6 +31,8 @@
 //!   migrations from `sql/`).
 //! - [`presence`]: who is online across shards (counted at connection open
 //!   and close, never per message) and the typing throttle.
+//! - [`budget`]: the server-wide budget of reply bytes in flight (replays
+//!   and histories are written page by page, each page under a lease).
 //! - [`config`]: every setting, as flags and environment variables.
 //! - [`cluster`]: cluster mode: several nodes serve one chat through NATS;
 //!   the cluster link orders local and remote messages per stream.
@@ -41,6 +43,7 @@
 
 pub mod accept;
 pub mod auth;
+pub mod budget;
 pub mod cluster;
 pub mod config;
 pub mod connection;

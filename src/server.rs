@@ -142,6 +142,11 @@ pub fn start_with_db_wait(config: Config, db_wait: Duration) -> Result<ServerHan
         metrics: metrics.clone(),
         presence: presence.clone(),
         cluster: link.as_ref().map(|l| l.handle.clone()),
+        reply_budget: crate::budget::ReplyBudget::new(
+            config.reply_budget_bytes,
+            Duration::from_millis(config.reply_budget_wait_ms),
+            metrics.replies.clone(),
+        ),
     };
     for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         threads.push(shard::spawn(

@@ -43,6 +43,7 @@ use tokio::sync::watch;
 use tokio::task::LocalSet;
 use tracing::{debug, info, warn};
 
+use crate::budget::ReplyBudget;
 use crate::cluster::link::ClusterHandle;
 use crate::config::Config;
 use crate::credentials::Credentials;
@@ -95,6 +96,8 @@ pub struct Shard {
     pub known_users: RefCell<KnownUsers>,
     /// Bounds of every outbox on this shard.
     pub outbox_limits: OutboxLimits,
+    /// The server-wide budget of reply bytes in flight (shared by every shard).
+    pub reply_budget: Arc<ReplyBudget>,
     next_conn: Cell<ConnId>,
     draining: Cell<bool>,
 }
@@ -125,6 +128,8 @@ pub struct Services {
     pub presence: Arc<Presence>,
     /// Cluster mode: the link's handle.
     pub cluster: Option<ClusterHandle>,
+    /// The server-wide budget of reply bytes in flight.
+    pub reply_budget: Arc<ReplyBudget>,
 }
 
 /// What a shard thread is started with.
@@ -153,6 +158,7 @@ impl Shard {
             metrics,
             presence,
             cluster,
+            reply_budget,
         } = services;
         let store = Store::new(&config.database_url, config.db_pool_size)?;
         let outbox_limits = OutboxLimits::from_config(&config);
@@ -168,6 +174,7 @@ impl Shard {
             cluster,
             known_users: RefCell::new(KnownUsers::default()),
             outbox_limits,
+            reply_budget,
             next_conn: Cell::new(0),
             draining: Cell::new(false),
             credentials,
@@ -442,14 +449,21 @@ pub(crate) mod testing {
         let (inbox_tx, inbox) = mailbox(1024);
         let (writers, queue) = Writers::for_tests(1024);
         let credentials = Arc::new(Credentials::load(&config).expect("test keys"));
+        let metrics = Arc::new(Metrics::new(1, 1));
+        let reply_budget = ReplyBudget::new(
+            config.reply_budget_bytes,
+            Duration::from_millis(config.reply_budget_wait_ms),
+            metrics.replies.clone(),
+        );
         let services = Services {
             config: Arc::new(config),
             credentials,
             router: Router::new(vec![inbox_tx]),
             writers,
-            metrics: Arc::new(Metrics::new(1, 1)),
+            metrics,
             presence: Arc::new(Presence::new()),
             cluster: None,
+            reply_budget,
         };
         let shard = Shard::new(0, services).expect("test shard");
         (Rc::new(shard), inbox, queue)
