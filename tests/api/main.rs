@@ -11,6 +11,7 @@ mod limits;
 mod load;
 mod presence;
 mod recovery;
+mod replies;
 mod rooms;
 mod security;
 mod web;
