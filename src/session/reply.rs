@@ -52,8 +52,10 @@ pub enum Body {
 pub const ROW_OVERHEAD: usize = 512;
 /// The most bytes one content byte takes once escaped in JSON (`\u0001`).
 pub const MAX_ESCAPE: usize = 6;
-/// The size at which a history reply's pending bytes go out as a fragment.
-pub const FRAGMENT_BYTES: usize = 64 * 1024;
+/// The size at which a history reply's pending bytes go out as a fragment
+/// (the default WebSocket write buffer: a connection's buffer never grows
+/// past it by more than one entry).
+pub const FRAGMENT_BYTES: usize = 16 * 1024;
 
 /// How many of `rows` (the rest of a plan) the next page takes: at most
 /// `max_rows`, and at most `max_bytes` of content unless its first row

@@ -22,7 +22,8 @@
 //!
 //! What a shard shares with other threads: its inbox and the writer
 //! queues (bounded crossbeam mailboxes), the counters (atomics, one writer
-//! each), and three mutexes off the delivery path (`presence::Presence`,
+//! each), and four mutexes off the delivery path (the reply budget's
+//! semaphore, once per page of a reply; `presence::Presence`,
 //! the database pool, in cluster mode `cluster::Interest`); see
 //! `docs/ARCHITECTURE.md`, "Invariants".
 

@@ -269,7 +269,7 @@ async fn a_history_of_many_pages_is_one_frame_in_order() {
     let mut room = Vec::new();
     let mut dms = Vec::new();
     for i in 0..20 {
-        // Some entries past the 64 KiB fragment size once escaped.
+        // Entries of up to 24 KiB once escaped: larger than one fragment.
         let content = match i % 3 {
             0 => format!("m{i} \"quoted\" \\ \n"),
             1 => "\u{1}".repeat(4096),
