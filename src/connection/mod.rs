@@ -185,7 +185,9 @@ pub async fn serve<S: Transport>(
                     Reply::Stream(stream) => {
                         let written = write_stream(&mut ws, &outbox, stream, write_timeout, metrics, limits).await;
                         match written {
-                            Ok(()) => {}
+                            // The client read the whole reply: that is hearing from it
+                            // (its pongs waited unread meanwhile).
+                            Ok(()) => clock.heard_from_client(Instant::now()),
                             Err(StreamError::Write(WriteError::SlowConsumer)) => {
                                 close(&mut ws, CloseCode::Policy, "slow consumer").await;
                                 break Closed::SlowConsumer;
@@ -457,11 +459,13 @@ async fn write_stream<S: Transport>(
     metrics: &ShardMetrics,
     limits: OutboxLimits,
 ) -> Result<(), StreamError> {
-    if outbox.state() == OutboxState::Open {
-        write_queued(ws, outbox, timeout, metrics, limits)
-            .await
-            .map_err(StreamError::Write)?;
+    if outbox.state() != OutboxState::Open {
+        // Closing anyway: the caller sees why next.
+        return Ok(());
     }
+    write_queued(ws, outbox, timeout, metrics, limits)
+        .await
+        .map_err(StreamError::Write)?;
     outbox.set_replying(true);
     let result = async {
         if let Some(head) = stream.take_head() {

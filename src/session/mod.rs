@@ -15,9 +15,10 @@ use tracing::warn;
 
 use crate::auth::Identity;
 use crate::protocol::{
-    decode_with_ref, encode_dm_sync_ack, encode_error_for, encode_join_ack, encode_leave_ack,
-    encode_read_ack, encode_refresh_ack, encode_room_created, encode_rooms, encode_typing,
-    valid_new_room_name, Frame, HistoryKind, JoinAck, Page as Paging, Ref, Request, Target, UserId,
+    decode_with_ref, encode_dm_sync_ack, encode_error_for, encode_history, encode_join_ack,
+    encode_leave_ack, encode_read_ack, encode_refresh_ack, encode_room_created, encode_rooms,
+    encode_typing, valid_new_room_name, Frame, HistoryKind, JoinAck, Page as Paging, Ref, Request,
+    Target, UserId,
 };
 use crate::router::Origin;
 use crate::shard::Shard;
@@ -347,8 +348,8 @@ impl Session {
                 Err(e) => return Reply::Frames(db_error(&shard, "dm_sync", &e, &r)),
             };
             let recovered = missed.len() <= max;
-            if !recovered {
-                return frames(encode_dm_sync_ack(false, r.as_ref()));
+            if !recovered || missed.is_empty() {
+                return frames(encode_dm_sync_ack(recovered, r.as_ref()));
             }
             let lease = match ReplyStream::first_lease(&shard, &missed, &Body::Messages).await {
                 Ok(lease) => lease,
@@ -461,7 +462,7 @@ async fn replay_room(
         recovered: Some(recovered),
         ..ack
     };
-    if !recovered {
+    if !recovered || missed.is_empty() {
         return frames(encode_join_ack(room, ack, r.as_ref()));
     }
     // Refused for budget: nothing decided yet (the cursor is untouched).
@@ -487,6 +488,9 @@ async fn replay_room(
 
 /// A history reply of `rows` (planned ids, oldest first), paged.
 async fn history(shard: Rc<Shard>, kind: HistoryKind, rows: Vec<RowSize>, r: Option<Ref>) -> Reply {
+    if rows.is_empty() {
+        return frames(encode_history(kind, &[], r.as_ref()));
+    }
     let body = Body::History {
         kind,
         reference: r.clone(),

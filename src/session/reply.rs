@@ -287,6 +287,128 @@ impl Iterator for Page {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::ReplyGauges;
+    use crate::protocol::{encode_history, Target};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn message(id: i64, content: String) -> StoredMessage {
+        StoredMessage {
+            id,
+            from_user: 7,
+            username: "al\"ice".into(),
+            content,
+            timestamp: chrono::Utc::now(),
+            target: Target::Room("g".into()),
+        }
+    }
+
+    fn page(
+        messages: Vec<StoredMessage>,
+        body: &Body,
+        first: bool,
+        last: bool,
+        lease: Lease,
+    ) -> Page {
+        Page {
+            rows: messages.into_iter(),
+            body: body.clone(),
+            first,
+            last,
+            fragment: None,
+            sent_any: !first,
+            entries: 0,
+            done: false,
+            _lease: lease,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_history_in_pages_and_fragments_is_one_message_equal_to_the_whole() {
+        let budget = ReplyBudget::new(
+            1 << 30,
+            Duration::from_secs(1),
+            Arc::new(ReplyGauges::default()),
+        );
+        let messages: Vec<StoredMessage> = (1..=9)
+            .map(|i| message(i, "\u{1}".repeat(if i % 2 == 0 { 4096 } else { 10 })))
+            .collect();
+        let body = Body::History {
+            kind: HistoryKind::Room,
+            reference: Some(Ref::Int(3)),
+        };
+        let whole = encode_history(HistoryKind::Room, &messages, Some(&Ref::Int(3)));
+        // Pages of 4, 4 and 1 messages.
+        let pages = [
+            page(
+                messages[..4].to_vec(),
+                &body,
+                true,
+                false,
+                budget.acquire(1).await.unwrap(),
+            ),
+            page(
+                messages[4..8].to_vec(),
+                &body,
+                false,
+                false,
+                budget.acquire(1).await.unwrap(),
+            ),
+            page(
+                messages[8..].to_vec(),
+                &body,
+                false,
+                true,
+                budget.acquire(1).await.unwrap(),
+            ),
+        ];
+        let mut joined = Vec::new();
+        let mut frames = Vec::new();
+        for p in pages {
+            for m in p {
+                let Message::Frame(f) = m else {
+                    panic!("fragments")
+                };
+                frames.push((f.header().opcode, f.header().is_final));
+                assert!(f.payload().len() <= FRAGMENT_BYTES + 6 * 4096 + ROW_OVERHEAD);
+                joined.extend_from_slice(f.payload());
+            }
+        }
+        assert_eq!(joined, whole.as_bytes(), "the same single frame");
+        assert!(frames.len() > 3, "several fragments: {frames:?}");
+        assert_eq!(frames[0], (OpCode::Data(Data::Text), false));
+        assert!(frames[1..frames.len() - 1]
+            .iter()
+            .all(|f| *f == (OpCode::Data(Data::Continue), false)));
+        assert_eq!(
+            frames[frames.len() - 1],
+            (OpCode::Data(Data::Continue), true)
+        );
+        assert_eq!(budget.gauges().in_flight(), 0, "every lease given back");
+    }
+
+    #[tokio::test]
+    async fn a_replay_page_is_one_frame_per_message() {
+        let budget = ReplyBudget::new(
+            1 << 30,
+            Duration::from_secs(1),
+            Arc::new(ReplyGauges::default()),
+        );
+        let messages: Vec<StoredMessage> = (1..=3).map(|i| message(i, format!("m{i}"))).collect();
+        let p = page(
+            messages.clone(),
+            &Body::Messages,
+            true,
+            true,
+            budget.acquire(10).await.unwrap(),
+        );
+        let got: Vec<Message> = p.collect();
+        let want: Vec<Message> = messages
+            .iter()
+            .map(|m| Message::Text(encode_message(m)))
+            .collect();
+        assert_eq!(got, want);
+    }
 
     fn rows(sizes: &[usize]) -> Vec<RowSize> {
         sizes
