@@ -472,7 +472,13 @@ async fn write_stream<S: Transport>(
             write_all(ws, std::iter::once(Message::Text(head)), timeout, metrics).await?;
         }
         while outbox.state() == OutboxState::Open {
-            match stream.next_page().await {
+            // Waiting for budget or for the database, the connection still
+            // notices at once that it is closing (slow, or shutting down).
+            let next = tokio::select! {
+                next = stream.next_page() => next,
+                () = closing(outbox) => break,
+            };
+            match next {
                 None => break,
                 Some(Ok(page)) => write_all(ws, page, timeout, metrics).await?,
                 Some(Err(e)) => {
@@ -486,7 +492,19 @@ async fn write_stream<S: Transport>(
     }
     .await;
     outbox.set_replying(false);
+    // Wake-ups consumed while waiting meant "more queued" or "closing":
+    // keep them for the caller.
+    if !outbox.is_empty() || outbox.state() != OutboxState::Open {
+        outbox.nudge();
+    }
     result
+}
+
+/// Resolves once the outbox is no longer open.
+async fn closing(outbox: &Outbox) {
+    while outbox.state() == OutboxState::Open {
+        outbox.changed().await;
+    }
 }
 
 /// Feeds `messages` in order (encoded as they are taken) and flushes,
