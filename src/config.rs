@@ -313,7 +313,11 @@ pub struct Config {
 
     /// Most handshakes in progress from one IP address; past it a new
     /// socket from that address is answered 429 at once, unread.
-    #[arg(long, env = "CHAT_MAX_PENDING_HANDSHAKES_PER_IP", default_value_t = 256)]
+    #[arg(
+        long,
+        env = "CHAT_MAX_PENDING_HANDSHAKES_PER_IP",
+        default_value_t = 256
+    )]
     pub max_pending_handshakes_per_ip: usize,
 
     /// Time an accepted socket has to send the first byte of its request,
@@ -337,6 +341,33 @@ pub struct Config {
     #[arg(long, env = "CHAT_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
     // --- end issue 13: server-wide resources ---
+    // --- issue 13: replies in bounded memory (replay/history pages, budget, slow consumers) ---
+    /// Most messages read and written per page of a replay (`join` with
+    /// `since`, `dm_sync`) or of a history reply.
+    #[arg(long, env = "CHAT_REPLAY_PAGE", default_value_t = 100)]
+    pub replay_page: usize,
+
+    /// Most stored content bytes per page (a single larger message is a
+    /// page of its own).
+    #[arg(long, env = "CHAT_REPLAY_PAGE_BYTES", default_value_t = 1 << 20)]
+    pub replay_page_bytes: usize,
+
+    /// Server-wide budget of reply bytes in flight (replay and history
+    /// pages read and not yet written), across all shards.
+    #[arg(long, env = "CHAT_REPLY_BUDGET_BYTES", default_value_t = 64 << 20)]
+    pub reply_budget_bytes: u64,
+
+    /// How long a replay or history request waits for budget before it is
+    /// refused with `server busy: try again`, in ms.
+    #[arg(long, env = "CHAT_REPLY_BUDGET_WAIT_MS", default_value_t = 5_000)]
+    pub reply_budget_wait_ms: u64,
+
+    /// A connection whose outbound queue (live traffic) stays above
+    /// --outbox-frames / --outbox-bytes this long is a slow consumer, in ms
+    /// (past twice those bounds it is one at once).
+    #[arg(long, env = "CHAT_SLOW_CONSUMER_GRACE_MS", default_value_t = 5_000)]
+    pub slow_consumer_grace_ms: u64,
+    // --- end issue 13: replies in bounded memory ---
     /// DEVELOPMENT ONLY: serve `GET /dev/token?user_id=N&username=NAME`,
     /// which signs a token for whoever asks. Never on a reachable server.
     #[arg(long, env = "CHAT_DEV", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -520,6 +551,12 @@ impl Config {
         config.max_rooms_created_per_hour = 20;
         config.metrics_bind = None;
         config.metrics_token = None;
+        // --- issue 13: replies in bounded memory ---
+        config.replay_page = 100;
+        config.replay_page_bytes = 1 << 20;
+        config.reply_budget_bytes = 64 << 20;
+        config.reply_budget_wait_ms = 5_000;
+        config.slow_consumer_grace_ms = 5_000;
         config
     }
 }

@@ -33,6 +33,8 @@
 //!   and close, never per message) and the typing throttle.
 //! - [`userlimits`]: limits per user across all its connections on this
 //!   server (connections, message rate), shared by every shard.
+//! - [`budget`]: the server-wide budget of reply bytes in flight (replays
+//!   and histories are written page by page, each page under a lease).
 //! - [`config`]: every setting, as flags and environment variables.
 //! - [`cluster`]: cluster mode: several nodes serve one chat through NATS;
 //!   the cluster link orders local and remote messages per stream.
@@ -43,6 +45,7 @@
 
 pub mod accept;
 pub mod auth;
+pub mod budget;
 pub mod cluster;
 pub mod config;
 pub mod connection;

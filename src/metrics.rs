@@ -9,6 +9,7 @@
 //! the queues themselves at that moment.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -17,6 +18,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::budget::ReplyGauges;
 
 pub use crate::handshake::Refusal;
 
@@ -248,6 +251,8 @@ pub struct Metrics {
     writers: Box<[WriterMetrics]>,
     /// This node's name and whether it runs in cluster mode (`chat_node_info`).
     node: (String, bool),
+    /// The reply budget's bytes in flight, high-water mark and refusals.
+    pub replies: Arc<ReplyGauges>,
 }
 
 impl Metrics {
@@ -261,6 +266,7 @@ impl Metrics {
                 .map(|_| WriterMetrics::default())
                 .collect(),
             node: (String::new(), false),
+            replies: Arc::default(),
         }
     }
 
@@ -305,6 +311,7 @@ struct Snapshot {
     batch_size: HistogramSnapshot,
     commit_seconds: HistogramSnapshot,
     delivery_seconds: HistogramSnapshot,
+    replies: (u64, u64, u64),
 }
 
 #[derive(Debug)]
@@ -374,6 +381,11 @@ impl Snapshot {
             batch_size,
             commit_seconds,
             delivery_seconds,
+            replies: (
+                m.replies.in_flight(),
+                m.replies.high_water(),
+                m.replies.refused(),
+            ),
         }
     }
 }
@@ -456,6 +468,25 @@ impl Collector for Snapshot {
             "chat_connections",
             "Open WebSocket connections, per shard.",
             shards().map(|(i, s)| (by_shard(i), s.connections)),
+        )?;
+        let (in_flight, high_water, refused) = self.replies;
+        gauges(
+            &mut e,
+            "chat_reply_bytes_in_flight",
+            "Reply bytes (replay and history pages) read and not yet written, all shards.",
+            [(vec![], i64::try_from(in_flight).unwrap_or(i64::MAX))],
+        )?;
+        gauges(
+            &mut e,
+            "chat_reply_bytes_in_flight_max",
+            "The most reply bytes in flight at once since start (at most --reply-budget-bytes plus one page).",
+            [(vec![], i64::try_from(high_water).unwrap_or(i64::MAX))],
+        )?;
+        counters(
+            &mut e,
+            "chat_reply_budget_refused",
+            "Replay and history requests refused with `server busy` after waiting --reply-budget-wait-ms.",
+            [(vec![], refused)],
         )?;
         counters(
             &mut e,

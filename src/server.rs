@@ -158,6 +158,11 @@ pub fn start_with_db_wait(
         // One for the whole process: the limits hold across shards.
         user_limits: Arc::new(UserLimits::new(&config)),
         pending,
+        reply_budget: crate::budget::ReplyBudget::new(
+            config.reply_budget_bytes,
+            Duration::from_millis(config.reply_budget_wait_ms),
+            metrics.replies.clone(),
+        ),
     };
     let metrics_port = match config.metrics_bind {
         None => None,

@@ -21,9 +21,9 @@ use tracing::debug;
 
 use crate::config::Config;
 use crate::metrics::ShardMetrics;
-use crate::protocol::{encode_error, Frame};
+use crate::protocol::encode_error;
 use crate::ratelimit::{RateLimiter, Verdict};
-use crate::session::{Deferred, Outcome, Session};
+use crate::session::{Deferred, Outcome, Reply, ReplyStream, Session};
 use crate::shard::outbox::{Outbox, OutboxLimits, OutboxState};
 
 /// A byte stream a WebSocket runs over: a plain `TcpStream` or a TLS stream.
@@ -57,6 +57,9 @@ pub enum Closed {
     WriteTimedOut,
     /// The outbox overflowed: closed with 1008.
     SlowConsumer,
+    /// A paged reply already under way could not read its next page:
+    /// closed with 1011 (the client recovers with `since` on reconnect).
+    ReplyFailed,
     /// Flooding past the rate limit: closed with 1008.
     Flood,
     /// Nothing heard for the idle timeout: closed with 1001.
@@ -83,6 +86,7 @@ impl Closed {
             Closed::WriteFailed => "write failed",
             Closed::WriteTimedOut => "write timed out",
             Closed::SlowConsumer => "slow consumer",
+            Closed::ReplyFailed => "reply failed: database unavailable",
             Closed::Flood => "rate limit exceeded",
             Closed::Idle => "idle timeout",
             Closed::TokenExpired => "token expired",
@@ -151,7 +155,7 @@ pub async fn serve<S: Transport>(
                 ticker.as_mut().reset(clock.next_deadline());
             }
             _ = outbox.changed() => match outbox.state() {
-                OutboxState::Open => match write_queued(&mut ws, &outbox, write_timeout, metrics).await {
+                OutboxState::Open => match write_queued(&mut ws, &outbox, write_timeout, metrics, limits).await {
                     Ok(()) => {}
                     Err(WriteError::SlowConsumer) => {
                         close(&mut ws, CloseCode::Policy, "slow consumer").await;
@@ -164,22 +168,37 @@ pub async fn serve<S: Transport>(
                     break Closed::SlowConsumer;
                 }
                 OutboxState::GoingAway => {
-                    let _ = write_queued(&mut ws, &outbox, write_timeout, metrics).await;
+                    let _ = write_queued(&mut ws, &outbox, write_timeout, metrics, limits).await;
                     close(&mut ws, CloseCode::Away, "going away").await;
                     break Closed::ShuttingDown;
                 }
             },
             reply = async { pending.as_mut().expect("guarded by is_some").await }, if pending.is_some() => {
                 pending = None;
-                if reply.len() <= 1 {
-                    for frame in reply {
-                        outbox.push(frame, limits);
+                match reply {
+                    Reply::Frames(frames) => {
+                        for frame in frames {
+                            outbox.push(frame, limits);
+                        }
                     }
-                } else {
-                    // A replay (bounded by --recovery-max) goes straight to
-                    // the socket: the outbox bounds are for live traffic.
-                    if let Err(e) = write_direct(&mut ws, reply, write_timeout).await {
-                        break e.into();
+                    // Replays and histories go straight to the socket, page
+                    // by page: the outbox bounds are for live traffic.
+                    Reply::Stream(stream) => {
+                        let written = write_stream(&mut ws, &outbox, stream, write_timeout, metrics, limits).await;
+                        match written {
+                            // The client read the whole reply: that is hearing from it
+                            // (its pongs waited unread meanwhile).
+                            Ok(()) => clock.heard_from_client(Instant::now()),
+                            Err(StreamError::Write(WriteError::SlowConsumer)) => {
+                                close(&mut ws, CloseCode::Policy, "slow consumer").await;
+                                break Closed::SlowConsumer;
+                            }
+                            Err(StreamError::Write(e)) => break e.into(),
+                            Err(StreamError::Database) => {
+                                close(&mut ws, CloseCode::Error, "database unavailable").await;
+                                break Closed::ReplyFailed;
+                            }
+                        }
                     }
                 }
             }
@@ -232,7 +251,7 @@ pub async fn serve<S: Transport>(
                             Outcome::Later(deferred) => pending = Some(deferred),
                             Outcome::CloseUnauthorized(frame) => {
                                 outbox.push(frame, limits);
-                                let _ = write_queued(&mut ws, &outbox, write_timeout, metrics).await;
+                                let _ = write_queued(&mut ws, &outbox, write_timeout, metrics, limits).await;
                                 close(&mut ws, CloseCode::from(TOKEN_EXPIRED), "token user mismatch").await;
                                 break Closed::TokenUserMismatch;
                             }
@@ -391,12 +410,14 @@ async fn write_queued<S: Transport>(
     outbox: &Outbox,
     timeout: Duration,
     metrics: &ShardMetrics,
+    limits: OutboxLimits,
 ) -> Result<(), WriteError> {
     let frames = outbox.take();
     if frames.is_empty() {
         return Ok(());
     }
     metrics.frames_out.add(frames.len() as u64);
+    let bytes: usize = frames.iter().map(|f| f.len()).sum();
     let write = async {
         for frame in frames {
             ws.feed(Message::Text(frame)).await?;
@@ -420,28 +441,106 @@ async fn write_queued<S: Transport>(
         outbox.nudge();
     }
     match result {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => {
+            outbox.written(bytes, limits);
+            Ok(())
+        }
         Ok(Err(_)) => Err(WriteError::Failed),
         Err(_) => Err(WriteError::TimedOut),
     }
 }
 
-/// Writes `frames` in order and flushes, within `timeout`.
-async fn write_direct<S: Transport>(
+/// Why a paged reply stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamError {
+    /// Writing to the socket failed.
+    Write(WriteError),
+    /// A page could not be read: the reply cannot be completed.
+    Database,
+}
+
+/// Writes a paged reply: first what the outbox held (it was queued before
+/// this reply), then the reply's head and its pages, each page fed frame by
+/// frame (each feed waits for the socket once its buffer is full) and
+/// flushed within `timeout` before the next page is read. Live traffic
+/// queues in the outbox meanwhile; the reply's time does not count against
+/// the client. Stops early when the outbox is marked slow or going away
+/// (the caller sees it next).
+async fn write_stream<S: Transport>(
     ws: &mut WebSocketStream<S>,
-    frames: Vec<Frame>,
+    outbox: &Outbox,
+    mut stream: ReplyStream,
     timeout: Duration,
-) -> Result<(), WriteError> {
+    metrics: &ShardMetrics,
+    limits: OutboxLimits,
+) -> Result<(), StreamError> {
+    if outbox.state() != OutboxState::Open {
+        // Closing anyway: the caller sees why next.
+        return Ok(());
+    }
+    write_queued(ws, outbox, timeout, metrics, limits)
+        .await
+        .map_err(StreamError::Write)?;
+    outbox.set_replying(true);
+    let result = async {
+        if let Some(head) = stream.take_head() {
+            write_all(ws, std::iter::once(Message::Text(head)), timeout, metrics).await?;
+        }
+        while outbox.state() == OutboxState::Open {
+            // Waiting for budget or for the database, the connection still
+            // notices at once that it is closing (slow, or shutting down).
+            let next = tokio::select! {
+                next = stream.next_page() => next,
+                () = closing(outbox) => break,
+            };
+            match next {
+                None => break,
+                Some(Ok(page)) => write_all(ws, page, timeout, metrics).await?,
+                Some(Err(e)) => {
+                    debug!(error = %e, "reply page not read");
+                    metrics.db_errors.inc();
+                    return Err(StreamError::Database);
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    outbox.set_replying(false);
+    // Wake-ups consumed while waiting meant "more queued" or "closing":
+    // keep them for the caller.
+    if !outbox.is_empty() || outbox.state() != OutboxState::Open {
+        outbox.nudge();
+    }
+    result
+}
+
+/// Resolves once the outbox is no longer open.
+async fn closing(outbox: &Outbox) {
+    while outbox.state() == OutboxState::Open {
+        outbox.changed().await;
+    }
+}
+
+/// Feeds `messages` in order (encoded as they are taken) and flushes,
+/// within `timeout`.
+async fn write_all<S: Transport>(
+    ws: &mut WebSocketStream<S>,
+    messages: impl Iterator<Item = Message>,
+    timeout: Duration,
+    metrics: &ShardMetrics,
+) -> Result<(), StreamError> {
     let write = async {
-        for frame in frames {
-            ws.feed(Message::Text(frame)).await?;
+        for message in messages {
+            metrics.frames_out.inc();
+            ws.feed(message).await?;
         }
         ws.flush().await
     };
     match tokio::time::timeout(timeout, write).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(WriteError::Failed),
-        Err(_) => Err(WriteError::TimedOut),
+        Ok(Err(_)) => Err(StreamError::Write(WriteError::Failed)),
+        Err(_) => Err(StreamError::Write(WriteError::TimedOut)),
     }
 }
 

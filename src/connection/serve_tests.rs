@@ -179,7 +179,8 @@ async fn an_overflowing_outbox_closes_with_1008() {
                 frames: 2,
                 ..shard.outbox_limits
             };
-            for _ in 0..3 {
+            // Past twice the bound: slow at once.
+            for _ in 0..5 {
                 outbox.push(encode_error("filler"), limits);
             }
         },

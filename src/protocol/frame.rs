@@ -108,6 +108,28 @@ pub fn encode_history(
     to_frame(kind.as_str(), reference, data)
 }
 
+/// The start of a history reply, up to its first entry:
+/// `{"type":"room_history","ref":..,"data":[`. A reply written in pieces
+/// is this, the entries separated by commas ([`push_history_entry`]), then
+/// [`HISTORY_TAIL`]: exactly what [`encode_history`] gives.
+pub fn history_head(kind: HistoryKind, reference: Option<&Ref>) -> Vec<u8> {
+    let empty: [MessageData<'_>; 0] = [];
+    let mut whole = to_frame(kind.as_str(), reference, empty)
+        .as_bytes()
+        .to_vec();
+    whole.truncate(whole.len() - HISTORY_TAIL.len());
+    whole
+}
+
+/// The end of a history reply, after its last entry.
+pub const HISTORY_TAIL: &str = "]}";
+
+/// Appends one history entry (a message's data) to `out`.
+pub fn push_history_entry(out: &mut Vec<u8>, m: &StoredMessage) {
+    // Serializing strings and integers into a Vec cannot fail.
+    serde_json::to_writer(out, &MessageData(m)).expect("entry serialization");
+}
+
 /// Which history a reply answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HistoryKind {
@@ -355,6 +377,22 @@ mod tests {
             encode_history(HistoryKind::Room, &[], None).as_str(),
             r#"{"type":"room_history","data":[]}"#
         );
+    }
+
+    #[test]
+    fn a_history_written_in_pieces_is_the_history_encoded_whole() {
+        let messages = [sample(Target::Room("g".into())), sample(Target::User(9))];
+        let reference = Ref::Text("h\u{1}".into());
+        let mut pieces = history_head(HistoryKind::Room, Some(&reference));
+        for (i, m) in messages.iter().enumerate() {
+            if i > 0 {
+                pieces.push(b',');
+            }
+            push_history_entry(&mut pieces, m);
+        }
+        pieces.extend_from_slice(HISTORY_TAIL.as_bytes());
+        let whole = encode_history(HistoryKind::Room, &messages, Some(&reference));
+        assert_eq!(pieces, whole.as_bytes());
     }
 }
 

@@ -16,19 +16,23 @@ use tracing::warn;
 use crate::auth::Identity;
 use crate::protocol::{
     decode_with_ref, encode_dm_sync_ack, encode_error_for, encode_history, encode_join_ack,
-    encode_leave_ack, encode_message, encode_read_ack, encode_refresh_ack, encode_room_created,
-    encode_rooms, encode_typing, valid_new_room_name, Frame, HistoryKind, JoinAck, Page, Ref,
-    Request, StoredMessage, Target, UserId,
+    encode_leave_ack, encode_read_ack, encode_refresh_ack, encode_room_created, encode_rooms,
+    encode_typing, valid_new_room_name, Frame, HistoryKind, JoinAck, Page as Paging, Ref, Request,
+    Target, UserId,
 };
 use crate::router::Origin;
 use crate::shard::Shard;
 use crate::store::writer::PersistRequest;
-use crate::store::{Created, StoreError, Window};
+use crate::store::{Created, RowSize, StoreError, Window};
 use crate::userlimits::UserBudget;
 
-/// A reply the connection must wait for (database work): the frames to
-/// send, in order (none: nothing to send).
-pub type Deferred = Pin<Box<dyn Future<Output = Vec<Frame>>>>;
+pub mod reply;
+
+pub use reply::{Body, Page, Reply, ReplyStream};
+
+/// A reply the connection must wait for (database work): frames to queue,
+/// or a paged reply to write (see [`reply`]).
+pub type Deferred = Pin<Box<dyn Future<Output = Reply>>>;
 
 /// What handling one request produced.
 pub enum Outcome {
@@ -170,14 +174,14 @@ impl Session {
         drop(registry);
         let shard = self.shard.clone();
         let (user, conn) = (self.user, self.origin.conn);
-        later(async move {
+        later_reply(async move {
             if !member {
                 match shard.store.join_room(user, &room).await {
                     Ok(Some(last)) => shard.joined(user, &room, Some(last)),
                     Ok(None) => {
-                        return vec![error_frame(&r, format!("room '{room}' does not exist"))]
+                        return frames(error_frame(&r, format!("room '{room}' does not exist")))
                     }
-                    Err(e) => return db_error(&shard, "join", &e, &r),
+                    Err(e) => return Reply::Frames(db_error(&shard, "join", &e, &r)),
                 }
             }
             let online = shard.online_members(&room).await;
@@ -186,8 +190,8 @@ impl Session {
                 online: online.as_deref(),
             };
             match since {
-                None => vec![encode_join_ack(&room, ack, r.as_ref())],
-                Some(since) => replay_room(&shard, conn, &room, since, ack, r).await,
+                None => frames(encode_join_ack(&room, ack, r.as_ref())),
+                Some(since) => replay_room(shard.clone(), conn, &room, since, ack, r).await,
             }
         })
     }
@@ -322,7 +326,7 @@ impl Session {
         })
     }
 
-    fn room_history(&self, room: String, page: Page, r: Option<Ref>) -> Outcome {
+    fn room_history(&self, room: String, page: Paging, r: Option<Ref>) -> Outcome {
         let window = match self.window(page) {
             Ok(w) => w,
             Err(e) => return error(&r, e),
@@ -331,25 +335,25 @@ impl Session {
             return error(&r, format!("join room '{room}' before reading its history"));
         }
         let shard = self.shard.clone();
-        later(async move {
-            match shard.store.room_history(&room, window).await {
-                Ok(messages) => vec![encode_history(HistoryKind::Room, &messages, r.as_ref())],
-                Err(e) => db_error(&shard, "room_history", &e, &r),
+        later_reply(async move {
+            match shard.store.room_index(&room, window).await {
+                Ok(rows) => history(shard, HistoryKind::Room, rows, r).await,
+                Err(e) => Reply::Frames(db_error(&shard, "room_history", &e, &r)),
             }
         })
     }
 
-    fn dm_history(&self, with: UserId, page: Page, r: Option<Ref>) -> Outcome {
+    fn dm_history(&self, with: UserId, page: Paging, r: Option<Ref>) -> Outcome {
         let window = match self.window(page) {
             Ok(w) => w,
             Err(e) => return error(&r, e),
         };
         let shard = self.shard.clone();
         let user = self.user;
-        later(async move {
-            match shard.store.dm_history(user, with, window).await {
-                Ok(messages) => vec![encode_history(HistoryKind::Dm, &messages, r.as_ref())],
-                Err(e) => db_error(&shard, "dm_history", &e, &r),
+        later_reply(async move {
+            match shard.store.dm_index(user, with, window).await {
+                Ok(rows) => history(shard, HistoryKind::Dm, rows, r).await,
+                Err(e) => Reply::Frames(db_error(&shard, "dm_history", &e, &r)),
             }
         })
     }
@@ -357,23 +361,38 @@ impl Session {
     fn dm_sync(&self, since: i64, r: Option<Ref>) -> Outcome {
         let shard = self.shard.clone();
         let (user, conn) = (self.user, self.origin.conn);
-        later(async move {
+        later_reply(async move {
             let max = shard.config.recovery_max;
-            let missed = match shard.store.dm_since(user, since, limit_past(max)).await {
+            let missed = match shard
+                .store
+                .dm_since_index(user, since, limit_past(max))
+                .await
+            {
                 Ok(m) => m,
-                Err(e) => return db_error(&shard, "dm_sync", &e, &r),
+                Err(e) => return Reply::Frames(db_error(&shard, "dm_sync", &e, &r)),
             };
             let recovered = missed.len() <= max;
-            let mut frames = vec![encode_dm_sync_ack(recovered, r.as_ref())];
-            if recovered {
-                let registry = shard.registry.borrow();
-                let missed = match registry.dm_cursor(conn) {
-                    Some(cursor) => cursor.plan_replay(missed, |m| m.id),
-                    None => missed,
-                };
-                frames.extend(missed.iter().map(encode_message));
+            if !recovered || missed.is_empty() {
+                return frames(encode_dm_sync_ack(recovered, r.as_ref()));
             }
-            frames
+            let lease = match ReplyStream::first_lease(&shard, &missed, &Body::Messages).await {
+                Ok(lease) => lease,
+                Err(e) => return frames(error_frame(&r, e.to_string())),
+            };
+            // From here to the stream, no await: the plan and the cursor
+            // move together on the shard thread.
+            let missed = match shard.registry.borrow().dm_cursor(conn) {
+                Some(cursor) => cursor.plan_replay(missed, |m| m.id),
+                None => missed,
+            };
+            let ack = encode_dm_sync_ack(true, r.as_ref());
+            Reply::Stream(ReplyStream::new(
+                shard.clone(),
+                Some(ack),
+                Body::Messages,
+                missed,
+                lease,
+            ))
         })
     }
 
@@ -402,7 +421,7 @@ impl Session {
         self.shard.presence.online_in(room, max)
     }
 
-    fn window(&self, page: Page) -> Result<Window, &'static str> {
+    fn window(&self, page: Paging) -> Result<Window, &'static str> {
         Ok(Window {
             limit: self.shard.config.history_limit(page.limit)?,
             before: page.before,
@@ -453,39 +472,67 @@ impl Session {
 
 /// Replays the room's messages newer than `since` that connection `conn`
 /// has not been sent live, after the `join_ack` that says whether it did.
+/// Only ids and sizes are read here; the messages follow page by page.
 async fn replay_room(
-    shard: &Shard,
+    shard: Rc<Shard>,
     conn: u64,
     room: &str,
     since: i64,
     ack: JoinAck<'_>,
     r: Option<Ref>,
-) -> Vec<Frame> {
+) -> Reply {
     let max = shard.config.recovery_max;
     let window = Window {
         limit: limit_past(max),
         before: None,
         after: Some(since),
     };
-    let missed = match shard.store.room_history(room, window).await {
+    let missed = match shard.store.room_index(room, window).await {
         Ok(m) => m,
-        Err(e) => return db_error(shard, "join", &e, &r),
+        Err(e) => return Reply::Frames(db_error(&shard, "join", &e, &r)),
     };
     let recovered = missed.len() <= max;
     let ack = JoinAck {
         recovered: Some(recovered),
         ..ack
     };
-    let mut frames = vec![encode_join_ack(room, ack, r.as_ref())];
-    if recovered {
-        let registry = shard.registry.borrow();
-        let missed: Vec<StoredMessage> = match registry.room_cursor(conn, room) {
-            Some(cursor) => cursor.plan_replay(missed, |m| m.id),
-            None => missed,
-        };
-        frames.extend(missed.iter().map(encode_message));
+    if !recovered || missed.is_empty() {
+        return frames(encode_join_ack(room, ack, r.as_ref()));
     }
-    frames
+    // Refused for budget: nothing decided yet (the cursor is untouched).
+    let lease = match ReplyStream::first_lease(&shard, &missed, &Body::Messages).await {
+        Ok(lease) => lease,
+        Err(e) => return frames(error_frame(&r, e.to_string())),
+    };
+    // From here to the stream, no await: the plan and the cursor move
+    // together on the shard thread.
+    let missed: Vec<RowSize> = match shard.registry.borrow().room_cursor(conn, room) {
+        Some(cursor) => cursor.plan_replay(missed, |m| m.id),
+        None => missed,
+    };
+    let ack = encode_join_ack(room, ack, r.as_ref());
+    Reply::Stream(ReplyStream::new(
+        shard.clone(),
+        Some(ack),
+        Body::Messages,
+        missed,
+        lease,
+    ))
+}
+
+/// A history reply of `rows` (planned ids, oldest first), paged.
+async fn history(shard: Rc<Shard>, kind: HistoryKind, rows: Vec<RowSize>, r: Option<Ref>) -> Reply {
+    if rows.is_empty() {
+        return frames(encode_history(kind, &[], r.as_ref()));
+    }
+    let body = Body::History {
+        kind,
+        reference: r.clone(),
+    };
+    match ReplyStream::first_lease(&shard, &rows, &body).await {
+        Ok(lease) => Reply::Stream(ReplyStream::new(shard.clone(), None, body, rows, lease)),
+        Err(e) => frames(error_frame(&r, e.to_string())),
+    }
 }
 
 /// A query limit one past `max`, to tell "at most max" from "more".
@@ -502,7 +549,15 @@ fn submit(shard: &Shard, request: PersistRequest) -> Result<(), Frame> {
 }
 
 fn later(work: impl Future<Output = Vec<Frame>> + 'static) -> Outcome {
+    Outcome::Later(Box::pin(async move { Reply::Frames(work.await) }))
+}
+
+fn later_reply(work: impl Future<Output = Reply> + 'static) -> Outcome {
     Outcome::Later(Box::pin(work))
+}
+
+fn frames(frame: Frame) -> Reply {
+    Reply::Frames(vec![frame])
 }
 
 fn error_frame(r: &Option<Ref>, message: impl AsRef<str>) -> Frame {

@@ -22,9 +22,11 @@
 //!
 //! What a shard shares with other threads: its inbox and the writer
 //! queues (bounded crossbeam mailboxes), the counters (atomics, one writer
-//! each), and four mutexes off the delivery path (`presence::Presence`,
-//! the database pools, the per-address pending-handshake counts
-//! (`pending`), in cluster mode `cluster::Interest`); see
+//! each), and five mutexes off the delivery path (the reply budget's
+//! semaphore, once per page of a reply; `presence::Presence`, the
+//! database pools, the per-address pending-handshake counts
+//! (`pending`), `userlimits` at connection open and close, in cluster
+//! mode `cluster::Interest`); see
 //! `docs/ARCHITECTURE.md`, "Invariants".
 
 pub mod announce;
@@ -45,6 +47,7 @@ use tokio::sync::watch;
 use tokio::task::LocalSet;
 use tracing::{debug, info, warn};
 
+use crate::budget::ReplyBudget;
 use crate::cluster::link::ClusterHandle;
 use crate::config::Config;
 use crate::credentials::Credentials;
@@ -104,6 +107,8 @@ pub struct Shard {
     pub user_limits: Arc<UserLimits>,
     /// Handshakes in progress in the whole process and per address.
     pub pending: Arc<PendingHandshakes>,
+    /// The server-wide budget of reply bytes in flight (shared by every shard).
+    pub reply_budget: Arc<ReplyBudget>,
     next_conn: Cell<ConnId>,
     draining: Cell<bool>,
 }
@@ -138,6 +143,8 @@ pub struct Services {
     pub user_limits: Arc<UserLimits>,
     /// Handshakes in progress, shared by all shards.
     pub pending: Arc<PendingHandshakes>,
+    /// The server-wide budget of reply bytes in flight.
+    pub reply_budget: Arc<ReplyBudget>,
 }
 
 /// What a shard thread is started with.
@@ -168,6 +175,7 @@ impl Shard {
             cluster,
             user_limits,
             pending,
+            reply_budget,
         } = services;
         let store = Store::with_read_pool(
             &config.database_url,
@@ -189,6 +197,7 @@ impl Shard {
             outbox_limits,
             user_limits,
             pending,
+            reply_budget,
             next_conn: Cell::new(0),
             draining: Cell::new(false),
             credentials,
@@ -470,16 +479,23 @@ pub(crate) mod testing {
         let (inbox_tx, inbox) = mailbox(1024);
         let (writers, queue) = Writers::for_tests(1024);
         let credentials = Arc::new(Credentials::load(&config).expect("test keys"));
+        let metrics = Arc::new(Metrics::new(1, 1));
+        let reply_budget = ReplyBudget::new(
+            config.reply_budget_bytes,
+            Duration::from_millis(config.reply_budget_wait_ms),
+            metrics.replies.clone(),
+        );
         let services = Services {
             user_limits: Arc::new(UserLimits::new(&config)),
             config: Arc::new(config),
             credentials,
             router: Router::new(vec![inbox_tx]),
             writers,
-            metrics: Arc::new(Metrics::new(1, 1)),
+            metrics,
             presence: Arc::new(Presence::new()),
             cluster: None,
             pending: Arc::new(PendingHandshakes::new(1024, 64)),
+            reply_budget,
         };
         let shard = Shard::new(0, services).expect("test shard");
         (Rc::new(shard), inbox, queue)

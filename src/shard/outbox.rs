@@ -4,28 +4,42 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use crate::protocol::{Frame, UserId};
 use crate::router::ConnId;
 
-/// Bounds on one connection's queue; past either, the client is a slow
-/// consumer and is disconnected.
+/// Bounds on one connection's queue of live traffic. A client is judged by
+/// what it fails to read over time: past the soft bounds (`frames`,
+/// `bytes`) for longer than `grace`, or past twice them at any moment, it
+/// is a slow consumer and is disconnected. Bytes count what is queued and
+/// what the connection task took and is still writing.
 #[derive(Debug, Clone, Copy)]
 pub struct OutboxLimits {
-    /// Most frames queued.
+    /// Most frames queued (soft bound).
     pub frames: usize,
-    /// Most bytes queued.
+    /// Most bytes queued or being written (soft bound).
     pub bytes: usize,
+    /// How long the queue may stay above a soft bound.
+    pub grace: Duration,
 }
 
+/// The hard bounds are this many times the soft ones. With bytes in the
+/// middle of being written counted, 2 keeps the memory one stalled
+/// connection can hold where it was before the grace existed (one outbox
+/// queued plus one being written).
+pub const HARD_FACTOR: usize = 2;
+
 impl OutboxLimits {
-    /// The bounds set by `--outbox-frames` and `--outbox-bytes`.
+    /// The bounds set by `--outbox-frames`, `--outbox-bytes` and
+    /// `--slow-consumer-grace-ms`.
     pub fn from_config(config: &crate::config::Config) -> OutboxLimits {
         OutboxLimits {
             frames: config.outbox_frames,
             bytes: config.outbox_bytes,
+            grace: Duration::from_millis(config.slow_consumer_grace_ms),
         }
     }
 }
@@ -49,7 +63,13 @@ pub struct Outbox {
     /// The connection's user.
     pub user: UserId,
     queue: RefCell<VecDeque<Frame>>,
+    /// Bytes queued plus bytes taken and not yet written.
     bytes: Cell<usize>,
+    /// Since when the queue is above a soft bound (None: it is not).
+    over_since: Cell<Option<Instant>>,
+    /// A reply to the client's own request is being written: live traffic
+    /// waits behind it, so the time above the soft bounds does not count.
+    replying: Cell<bool>,
     state: Cell<OutboxState>,
     wake: Notify,
     /// What this connection was sent of its user's DMs.
@@ -112,6 +132,8 @@ impl Outbox {
             user,
             queue: RefCell::new(VecDeque::new()),
             bytes: Cell::new(0),
+            over_since: Cell::new(None),
+            replying: Cell::new(false),
             state: Cell::new(OutboxState::Open),
             wake: Notify::new(),
             dms: Cursor::default(),
@@ -119,15 +141,31 @@ impl Outbox {
     }
 
     /// Queues a frame and wakes the connection task. Returns false when this
-    /// push overflowed the limits: the queue is then dropped and the
-    /// connection marked a slow consumer.
+    /// push made the connection a slow consumer: the queue is then dropped.
     pub fn push(&self, frame: Frame, limits: OutboxLimits) -> bool {
+        self.push_at(frame, limits, Instant::now)
+    }
+
+    /// [`push`](Self::push) with the clock given: `now` is read only when
+    /// the queue is above a soft bound (never on the common path).
+    pub fn push_at(
+        &self,
+        frame: Frame,
+        limits: OutboxLimits,
+        now: impl FnOnce() -> Instant,
+    ) -> bool {
         if self.state.get() == OutboxState::SlowConsumer {
             return true;
         }
         let len = frame.len();
         let mut queue = self.queue.borrow_mut();
-        if queue.len() >= limits.frames || self.bytes.get() + len > limits.bytes {
+        let frames = queue.len() + 1;
+        let bytes = self.bytes.get() + len;
+        let hard = frames > limits.frames.saturating_mul(HARD_FACTOR)
+            || bytes > limits.bytes.saturating_mul(HARD_FACTOR);
+        let slow = hard
+            || (frames > limits.frames || bytes > limits.bytes) && self.over_for(limits.grace, now);
+        if slow {
             queue.clear();
             queue.shrink_to_fit();
             self.bytes.set(0);
@@ -136,17 +174,58 @@ impl Outbox {
             return false;
         }
         queue.push_back(frame);
-        self.bytes.set(self.bytes.get() + len);
+        self.bytes.set(bytes);
         if queue.len() == 1 {
             self.wake.notify_one();
         }
         true
     }
 
-    /// Takes every queued frame, in order.
+    /// The queue is above a soft bound now: true once it has been for
+    /// longer than `grace` (time spent writing a reply does not count).
+    fn over_for(&self, grace: Duration, now: impl FnOnce() -> Instant) -> bool {
+        if self.replying.get() {
+            return false;
+        }
+        let now = now();
+        match self.over_since.get() {
+            None => {
+                self.over_since.set(Some(now));
+                grace.is_zero()
+            }
+            Some(since) => now.saturating_duration_since(since) > grace,
+        }
+    }
+
+    /// Takes every queued frame, in order. Their bytes still count until
+    /// [`written`](Self::written) says they reached the socket.
     pub fn take(&self) -> VecDeque<Frame> {
-        self.bytes.set(0);
         std::mem::take(&mut *self.queue.borrow_mut())
+    }
+
+    /// `bytes` taken by [`take`](Self::take) were written: they no longer
+    /// count; below the soft bounds again, the grace clock stops.
+    pub fn written(&self, bytes: usize, limits: OutboxLimits) {
+        let left = self.bytes.get().saturating_sub(bytes);
+        self.bytes.set(left);
+        if left <= limits.bytes && self.queue.borrow().len() <= limits.frames {
+            self.over_since.set(None);
+        }
+    }
+
+    /// Marks the start (true) or the end (false) of a reply written to the
+    /// socket ahead of the queue. At its end, a queue still above a soft
+    /// bound starts its grace afresh.
+    pub fn set_replying(&self, replying: bool) {
+        self.replying.set(replying);
+        if !replying && self.over_since.get().is_some() {
+            self.over_since.set(Some(Instant::now()));
+        }
+    }
+
+    /// Bytes queued or being written now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.get()
     }
 
     /// Frames queued now.
@@ -218,6 +297,7 @@ mod tests {
     const LIMITS: OutboxLimits = OutboxLimits {
         frames: 3,
         bytes: 100,
+        grace: Duration::from_secs(5),
     };
 
     #[test]
@@ -228,24 +308,62 @@ mod tests {
         let got: Vec<_> = o.take().into_iter().collect();
         assert_eq!(got, vec![Frame::from("a"), Frame::from("b")]);
         assert!(o.is_empty());
+        assert_eq!(o.bytes(), 2, "taken, not yet written");
+        o.written(2, LIMITS);
+        assert_eq!(o.bytes(), 0);
         assert_eq!(o.state(), OutboxState::Open);
     }
 
     #[test]
-    fn overflow_by_frames_or_bytes_marks_slow_consumer() {
+    fn past_twice_the_bounds_a_client_is_slow_at_once() {
+        let t0 = Instant::now();
         let o = Outbox::new(1, 1);
-        for _ in 0..3 {
-            assert!(o.push(Frame::from("x"), LIMITS));
+        for _ in 0..6 {
+            assert!(o.push_at(Frame::from("x"), LIMITS, || t0));
         }
-        assert!(!o.push(Frame::from("x"), LIMITS));
+        assert_eq!(
+            o.state(),
+            OutboxState::Open,
+            "above the soft bound, in grace"
+        );
+        assert!(!o.push_at(Frame::from("x"), LIMITS, || t0));
         assert_eq!(o.state(), OutboxState::SlowConsumer);
         assert!(o.is_empty(), "queue dropped to bound memory");
 
         let o = Outbox::new(2, 1);
-        assert!(o.push(Frame::from("y".repeat(60)), LIMITS));
-        assert!(!o.push(Frame::from("y".repeat(60)), LIMITS));
+        assert!(o.push_at(Frame::from("y".repeat(150)), LIMITS, || t0));
+        assert!(!o.push_at(Frame::from("y".repeat(60)), LIMITS, || t0));
         assert_eq!(o.state(), OutboxState::SlowConsumer);
         o.go_away();
         assert_eq!(o.state(), OutboxState::SlowConsumer);
+    }
+
+    #[test]
+    fn a_client_is_judged_by_what_it_leaves_unread_over_time() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // One large frame above the soft bound, read within the grace: fine.
+        let o = Outbox::new(1, 1);
+        assert!(o.push_at(Frame::from("z".repeat(150)), LIMITS, || at(0)));
+        let taken: usize = o.take().iter().map(|f| f.len()).sum();
+        assert!(o.push_at(Frame::from("a"), LIMITS, || at(4_000)));
+        o.written(taken, LIMITS);
+        assert!(o.push_at(Frame::from("b"), LIMITS, || at(9_000)));
+        assert_eq!(o.state(), OutboxState::Open);
+
+        // Above the soft bound for longer than the grace: slow.
+        let o = Outbox::new(2, 1);
+        assert!(o.push_at(Frame::from("z".repeat(150)), LIMITS, || at(0)));
+        assert!(o.push_at(Frame::from("a"), LIMITS, || at(4_000)));
+        assert!(!o.push_at(Frame::from("b"), LIMITS, || at(5_001)));
+        assert_eq!(o.state(), OutboxState::SlowConsumer);
+
+        // While a reply to the client's own request is written, the clock
+        // does not run.
+        let o = Outbox::new(3, 1);
+        o.set_replying(true);
+        assert!(o.push_at(Frame::from("z".repeat(150)), LIMITS, || at(0)));
+        assert!(o.push_at(Frame::from("a"), LIMITS, || at(60_000)));
+        assert_eq!(o.state(), OutboxState::Open);
     }
 }

@@ -321,6 +321,7 @@ mod tests {
     const LIMITS: OutboxLimits = OutboxLimits {
         frames: 16,
         bytes: 1 << 20,
+        grace: std::time::Duration::from_secs(5),
     };
 
     fn conn(id: ConnId, user: UserId) -> Rc<Outbox> {

@@ -158,6 +158,57 @@ const MARK_READ: &str = "UPDATE room_members SET read_up_to = GREATEST(read_up_t
             LEAST($3, COALESCE((SELECT max(id) FROM messages WHERE room = $2), 0))) \
      WHERE user_id = $1 AND room = $2 RETURNING read_up_to";
 
+/// The `WHERE … ORDER BY … LIMIT` of a history window over `messages`
+/// (`None` for [`HistoryQuery::DmSince`], a union of two index scans).
+fn window_body(kind: HistoryQuery) -> Option<&'static str> {
+    Some(match kind {
+        HistoryQuery::RoomBefore => "WHERE room = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        HistoryQuery::RoomAfter => "WHERE room = $1 AND id > $2 AND id < $3 ORDER BY id LIMIT $4",
+        HistoryQuery::DmBefore => {
+            "WHERE to_user IS NOT NULL AND LEAST(from_user, to_user) = $1 \
+             AND GREATEST(from_user, to_user) = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
+        }
+        HistoryQuery::DmAfter => {
+            "WHERE to_user IS NOT NULL AND LEAST(from_user, to_user) = $1 \
+             AND GREATEST(from_user, to_user) = $2 AND id > $3 AND id < $4 ORDER BY id LIMIT $5"
+        }
+        HistoryQuery::DmSince => return None,
+    })
+}
+
+/// The ids and content sizes (bytes, read from the TOAST header: no
+/// content is fetched) of the rows a history window or a replay covers,
+/// ascending: what a paged reply is planned from.
+fn index_sql(kind: HistoryQuery) -> String {
+    const SIZED: &str = "SELECT id, octet_length(content)::int8 AS n FROM messages";
+    match window_body(kind) {
+        Some(body) => format!("SELECT id, n FROM ({SIZED} {body}) m ORDER BY id"),
+        None => format!(
+            "SELECT id, n FROM ( \
+               ({SIZED} WHERE to_user = $1 AND id > $2 ORDER BY id LIMIT $3) \
+               UNION ALL \
+               ({SIZED} WHERE from_user = $1 AND to_user IS NOT NULL AND to_user <> $1 \
+                AND id > $2 ORDER BY id LIMIT $3) \
+             ) m ORDER BY id LIMIT $3"
+        ),
+    }
+}
+
+/// The messages of a page of a reply, by id, oldest first.
+const MESSAGES_BY_ID: &str = "SELECT m.id, m.from_user, u.username, m.content, m.\"timestamp\", \
+       m.room, m.to_user FROM messages m JOIN users u ON u.id = m.from_user \
+     WHERE m.id = ANY($1) ORDER BY m.id";
+
+/// A stored message's id and the size of its content in bytes: what a
+/// paged reply is planned from before any content is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowSize {
+    /// The message id.
+    pub id: i64,
+    /// Bytes of its content as stored (UTF-8).
+    pub bytes: usize,
+}
+
 /// Which statement serves a history page, and its text.
 fn history_sql(kind: HistoryQuery) -> String {
     let body = match kind {
@@ -388,37 +439,6 @@ impl Store {
         Ok(rows.iter().map(stored_message).collect())
     }
 
-    /// A page of the messages between two users (both directions), oldest first.
-    pub async fn dm_history(
-        &self,
-        a: UserId,
-        b: UserId,
-        window: Window,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        let client = self.reader().get().await?;
-        let (low, high) = (a.min(b), a.max(b));
-        let before = window.before.unwrap_or(i64::MAX);
-        let rows = match window.after {
-            None => {
-                let stmt = client
-                    .prepare_cached(&history_sql(HistoryQuery::DmBefore))
-                    .await?;
-                client
-                    .query(&stmt, &[&low, &high, &before, &window.limit])
-                    .await?
-            }
-            Some(after) => {
-                let stmt = client
-                    .prepare_cached(&history_sql(HistoryQuery::DmAfter))
-                    .await?;
-                client
-                    .query(&stmt, &[&low, &high, &after, &before, &window.limit])
-                    .await?
-            }
-        };
-        Ok(rows.iter().map(stored_message).collect())
-    }
-
     /// The first `limit` DMs sent or received by `user` with ids above
     /// `since`, oldest first.
     pub async fn dm_since(
@@ -433,6 +453,90 @@ impl Store {
             .await?;
         let rows = client.query(&stmt, &[&user, &since, &limit]).await?;
         Ok(rows.iter().map(stored_message).collect())
+    }
+
+    /// The ids and content sizes of a window of a room's history, oldest
+    /// first (the rows [`room_history`](Self::room_history) would return).
+    pub async fn room_index(&self, room: &str, window: Window) -> Result<Vec<RowSize>, StoreError> {
+        let client = self.reader().get().await?;
+        let before = window.before.unwrap_or(i64::MAX);
+        let rows = match window.after {
+            None => {
+                let stmt = client
+                    .prepare_cached(&index_sql(HistoryQuery::RoomBefore))
+                    .await?;
+                client
+                    .query(&stmt, &[&room, &before, &window.limit])
+                    .await?
+            }
+            Some(after) => {
+                let stmt = client
+                    .prepare_cached(&index_sql(HistoryQuery::RoomAfter))
+                    .await?;
+                client
+                    .query(&stmt, &[&room, &after, &before, &window.limit])
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(row_size).collect())
+    }
+
+    /// The ids and content sizes of a window of the messages between two
+    /// users, oldest first (a window of the DM history of the pair).
+    pub async fn dm_index(
+        &self,
+        a: UserId,
+        b: UserId,
+        window: Window,
+    ) -> Result<Vec<RowSize>, StoreError> {
+        let client = self.reader().get().await?;
+        let (low, high) = (a.min(b), a.max(b));
+        let before = window.before.unwrap_or(i64::MAX);
+        let rows = match window.after {
+            None => {
+                let stmt = client
+                    .prepare_cached(&index_sql(HistoryQuery::DmBefore))
+                    .await?;
+                client
+                    .query(&stmt, &[&low, &high, &before, &window.limit])
+                    .await?
+            }
+            Some(after) => {
+                let stmt = client
+                    .prepare_cached(&index_sql(HistoryQuery::DmAfter))
+                    .await?;
+                client
+                    .query(&stmt, &[&low, &high, &after, &before, &window.limit])
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(row_size).collect())
+    }
+
+    /// The ids and content sizes of the first `limit` DMs sent or received
+    /// by `user` with ids above `since`, oldest first (the rows
+    /// [`dm_since`](Self::dm_since) would return).
+    pub async fn dm_since_index(
+        &self,
+        user: UserId,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<RowSize>, StoreError> {
+        let client = self.reader().get().await?;
+        let stmt = client
+            .prepare_cached(&index_sql(HistoryQuery::DmSince))
+            .await?;
+        let rows = client.query(&stmt, &[&user, &since, &limit]).await?;
+        Ok(rows.iter().map(row_size).collect())
+    }
+
+    /// The messages with these ids, oldest first: one page of a reply.
+    pub async fn messages_by_id(&self, ids: &[i64]) -> Result<Vec<StoredMessage>, StoreError> {
+        let client = self.reader().get().await?;
+        let stmt = client.prepare_cached(MESSAGES_BY_ID).await?;
+        let rows = client.query(&stmt, &[&ids]).await?;
+        // Each row's buffer goes as soon as it is converted.
+        Ok(rows.into_iter().map(|r| stored_message(&r)).collect())
     }
 
     /// Removes the user from the room's members. False when not a member.
@@ -508,6 +612,14 @@ impl Store {
         let stmt = client.prepare_cached(MARK_READ).await?;
         let row = client.query_opt(&stmt, &[&user, &room, &up_to]).await?;
         Ok(row.map(|r| r.get(0)))
+    }
+}
+
+/// An `(id, content bytes)` row of [`index_sql`].
+fn row_size(row: &Row) -> RowSize {
+    RowSize {
+        id: row.get(0),
+        bytes: usize::try_from(row.get::<_, i64>(1)).unwrap_or(0),
     }
 }
 

@@ -203,7 +203,25 @@ async fn retried_client_id_returns_the_original_and_delivers_nothing_new() {
 /// gets every message after `since` exactly once.
 #[tokio::test]
 async fn rejoin_with_since_replays_exactly_what_was_missed_under_traffic() {
-    let server = TestServer::start().await;
+    rejoin_under_traffic(TestServer::start().await).await;
+}
+
+/// The same with replays cut into pages of 7 messages: the replay of 50
+/// spans 8 pages, written one after the other while live messages keep
+/// coming, and still arrives complete, in id order, exactly once.
+#[tokio::test]
+async fn a_replay_of_many_pages_is_complete_ordered_and_once_under_traffic() {
+    rejoin_under_traffic(
+        TestServer::start_with(|c| {
+            c.replay_page = 7;
+            c.replay_page_bytes = 400;
+        })
+        .await,
+    )
+    .await;
+}
+
+async fn rejoin_under_traffic(server: TestServer) {
     server.create_room("r").await;
     let mut s0 = server.connect_on_shard(1, "s0", 0).await;
     let mut s1 = server.connect_on_shard(2, "s1", 1).await;
@@ -328,7 +346,16 @@ async fn join_since_on_a_new_membership_and_past_the_recovery_limit() {
 
 #[tokio::test]
 async fn dm_sync_replays_missed_dms_in_both_directions_once() {
-    let server = TestServer::start().await;
+    dm_sync_under_traffic(TestServer::start().await).await;
+}
+
+/// `dm_sync` with pages of 4 DMs: the same guarantee.
+#[tokio::test]
+async fn a_dm_sync_of_many_pages_is_complete_and_once() {
+    dm_sync_under_traffic(TestServer::start_with(|c| c.replay_page = 4).await).await;
+}
+
+async fn dm_sync_under_traffic(server: TestServer) {
     let mut s0 = server.connect_on_shard(1, "s0", 0).await;
     let mut s1 = server.connect_on_shard(2, "s1", 1).await;
     let mut me = server.connect(10, "me").await;
