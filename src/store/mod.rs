@@ -211,35 +211,47 @@ pub struct RowSize {
 
 /// Which statement serves a history page, and its text.
 fn history_sql(kind: HistoryQuery) -> String {
-    let body = match kind {
-        HistoryQuery::RoomBefore => "WHERE room = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-        HistoryQuery::RoomAfter => "WHERE room = $1 AND id > $2 AND id < $3 ORDER BY id LIMIT $4",
-        HistoryQuery::DmBefore => {
-            "WHERE to_user IS NOT NULL AND LEAST(from_user, to_user) = $1 \
-             AND GREATEST(from_user, to_user) = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
-        }
-        HistoryQuery::DmAfter => {
-            "WHERE to_user IS NOT NULL AND LEAST(from_user, to_user) = $1 \
-             AND GREATEST(from_user, to_user) = $2 AND id > $3 AND id < $4 ORDER BY id LIMIT $5"
-        }
-        HistoryQuery::DmSince => {
-            // Both directions through their own index; a DM to oneself is
-            // found by the first branch only.
-            return format!(
-                "SELECT {COLUMNS} FROM ( \
-                   (SELECT id, from_user, content, \"timestamp\", room, to_user FROM messages \
-                    WHERE to_user = $1 AND id > $2 ORDER BY id LIMIT $3) \
-                   UNION ALL \
-                   (SELECT id, from_user, content, \"timestamp\", room, to_user FROM messages \
-                    WHERE from_user = $1 AND to_user IS NOT NULL AND to_user <> $1 AND id > $2 \
-                    ORDER BY id LIMIT $3) \
-                 ) m JOIN users u ON u.id = m.from_user ORDER BY m.id LIMIT $3"
-            );
+    match window_body(kind) {
+        Some(body) => format!(
+            "SELECT {COLUMNS} FROM ({INNER} {body}) m JOIN users u ON u.id = m.from_user ORDER BY m.id"
+        ),
+        // Both directions through their own index; a DM to oneself is
+        // found by the first branch only.
+        None => format!(
+            "SELECT {COLUMNS} FROM ( \
+               ({INNER} WHERE to_user = $1 AND id > $2 ORDER BY id LIMIT $3) \
+               UNION ALL \
+               ({INNER} WHERE from_user = $1 AND to_user IS NOT NULL AND to_user <> $1 AND id > $2 \
+                ORDER BY id LIMIT $3) \
+             ) m JOIN users u ON u.id = m.from_user ORDER BY m.id LIMIT $3"
+        ),
+    }
+}
+
+/// The rows of a history window: `stream` are the statement's leading
+/// parameters (the room, or the pair's two ids), then the window's bounds
+/// and limit; `sql` gives the text of the `before` or the `after` form.
+async fn window_rows(
+    client: &deadpool_postgres::Client,
+    sql: fn(HistoryQuery) -> String,
+    (before_form, after_form): (HistoryQuery, HistoryQuery),
+    stream: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    window: Window,
+) -> Result<Vec<Row>, StoreError> {
+    let before = window.before.unwrap_or(i64::MAX);
+    let after = window.after;
+    let mut params = stream.to_vec();
+    let form = match &after {
+        None => before_form,
+        Some(after) => {
+            params.push(after);
+            after_form
         }
     };
-    format!(
-        "SELECT {COLUMNS} FROM ({INNER} {body}) m JOIN users u ON u.id = m.from_user ORDER BY m.id"
-    )
+    params.push(&before);
+    params.push(&window.limit);
+    let stmt = client.prepare_cached(&sql(form)).await?;
+    Ok(client.query(&stmt, &params).await?)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -417,25 +429,14 @@ impl Store {
         window: Window,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let client = self.reader().get().await?;
-        let before = window.before.unwrap_or(i64::MAX);
-        let rows = match window.after {
-            None => {
-                let stmt = client
-                    .prepare_cached(&history_sql(HistoryQuery::RoomBefore))
-                    .await?;
-                client
-                    .query(&stmt, &[&room, &before, &window.limit])
-                    .await?
-            }
-            Some(after) => {
-                let stmt = client
-                    .prepare_cached(&history_sql(HistoryQuery::RoomAfter))
-                    .await?;
-                client
-                    .query(&stmt, &[&room, &after, &before, &window.limit])
-                    .await?
-            }
-        };
+        let rows = window_rows(
+            &client,
+            history_sql,
+            (HistoryQuery::RoomBefore, HistoryQuery::RoomAfter),
+            &[&room],
+            window,
+        )
+        .await?;
         Ok(rows.iter().map(stored_message).collect())
     }
 
@@ -459,25 +460,14 @@ impl Store {
     /// first (the rows [`room_history`](Self::room_history) would return).
     pub async fn room_index(&self, room: &str, window: Window) -> Result<Vec<RowSize>, StoreError> {
         let client = self.reader().get().await?;
-        let before = window.before.unwrap_or(i64::MAX);
-        let rows = match window.after {
-            None => {
-                let stmt = client
-                    .prepare_cached(&index_sql(HistoryQuery::RoomBefore))
-                    .await?;
-                client
-                    .query(&stmt, &[&room, &before, &window.limit])
-                    .await?
-            }
-            Some(after) => {
-                let stmt = client
-                    .prepare_cached(&index_sql(HistoryQuery::RoomAfter))
-                    .await?;
-                client
-                    .query(&stmt, &[&room, &after, &before, &window.limit])
-                    .await?
-            }
-        };
+        let rows = window_rows(
+            &client,
+            index_sql,
+            (HistoryQuery::RoomBefore, HistoryQuery::RoomAfter),
+            &[&room],
+            window,
+        )
+        .await?;
         Ok(rows.iter().map(row_size).collect())
     }
 
@@ -491,25 +481,14 @@ impl Store {
     ) -> Result<Vec<RowSize>, StoreError> {
         let client = self.reader().get().await?;
         let (low, high) = (a.min(b), a.max(b));
-        let before = window.before.unwrap_or(i64::MAX);
-        let rows = match window.after {
-            None => {
-                let stmt = client
-                    .prepare_cached(&index_sql(HistoryQuery::DmBefore))
-                    .await?;
-                client
-                    .query(&stmt, &[&low, &high, &before, &window.limit])
-                    .await?
-            }
-            Some(after) => {
-                let stmt = client
-                    .prepare_cached(&index_sql(HistoryQuery::DmAfter))
-                    .await?;
-                client
-                    .query(&stmt, &[&low, &high, &after, &before, &window.limit])
-                    .await?
-            }
-        };
+        let rows = window_rows(
+            &client,
+            index_sql,
+            (HistoryQuery::DmBefore, HistoryQuery::DmAfter),
+            &[&low, &high],
+            window,
+        )
+        .await?;
         Ok(rows.iter().map(row_size).collect())
     }
 
