@@ -52,7 +52,7 @@ Open the chat in your browser:
 
   $dev_note
 
-Tokens (valid 24h):
+Tokens (valid 12h):
   alice (user 1): $alice
   bob   (user 2): $bob
 
