@@ -300,6 +300,9 @@ mod tests {
             content,
             timestamp: chrono::Utc::now(),
             target: Target::Room("g".into()),
+            kind: crate::protocol::Kind::Message,
+            edited_at: None,
+            deleted: false,
         }
     }
 

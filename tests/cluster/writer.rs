@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chat_server::protocol::Target;
+use chat_server::protocol::{Kind, Target};
 use chat_server::router::Origin;
 use chat_server::store::writer::{BatchInserter, PersistRequest};
 
@@ -20,6 +20,7 @@ fn request(target: Target, from: i64, content: &str) -> PersistRequest {
         enqueued: Instant::now(),
         reference: None,
         client_id: None,
+        kind: Kind::Message,
     }
 }
 
