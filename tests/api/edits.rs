@@ -655,3 +655,66 @@ async fn unread_counts_messages_only_and_last_id_is_the_newest_message() {
         "events and deleted messages are not unread; last_id is the newest message, deleted or not"
     );
 }
+
+/// The writer's re-check, deterministic: one batch deletes a message twice
+/// and then edits it. The first delete is stored; the second and the edit
+/// find it deleted (inside the transaction) and store nothing. The same
+/// batch retried with the same ids (a lost commit answer) stores nothing
+/// again and tells the same fates.
+#[tokio::test]
+async fn the_writer_refuses_an_event_whose_target_was_deleted_first() {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use chat_server::protocol::{Kind, Target};
+    use chat_server::router::Origin;
+    use chat_server::store::writer::{BatchInserter, Fate, PersistRequest};
+
+    let server = TestServer::start().await;
+    server.create_room("r").await;
+    let mut a = server.connect(1, "a").await;
+    a.join("r").await;
+    let id = send_room(&mut a, "r", "doomed").await;
+
+    let event = |kind: Kind, content: &str| PersistRequest {
+        target: Target::Room(Arc::from("r")),
+        from: 1,
+        username: Arc::from("a"),
+        content: content.to_owned(),
+        origin: Origin { shard: 0, conn: 0 },
+        enqueued: Instant::now(),
+        reference: None,
+        client_id: None,
+        kind,
+    };
+    let batch = [
+        event(Kind::Delete { target: id }, ""),
+        event(Kind::Delete { target: id }, ""),
+        event(Kind::Edit { target: id }, "revived"),
+    ];
+    let mut w = BatchInserter::connect(&server.db_url).await.unwrap();
+    let ids = w.reserve_ids(3).await.unwrap();
+    let at = chrono::Utc::now();
+    let want = [
+        Fate::Stored,
+        Fate::Refused(format!("message {id} is already deleted")),
+        Fate::Refused(format!("message {id} is deleted and cannot be edited")),
+    ];
+    assert_eq!(w.insert_with_events(&batch, &ids, at).await.unwrap(), want);
+    assert_eq!(
+        w.insert_with_events(&batch, &ids, at).await.unwrap(),
+        want,
+        "a retry with the same ids"
+    );
+    let db = server.db().await;
+    let rows: Vec<(i64, i16)> = db
+        .query("SELECT id, kind FROM messages ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, [(id, 0), (ids[0], 2)]);
+    assert_eq!(stored_with(&server, "doomed").await, 0);
+    assert_eq!(stored_with(&server, "revived").await, 0);
+}
