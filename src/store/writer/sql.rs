@@ -28,7 +28,7 @@ pub struct BatchInserter {
     by_client_id: Statement,
     /// Issue 14: [`EVENT`], one edit or delete.
     event: Statement,
-    /// Issue 14: [`EVENT_FATE`], what became of an edit or delete not inserted.
+    /// Issue 14: [`event_fate_sql`], what became of an edit or delete not inserted.
     event_fate: Statement,
 }
 
@@ -206,7 +206,7 @@ impl BatchInserter {
 
     /// Issue 14: stores a batch holding edits or deletes in one transaction:
     /// its plain messages with the one insert, then each edit or delete in
-    /// batch (id) order ([`EVENT`]). Like [`insert`](Self::insert), a retry
+    /// batch (id) order (the `EVENT` statement). Like [`insert`](Self::insert), a retry
     /// with the same ids is safe. Returns each row's [`Fate`].
     pub async fn insert_with_events(
         &mut self,
