@@ -11,14 +11,14 @@ use serde_json::{json, Value};
 
 use crate::helpers::{Client, TestServer};
 
-/// Sends and returns the sender's own copy (the first frame of `kind`
-/// whose content is `content`).
+/// Sends and returns the id of the sender's own copy (the first `message`
+/// whose content is `content`; other frames are skipped).
 async fn send_room(c: &mut Client, room: &str, content: &str) -> i64 {
     c.send(json!({"type": "message", "room": room, "content": content}))
         .await;
     loop {
-        let m = c.recv_type("message").await;
-        if m["data"]["content"] == content {
+        let m = c.recv().await;
+        if m["type"] == "message" && m["data"]["content"] == content {
             return m["data"]["id"].as_i64().unwrap();
         }
     }
@@ -717,4 +717,116 @@ async fn the_writer_refuses_an_event_whose_target_was_deleted_first() {
     assert_eq!(rows, [(id, 0), (ids[0], 2)]);
     assert_eq!(stored_with(&server, "doomed").await, 0);
     assert_eq!(stored_with(&server, "revived").await, 0);
+}
+
+/// A member rejoins with `since` while the author keeps sending, editing
+/// and deleting, on both shards: every row of the room after `since`
+/// (messages, edits, deletes) reaches it exactly once, the replay in id
+/// order before later live rows, and nothing deleted while it was away
+/// shows its content.
+#[tokio::test]
+async fn a_rejoin_under_edits_and_deletes_gets_every_row_once() {
+    let server = TestServer::start_with(|c| {
+        c.replay_page = 7;
+        c.replay_page_bytes = 400;
+    })
+    .await;
+    server.create_room("r").await;
+    let mut s0 = server.connect_on_shard(1, "s0", 0).await;
+    let mut s1 = server.connect_on_shard(2, "s1", 1).await;
+    let mut reader = server.connect(10, "reader").await;
+    for c in [&mut s0, &mut s1, &mut reader] {
+        c.join("r").await;
+    }
+    let seen = send_room(&mut s0, "r", "before").await;
+    assert_eq!(reader.recv_type("message").await["data"]["id"], seen);
+    reader.close().await;
+
+    // While away: messages on both shards, a third deleted, the rest edited.
+    for i in 0..12 {
+        let (c, gone) = if i % 2 == 0 {
+            (&mut s0, "gone")
+        } else {
+            (&mut s1, "kept")
+        };
+        let id = send_room(c, "r", &format!("{gone}-{i}")).await;
+        let request = if i % 3 == 0 {
+            json!({"type": "delete", "id": id})
+        } else {
+            json!({"type": "edit", "id": id, "content": format!("edited-{i}")})
+        };
+        c.send(request).await;
+        loop {
+            let v = c.recv().await;
+            if v["data"]["target"] == id {
+                break;
+            }
+        }
+    }
+    // During the rejoin: the author sends, edits and deletes on.
+    let traffic = tokio::spawn(async move {
+        for i in 0..40 {
+            let id = send_room(&mut s0, "r", &format!("live-{i}")).await;
+            let request = if i % 2 == 0 {
+                json!({"type": "edit", "id": id, "content": format!("live-{i}!")})
+            } else {
+                json!({"type": "delete", "id": id})
+            };
+            s0.send(request).await;
+            loop {
+                let v = s0.recv().await;
+                if v["data"]["target"] == id {
+                    break;
+                }
+            }
+        }
+        send_room(&mut s0, "r", "end").await;
+        s0
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut reader = server.connect(10, "reader").await;
+    reader
+        .send(json!({"type": "join", "room": "r", "since": seen}))
+        .await;
+    let frames = recv_until(&mut reader, |v| v["data"]["content"] == "end").await;
+    traffic.await.unwrap();
+
+    let ack_at = frames
+        .iter()
+        .position(|v| v["type"] == "join_ack")
+        .expect("join_ack");
+    assert_eq!(frames[ack_at]["data"]["recovered"], true);
+    let id_of = |v: &Value| v["data"]["id"].as_i64().unwrap();
+    let rows: Vec<&Value> = frames.iter().filter(|v| v["type"] != "join_ack").collect();
+    let got: Vec<i64> = rows.iter().map(|v| id_of(v)).collect();
+    let unique: std::collections::BTreeSet<i64> = got.iter().copied().collect();
+    assert_eq!(unique.len(), got.len(), "no duplicate: {got:?}");
+    let db = server.db().await;
+    let stored: std::collections::BTreeSet<i64> = db
+        .query(
+            "SELECT id FROM messages WHERE room = 'r' AND id > $1",
+            &[&seen],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(unique, stored, "every row after since, no gap");
+    let before_ack: Vec<i64> = frames[..ack_at].iter().map(id_of).collect();
+    let after_ack: Vec<i64> = frames[ack_at + 1..].iter().map(id_of).collect();
+    assert!(before_ack.windows(2).all(|w| w[0] < w[1]), "{before_ack:?}");
+    let first_live = before_ack.first().copied().unwrap_or(i64::MAX);
+    let (replay, live): (Vec<i64>, Vec<i64>) = after_ack.iter().partition(|&&id| id < first_live);
+    assert!(replay.windows(2).all(|w| w[0] < w[1]), "{replay:?}");
+    assert!(live.windows(2).all(|w| w[0] < w[1]), "{live:?}");
+    assert_eq!(
+        after_ack[..replay.len()],
+        replay[..],
+        "the replay comes first"
+    );
+    for v in &frames {
+        assert!(!v.to_string().contains("gone-"), "deleted while away: {v}");
+    }
+    assert_eq!(stored_with(&server, "gone-").await, 0);
 }
