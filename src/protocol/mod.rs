@@ -198,6 +198,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kinds_round_trip_through_their_columns() {
+        for kind in [
+            Kind::Message,
+            Kind::Edit { target: 7 },
+            Kind::Delete { target: 9 },
+        ] {
+            assert_eq!(Kind::from_columns(kind.code(), kind.target()), kind);
+        }
+        assert_eq!(Kind::from_columns(0, None), Kind::Message);
+        assert_eq!(
+            Kind::from_columns(1, None),
+            Kind::Message,
+            "CHECK rules it out"
+        );
+    }
+
+    #[test]
     fn new_room_names_use_a_small_character_set() {
         assert!(valid_new_room_name("general"));
         assert!(valid_new_room_name("team-1_b.x"));
