@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_server::protocol::Target;
+use chat_server::protocol::{Kind, Target};
 use chat_server::router::Origin;
 use chat_server::store::writer::{BatchInserter, PersistRequest};
 use chat_server::store::{connect, create_room, migrate};
@@ -135,6 +135,7 @@ fn batch(n: usize) -> Vec<PersistRequest> {
             enqueued: Instant::now(),
             reference: None,
             client_id: None,
+            kind: Kind::Message,
         })
         .collect()
 }

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use chat_server::protocol::{encode_message, Frame, StoredMessage, Target};
+use chat_server::protocol::{encode_message, Frame, Kind, StoredMessage, Target};
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -26,6 +26,9 @@ fn message() -> StoredMessage {
             .into(),
         timestamp: Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap(),
         target: Target::Room(Arc::from("general")),
+        kind: Kind::Message,
+        edited_at: None,
+        deleted: false,
     }
 }
 

@@ -10,7 +10,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use chat_server::protocol::{decode, encode_message, StoredMessage, Target};
+use chat_server::protocol::{decode, encode_message, Kind, StoredMessage, Target};
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -63,6 +63,9 @@ fn bench_encode(c: &mut Criterion) {
             content: content(len),
             timestamp: Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap(),
             target: Target::Room(Arc::from("general")),
+            kind: Kind::Message,
+            edited_at: None,
+            deleted: false,
         };
         let encoded = encode_message(&msg);
         g.throughput(Throughput::Bytes(encoded.as_str().len() as u64));

@@ -18,7 +18,7 @@ use super::link::{Link, TICK};
 use super::Stream;
 use crate::protocol::{encode_message, StoredMessage};
 use crate::router::{Sent, ShardEvent};
-use crate::store::{StoreError, Window};
+use crate::store::StoreError;
 
 impl Link {
     /// Compares every followed stream's last delivered id with the stored
@@ -106,18 +106,7 @@ impl Link {
                 return Ok(());
             };
             let stored: Vec<StoredMessage> = match stream {
-                Stream::Room(room) => {
-                    self.store
-                        .room_history(
-                            room,
-                            Window {
-                                limit,
-                                before: None,
-                                after: Some(last),
-                            },
-                        )
-                        .await?
-                }
+                Stream::Room(room) => self.store.room_since(room, last, limit).await?,
                 Stream::User(u) => self.store.dm_since(*u, last, limit).await?,
             };
             let full = stored.len() as i64 >= limit;

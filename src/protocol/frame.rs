@@ -5,7 +5,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 
-use super::{Frame, Ref, RoomSummary, StoredMessage, Target, UserId};
+use super::{Frame, Kind, Ref, RoomSummary, StoredMessage, Target, UserId};
 
 fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
@@ -20,16 +20,36 @@ struct Envelope<'a, T> {
     data: T,
 }
 
+fn rfc3339_opt<S: Serializer>(t: &Option<&DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct RoomMessageData<'a> {
     id: i64,
     from_user: UserId,
     username: &'a str,
-    content: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
     #[serde(serialize_with = "rfc3339")]
     timestamp: &'a DateTime<Utc>,
     room: &'a str,
+    #[serde(
+        rename = "edited_at",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339_opt"
+    )]
+    edited_at: Option<&'a DateTime<Utc>>,
+    #[serde(skip_serializing_if = "is_false")]
+    deleted: bool,
 }
 
 #[derive(Serialize)]
@@ -38,35 +58,119 @@ struct DmData<'a> {
     id: i64,
     from_user: UserId,
     username: &'a str,
-    content: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
     #[serde(serialize_with = "rfc3339")]
     timestamp: &'a DateTime<Utc>,
     to: UserId,
+    #[serde(
+        rename = "edited_at",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339_opt"
+    )]
+    edited_at: Option<&'a DateTime<Utc>>,
+    #[serde(skip_serializing_if = "is_false")]
+    deleted: bool,
 }
 
-/// One message as serialized data, room or DM shaped after its target.
+/// `message_edited`'s data; `content` is absent (and `deleted` true) once
+/// the edited message was deleted.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EditedData<'a> {
+    id: i64,
+    target: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<UserId>,
+    from_user: UserId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(serialize_with = "rfc3339")]
+    timestamp: &'a DateTime<Utc>,
+    #[serde(skip_serializing_if = "is_false")]
+    deleted: bool,
+}
+
+/// `message_deleted`'s data.
+#[derive(Serialize)]
+struct DeletedData<'a> {
+    id: i64,
+    target: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<UserId>,
+    by: UserId,
+    #[serde(serialize_with = "rfc3339")]
+    timestamp: &'a DateTime<Utc>,
+}
+
+/// One row of a stream as serialized data: a message (room or DM shaped
+/// after its target; a deleted one as a tombstone without content), or an
+/// edit or delete event.
 struct MessageData<'a>(&'a StoredMessage);
 
 impl Serialize for MessageData<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let m = self.0;
-        match &m.target {
-            Target::Room(room) => RoomMessageData {
+        let (room, to) = match &m.target {
+            Target::Room(room) => (Some(&**room), None),
+            Target::User(to) => (None, Some(*to)),
+        };
+        let content = (!m.deleted).then_some(m.content.as_str());
+        match m.kind {
+            Kind::Message => {
+                // A tombstone says nothing of the message but that it was.
+                let edited_at = if m.deleted {
+                    None
+                } else {
+                    m.edited_at.as_ref()
+                };
+                match &m.target {
+                    Target::Room(room) => RoomMessageData {
+                        id: m.id,
+                        from_user: m.from_user,
+                        username: &m.username,
+                        content,
+                        timestamp: &m.timestamp,
+                        room,
+                        edited_at,
+                        deleted: m.deleted,
+                    }
+                    .serialize(s),
+                    Target::User(to) => DmData {
+                        id: m.id,
+                        from_user: m.from_user,
+                        username: &m.username,
+                        content,
+                        timestamp: &m.timestamp,
+                        to: *to,
+                        edited_at,
+                        deleted: m.deleted,
+                    }
+                    .serialize(s),
+                }
+            }
+            Kind::Edit { target } => EditedData {
                 id: m.id,
-                from_user: m.from_user,
-                username: &m.username,
-                content: &m.content,
-                timestamp: &m.timestamp,
+                target,
                 room,
+                to,
+                from_user: m.from_user,
+                content,
+                timestamp: &m.timestamp,
+                deleted: m.deleted,
             }
             .serialize(s),
-            Target::User(to) => DmData {
+            Kind::Delete { target } => DeletedData {
                 id: m.id,
-                from_user: m.from_user,
-                username: &m.username,
-                content: &m.content,
+                target,
+                room,
+                to,
+                by: m.from_user,
                 timestamp: &m.timestamp,
-                to: *to,
             }
             .serialize(s),
         }
@@ -84,16 +188,19 @@ fn to_frame<T: Serialize>(kind: &str, reference: Option<&Ref>, data: T) -> Frame
     Frame::from(text)
 }
 
-/// Encodes a live `message` (room) or `dm` frame, shared by every recipient.
+/// Encodes a live `message` (room) or `dm` frame, shared by every recipient
+/// (or, for an event row, its `message_edited` / `message_deleted` frame).
 pub fn encode_message(m: &StoredMessage) -> Frame {
     encode_message_for(m, None)
 }
 
 /// Encodes a `message` or `dm` frame carrying the sender's `ref` (its own copy).
 pub fn encode_message_for(m: &StoredMessage, reference: Option<&Ref>) -> Frame {
-    let kind = match m.target {
-        Target::Room(_) => "message",
-        Target::User(_) => "dm",
+    let kind = match (m.kind, &m.target) {
+        (Kind::Message, Target::Room(_)) => "message",
+        (Kind::Message, Target::User(_)) => "dm",
+        (Kind::Edit { .. }, _) => "message_edited",
+        (Kind::Delete { .. }, _) => "message_deleted",
     };
     to_frame(kind, reference, MessageData(m))
 }
@@ -294,6 +401,9 @@ mod tests {
             content: "héllo\n<b>".into(),
             timestamp: Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, 0).unwrap(),
             target,
+            kind: Kind::Message,
+            edited_at: None,
+            deleted: false,
         }
     }
 
@@ -380,6 +490,48 @@ mod tests {
     }
 
     #[test]
+    fn encodes_edits_deletes_and_tombstones() {
+        let at = Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, 5).unwrap();
+        let edit = StoredMessage {
+            id: 50,
+            kind: Kind::Edit { target: 42 },
+            content: "fixed".into(),
+            ..sample(Target::Room("general".into()))
+        };
+        assert_eq!(
+            encode_message_for(&edit, Some(&Ref::Int(4))).as_str(),
+            r#"{"type":"message_edited","ref":4,"data":{"id":50,"target":42,"room":"general","fromUser":7,"content":"fixed","timestamp":"2025-01-01T12:00:00.000000Z"}}"#
+        );
+        let delete = StoredMessage {
+            id: 51,
+            kind: Kind::Delete { target: 42 },
+            content: String::new(),
+            ..sample(Target::User(9))
+        };
+        assert_eq!(
+            encode_message(&delete).as_str(),
+            r#"{"type":"message_deleted","data":{"id":51,"target":42,"to":9,"by":7,"timestamp":"2025-01-01T12:00:00.000000Z"}}"#
+        );
+        let edited = StoredMessage {
+            edited_at: Some(at),
+            ..sample(Target::Room("g".into()))
+        };
+        let v: serde_json::Value = serde_json::from_str(encode_message(&edited).as_str()).unwrap();
+        assert_eq!(v["data"]["edited_at"], "2025-01-01T12:00:05.000000Z");
+        assert!(v["data"].get("deleted").is_none());
+        let tombstone = StoredMessage {
+            deleted: true,
+            edited_at: Some(at),
+            content: String::new(),
+            ..sample(Target::Room("g".into()))
+        };
+        assert_eq!(
+            encode_message(&tombstone).as_str(),
+            r#"{"type":"message","data":{"id":42,"fromUser":7,"username":"al\"ice","timestamp":"2025-01-01T12:00:00.000000Z","room":"g","deleted":true}}"#
+        );
+    }
+
+    #[test]
     fn a_history_written_in_pieces_is_the_history_encoded_whole() {
         let messages = [sample(Target::Room("g".into())), sample(Target::User(9))];
         let reference = Ref::Text("h\u{1}".into());
@@ -419,6 +571,9 @@ mod properties {
                 content: content.clone(),
                 timestamp: Utc::now(),
                 target: Target::Room(name.as_str().into()),
+                kind: Kind::Message,
+                edited_at: None,
+                deleted: false,
             };
             let v: serde_json::Value = serde_json::from_str(encode_message(&m).as_str()).unwrap();
             prop_assert_eq!(v["data"]["content"].as_str(), Some(content.as_str()));

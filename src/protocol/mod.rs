@@ -7,7 +7,7 @@
 //! # Layout
 //!
 //! - `mod.rs` (this file): what both directions share: [`UserId`],
-//!   [`Frame`], [`Ref`], [`Target`], [`StoredMessage`], [`RoomSummary`], the
+//!   [`Frame`], [`Ref`], [`Target`], [`StoredMessage`] and its [`Kind`], [`RoomSummary`], the
 //!   `MAX_*` limits and the name and `client_id` validators.
 //! - [`request`]: client → server. [`Request`] and [`Page`], [`decode`] and
 //!   [`decode_with_ref`] (the `ref` read first, so an error carries it),
@@ -107,8 +107,58 @@ pub enum Target {
     User(UserId),
 }
 
+/// What a row of a stream is: a message, or an event about one (issue 14).
+/// Stored as `messages.kind` (0, 1, 2) with `messages.target`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// A room message or a DM (`message` / `dm` frames).
+    #[default]
+    Message,
+    /// An edit of message `target` by its author; the row's content is the
+    /// new content (`message_edited`).
+    Edit {
+        /// The edited message's id.
+        target: i64,
+    },
+    /// A delete of message `target` by the row's sender (`message_deleted`).
+    Delete {
+        /// The deleted message's id.
+        target: i64,
+    },
+}
+
+impl Kind {
+    /// The `messages.kind` column's value.
+    pub fn code(self) -> i16 {
+        match self {
+            Kind::Message => 0,
+            Kind::Edit { .. } => 1,
+            Kind::Delete { .. } => 2,
+        }
+    }
+
+    /// The `messages.target` column's value (`None` for a message).
+    pub fn target(self) -> Option<i64> {
+        match self {
+            Kind::Message => None,
+            Kind::Edit { target } | Kind::Delete { target } => Some(target),
+        }
+    }
+
+    /// The kind stored as `code` with `target` (an unknown code reads as a
+    /// message: the table's CHECK constraint rules it out).
+    pub fn from_columns(code: i16, target: Option<i64>) -> Kind {
+        match (code, target) {
+            (1, Some(target)) => Kind::Edit { target },
+            (2, Some(target)) => Kind::Delete { target },
+            _ => Kind::Message,
+        }
+    }
+}
+
 /// A message as stored and as delivered: the payload of `message` and `dm`
-/// frames and of history entries.
+/// frames and of history entries; or, by its [`Kind`], an edit or delete
+/// event of its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
     /// Database id; unique, increasing within a room and within a DM pair.
@@ -123,6 +173,13 @@ pub struct StoredMessage {
     pub timestamp: DateTime<Utc>,
     /// Room or recipient.
     pub target: Target,
+    /// A message, an edit or a delete.
+    pub kind: Kind,
+    /// A message: when it was last edited (`None`: never).
+    pub edited_at: Option<DateTime<Utc>>,
+    /// A message: deleted (a tombstone, its content erased); an edit: its
+    /// message was deleted since (its content erased).
+    pub deleted: bool,
 }
 
 /// One entry of a `rooms` reply.
@@ -139,6 +196,23 @@ pub struct RoomSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_their_columns() {
+        for kind in [
+            Kind::Message,
+            Kind::Edit { target: 7 },
+            Kind::Delete { target: 9 },
+        ] {
+            assert_eq!(Kind::from_columns(kind.code(), kind.target()), kind);
+        }
+        assert_eq!(Kind::from_columns(0, None), Kind::Message);
+        assert_eq!(
+            Kind::from_columns(1, None),
+            Kind::Message,
+            "CHECK rules it out"
+        );
+    }
 
     #[test]
     fn new_room_names_use_a_small_character_set() {

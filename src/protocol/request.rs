@@ -54,6 +54,15 @@ pub enum Request {
     Typing { room: String },
     /// Replace the connection's token (same user): `{"type":"refresh","token":"..."}`.
     Refresh { token: String },
+    // --- issue 14: edits and deletes ---
+    /// Edit one's own message: `{"type":"edit","id":120,"content":"...","client_id":"..."}`.
+    Edit {
+        id: i64,
+        content: String,
+        client_id: Option<String>,
+    },
+    /// Delete a message: `{"type":"delete","id":120,"client_id":"..."}`.
+    Delete { id: i64, client_id: Option<String> },
 }
 
 /// Why a text frame could not be turned into a [`Request`]; the `Display`
@@ -85,7 +94,7 @@ pub enum DecodeError {
     /// `client_id` is empty, too long or holds NUL.
     #[error("`client_id` must be 1 to 64 characters")]
     InvalidClientId,
-    /// A message id field (`since`, `before`, `after`, `up_to`) is negative.
+    /// A message id field (`since`, `before`, `after`, `up_to`, `id`) is negative.
     #[error("`{0}` must be a message id (0 or more)")]
     InvalidId(&'static str),
     /// A field naming a user (`to`, `with`) is outside `1 ..= 2^53 - 1`.
@@ -116,6 +125,7 @@ struct RawRequest<'a> {
     up_to: Option<i64>,
     #[serde(borrow)]
     token: Option<Cow<'a, str>>,
+    id: Option<i64>,
 }
 
 /// Decodes one text frame into a request.
@@ -277,6 +287,16 @@ fn request(raw: RawRequest<'_>) -> Result<Request, DecodeError> {
                 .map(Cow::into_owned)
                 .ok_or(DecodeError::MissingField("token"))?,
         }),
+        // --- issue 14: edits and deletes ---
+        "edit" => Ok(Request::Edit {
+            id: id(raw.id, "id")?.ok_or(DecodeError::MissingField("id"))?,
+            content: content(raw.content)?,
+            client_id: client_id(raw.client_id)?,
+        }),
+        "delete" => Ok(Request::Delete {
+            id: id(raw.id, "id")?.ok_or(DecodeError::MissingField("id"))?,
+            client_id: client_id(raw.client_id)?,
+        }),
         other => Err(DecodeError::UnknownType(truncate(other, 64).to_owned())),
     }
 }
@@ -300,6 +320,37 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decodes_edits_and_deletes() {
+        assert_eq!(
+            decode(r#"{"type":"edit","id":5,"content":"x","client_id":"e1"}"#),
+            Ok(Request::Edit {
+                id: 5,
+                content: "x".into(),
+                client_id: Some("e1".into())
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"delete","id":5}"#),
+            Ok(Request::Delete {
+                id: 5,
+                client_id: None
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"delete"}"#),
+            Err(DecodeError::MissingField("id"))
+        );
+        assert_eq!(
+            decode(r#"{"type":"edit","id":-1,"content":"x"}"#),
+            Err(DecodeError::InvalidId("id"))
+        );
+        assert_eq!(
+            decode(r#"{"type":"edit","id":1}"#),
+            Err(DecodeError::MissingField("content"))
+        );
+    }
 
     #[test]
     fn decodes_each_request_type() {
@@ -596,6 +647,15 @@ mod properties {
             (0..i64::MAX).prop_map(|since| Request::DmSync { since }),
             room().prop_map(|room| Request::Typing { room }),
             "[A-Za-z0-9._-]{0,40}".prop_map(|token| Request::Refresh { token }),
+            (0..i64::MAX, any::<String>(), client_id()).prop_map(|(id, content, client_id)| {
+                Request::Edit {
+                    id,
+                    content,
+                    client_id,
+                }
+            }),
+            (0..i64::MAX, client_id())
+                .prop_map(|(id, client_id)| Request::Delete { id, client_id }),
         ]
     }
 
@@ -630,6 +690,14 @@ mod properties {
             Request::DmSync { since } => json!({"type": "dm_sync", "since": since}),
             Request::Typing { room } => json!({"type": "typing", "room": room}),
             Request::Refresh { token } => json!({"type": "refresh", "token": token}),
+            Request::Edit {
+                id,
+                content,
+                client_id,
+            } => json!({"type": "edit", "id": id, "content": content, "client_id": client_id}),
+            Request::Delete { id, client_id } => {
+                json!({"type": "delete", "id": id, "client_id": client_id})
+            }
         }
     }
 

@@ -17,8 +17,8 @@ use crate::auth::Identity;
 use crate::protocol::{
     decode_with_ref, encode_dm_sync_ack, encode_error_for, encode_history, encode_join_ack,
     encode_leave_ack, encode_read_ack, encode_refresh_ack, encode_room_created, encode_rooms,
-    encode_typing, valid_new_room_name, Frame, HistoryKind, JoinAck, Page as Paging, Ref, Request,
-    Target, UserId,
+    encode_typing, valid_new_room_name, Frame, HistoryKind, JoinAck, Kind, Page as Paging, Ref,
+    Request, Target, UserId,
 };
 use crate::router::Origin;
 use crate::shard::Shard;
@@ -26,8 +26,10 @@ use crate::store::writer::PersistRequest;
 use crate::store::{Created, RowSize, StoreError, Window};
 use crate::userlimits::UserBudget;
 
+pub mod edits;
 pub mod reply;
 
+pub use edits::{may_delete, DeleteRole};
 pub use reply::{Body, Page, Reply, ReplyStream};
 
 /// A reply the connection must wait for (database work): frames to queue,
@@ -119,6 +121,13 @@ impl Session {
             Request::DmSync { since } => self.dm_sync(since, r),
             Request::Typing { room } => self.typing(room, r),
             Request::Refresh { token } => self.refresh(&token, r),
+            // --- issue 14: edits and deletes (`edits`) ---
+            Request::Edit {
+                id,
+                content,
+                client_id,
+            } => self.edit(id, content, client_id, r),
+            Request::Delete { id, client_id } => self.delete(id, client_id, r),
         }
     }
 
@@ -450,6 +459,7 @@ impl Session {
             enqueued: Instant::now(),
             reference,
             client_id: client_id.map(String::into_boxed_str),
+            kind: Kind::Message,
         }
     }
 
@@ -482,12 +492,12 @@ async fn replay_room(
     r: Option<Ref>,
 ) -> Reply {
     let max = shard.config.recovery_max;
-    let window = Window {
-        limit: limit_past(max),
-        before: None,
-        after: Some(since),
-    };
-    let missed = match shard.store.room_index(room, window).await {
+    // Messages and edit/delete events alike: each is a row of the stream.
+    let missed = match shard
+        .store
+        .room_since_index(room, since, limit_past(max))
+        .await
+    {
         Ok(m) => m,
         Err(e) => return Reply::Frames(db_error(&shard, "join", &e, &r)),
     };

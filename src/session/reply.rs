@@ -166,12 +166,10 @@ impl ReplyStream {
             config.replay_page_bytes,
         );
         let page = &self.rows[self.next..self.next + n];
-        let lease = match self.first.take() {
+        let budget: &std::sync::Arc<ReplyBudget> = &self.shard.reply_budget;
+        let mut lease = match self.first.take() {
             Some(lease) => lease,
-            None => {
-                let budget: &std::sync::Arc<ReplyBudget> = &self.shard.reply_budget;
-                budget.acquire_waiting(page_cost(page, &self.body)).await
-            }
+            None => budget.acquire_waiting(page_cost(page, &self.body)).await,
         };
         let ids: Vec<i64> = page.iter().map(|r| r.id).collect();
         let messages = if ids.is_empty() {
@@ -182,6 +180,22 @@ impl ReplyStream {
                 Err(e) => return Some(Err(e)),
             }
         };
+        // An edit committed between the plan and this read may have made a
+        // row larger than planned (issue 14): the page is then charged what
+        // it holds. The lease is given back before waiting for the larger
+        // one, so a page never holds budget while it waits for more.
+        let held: Vec<RowSize> = messages
+            .iter()
+            .map(|m| RowSize {
+                id: m.id,
+                bytes: m.content.len(),
+            })
+            .collect();
+        let cost = page_cost(&held, &self.body);
+        if cost > page_cost(page, &self.body) {
+            drop(lease);
+            lease = budget.acquire_waiting(cost).await;
+        }
         self.next += n;
         // An empty history still has its one (empty) page.
         if n == 0 {
@@ -300,6 +314,9 @@ mod tests {
             content,
             timestamp: chrono::Utc::now(),
             target: Target::Room("g".into()),
+            kind: crate::protocol::Kind::Message,
+            edited_at: None,
+            deleted: false,
         }
     }
 

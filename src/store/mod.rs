@@ -19,7 +19,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Row};
 
 use crate::auth::{username_key, Identity};
-use crate::protocol::{RoomSummary, StoredMessage, Target, UserId};
+use crate::protocol::{Kind, RoomSummary, StoredMessage, Target, UserId};
 
 mod embedded {
     refinery::embed_migrations!("sql");
@@ -119,9 +119,11 @@ const SESSION_FLOORS: &str = "SELECT ARRAY(SELECT m.room::text FROM room_members
        ARRAY(SELECT COALESCE((SELECT max(x.id) FROM messages x WHERE x.room = m.room), 0)::int8 \
             FROM room_members m WHERE m.user_id = $1 ORDER BY m.room LIMIT $2)";
 const USER_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)";
-const COLUMNS: &str =
-    "m.id, m.from_user, u.username, m.content, m.\"timestamp\", m.room, m.to_user";
-const INNER: &str = "SELECT id, from_user, content, \"timestamp\", room, to_user FROM messages";
+/// A row as [`stored_message`] reads it (`m`: `messages`, `u`: `users`).
+pub(crate) const COLUMNS: &str = "m.id, m.from_user, u.username, m.content, m.\"timestamp\", \
+     m.room, m.to_user, m.kind, m.target, m.edited_at, m.deleted";
+const INNER: &str = "SELECT id, from_user, content, \"timestamp\", room, to_user, \
+     kind, target, edited_at, deleted FROM messages";
 const LEAVE_ROOM: &str = "DELETE FROM room_members WHERE user_id = $1 AND room = $2";
 /// Serializes one user's `create_room`s (two int4 keys: a namespace, the
 /// user id folded to 31 bits; two users sharing a key only wait on each other).
@@ -142,12 +144,18 @@ const CREATE_ROOM: &str = "WITH c AS (SELECT count(*) AS n FROM rooms \
 /// range of the (room, id) index cut at $4 rows (a few times `$2`, the
 /// cap on the count), so a user's own messages after its read position
 /// are skipped without making the scan unbounded.
+///
+/// Only messages count (issue 14): `last_id` is the newest message's id,
+/// deleted or not (a backward scan of the same index, stopping at the
+/// first message: events are rare); the unread count skips edit and delete
+/// events and deleted messages (columns of rows the scan reads anyway).
 const ROOMS: &str = "SELECT m.room::text, \
-            (SELECT max(x.id) FROM messages x WHERE x.room = m.room), \
-            (SELECT LEAST(count(*), $2) FROM (SELECT y.from_user FROM messages y \
+            (SELECT x.id FROM messages x WHERE x.room = m.room AND x.kind = 0 \
+             ORDER BY x.id DESC LIMIT 1), \
+            (SELECT LEAST(count(*), $2) FROM (SELECT y.from_user, y.kind, y.deleted FROM messages y \
                                    WHERE y.room = m.room AND y.id > m.read_up_to \
                                    ORDER BY y.id LIMIT $4) c \
-             WHERE c.from_user <> $1) \
+             WHERE c.from_user <> $1 AND c.kind = 0 AND NOT c.deleted) \
      FROM room_members m WHERE m.user_id = $1 ORDER BY m.room LIMIT $3";
 /// How many rows the unread count of one room may scan, per unit of
 /// `--unread-max`: own messages after the read position beyond
@@ -158,19 +166,29 @@ const MARK_READ: &str = "UPDATE room_members SET read_up_to = GREATEST(read_up_t
             LEAST($3, COALESCE((SELECT max(id) FROM messages WHERE room = $2), 0))) \
      WHERE user_id = $1 AND room = $2 RETURNING read_up_to";
 
-/// The `WHERE … ORDER BY … LIMIT` of a history window over `messages`
-/// (`None` for [`HistoryQuery::DmSince`], a union of two index scans).
+/// The `WHERE … ORDER BY … LIMIT` of a window over `messages` (`None`
+/// for [`HistoryQuery::DmSince`], a union of two index scans). The
+/// `*Before`/`*After` forms are history windows: messages only (issue 14:
+/// edit and delete events are not history entries); `RoomSince` is a
+/// room's replay: messages and events.
 fn window_body(kind: HistoryQuery) -> Option<&'static str> {
     Some(match kind {
-        HistoryQuery::RoomBefore => "WHERE room = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-        HistoryQuery::RoomAfter => "WHERE room = $1 AND id > $2 AND id < $3 ORDER BY id LIMIT $4",
+        HistoryQuery::RoomBefore => {
+            "WHERE room = $1 AND kind = 0 AND id < $2 ORDER BY id DESC LIMIT $3"
+        }
+        HistoryQuery::RoomAfter => {
+            "WHERE room = $1 AND kind = 0 AND id > $2 AND id < $3 ORDER BY id LIMIT $4"
+        }
+        HistoryQuery::RoomSince => "WHERE room = $1 AND id > $2 AND id < $3 ORDER BY id LIMIT $4",
         HistoryQuery::DmBefore => {
             "WHERE to_user IS NOT NULL AND LEAST(from_user, to_user) = $1 \
-             AND GREATEST(from_user, to_user) = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
+             AND GREATEST(from_user, to_user) = $2 AND kind = 0 AND id < $3 \
+             ORDER BY id DESC LIMIT $4"
         }
         HistoryQuery::DmAfter => {
             "WHERE to_user IS NOT NULL AND LEAST(from_user, to_user) = $1 \
-             AND GREATEST(from_user, to_user) = $2 AND id > $3 AND id < $4 ORDER BY id LIMIT $5"
+             AND GREATEST(from_user, to_user) = $2 AND kind = 0 AND id > $3 AND id < $4 \
+             ORDER BY id LIMIT $5"
         }
         HistoryQuery::DmSince => return None,
     })
@@ -195,9 +213,38 @@ fn index_sql(kind: HistoryQuery) -> String {
 }
 
 /// The messages of a page of a reply, by id, oldest first.
-const MESSAGES_BY_ID: &str = "SELECT m.id, m.from_user, u.username, m.content, m.\"timestamp\", \
-       m.room, m.to_user FROM messages m JOIN users u ON u.id = m.from_user \
-     WHERE m.id = ANY($1) ORDER BY m.id";
+fn messages_by_id_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM messages m JOIN users u ON u.id = m.from_user \
+         WHERE m.id = ANY($1) ORDER BY m.id"
+    )
+}
+
+/// Issue 14: what an edit or delete request needs to know of its target.
+const EVENT_TARGET: &str =
+    "SELECT from_user, room::text, to_user, kind, deleted FROM messages WHERE id = $1";
+
+/// Issue 14: the row a sender stored under a `client_id` (a retried edit or
+/// delete is answered with it).
+fn by_sender_client_id_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM messages m JOIN users u ON u.id = m.from_user \
+         WHERE m.from_user = $1 AND m.client_id = $2"
+    )
+}
+
+/// Issue 14: the message an edit or delete names, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTarget {
+    /// Its author.
+    pub author: UserId,
+    /// Its stream: the room, or (for a DM) the recipient.
+    pub stream: Target,
+    /// A message (not itself an edit or delete event).
+    pub is_message: bool,
+    /// Deleted already.
+    pub deleted: bool,
+}
 
 /// A stored message's id and the size of its content in bytes: what a
 /// paged reply is planned from before any content is read.
@@ -258,6 +305,8 @@ async fn window_rows(
 enum HistoryQuery {
     RoomBefore,
     RoomAfter,
+    /// A room's rows after an id, events included: replays and cluster fills.
+    RoomSince,
     DmBefore,
     DmAfter,
     DmSince,
@@ -422,26 +471,58 @@ impl Store {
         Ok(client.query_one(&stmt, &[&user]).await?.get(0))
     }
 
-    /// A page of a room's history, oldest first (see [`Window`]).
-    pub async fn room_history(
+    /// The first `limit` rows of a room's stream with ids above `since`,
+    /// oldest first: messages (in their current state) and edit and delete
+    /// events (cluster fills).
+    pub async fn room_since(
         &self,
         room: &str,
-        window: Window,
+        since: i64,
+        limit: i64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let client = self.reader().get().await?;
         let rows = window_rows(
             &client,
             history_sql,
-            (HistoryQuery::RoomBefore, HistoryQuery::RoomAfter),
+            (HistoryQuery::RoomSince, HistoryQuery::RoomSince),
             &[&room],
-            window,
+            Window {
+                limit,
+                before: None,
+                after: Some(since),
+            },
         )
         .await?;
         Ok(rows.iter().map(stored_message).collect())
     }
 
+    /// The ids and content sizes of the first `limit` rows of a room's
+    /// stream with ids above `since`, oldest first, events included: what
+    /// a `join` with `since` replays.
+    pub async fn room_since_index(
+        &self,
+        room: &str,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<RowSize>, StoreError> {
+        let client = self.reader().get().await?;
+        let rows = window_rows(
+            &client,
+            index_sql,
+            (HistoryQuery::RoomSince, HistoryQuery::RoomSince),
+            &[&room],
+            Window {
+                limit,
+                before: None,
+                after: Some(since),
+            },
+        )
+        .await?;
+        Ok(rows.iter().map(row_size).collect())
+    }
+
     /// The first `limit` DMs sent or received by `user` with ids above
-    /// `since`, oldest first.
+    /// `since`, edit and delete events included, oldest first.
     pub async fn dm_since(
         &self,
         user: UserId,
@@ -456,8 +537,8 @@ impl Store {
         Ok(rows.iter().map(stored_message).collect())
     }
 
-    /// The ids and content sizes of a window of a room's history, oldest
-    /// first (the rows [`room_history`](Self::room_history) would return).
+    /// The ids and content sizes of a window of a room's history (its
+    /// messages, no events), oldest first.
     pub async fn room_index(&self, room: &str, window: Window) -> Result<Vec<RowSize>, StoreError> {
         let client = self.reader().get().await?;
         let rows = window_rows(
@@ -472,7 +553,7 @@ impl Store {
     }
 
     /// The ids and content sizes of a window of the messages between two
-    /// users, oldest first (a window of the DM history of the pair).
+    /// users (no events), oldest first (a window of the DM history of the pair).
     pub async fn dm_index(
         &self,
         a: UserId,
@@ -512,10 +593,50 @@ impl Store {
     /// The messages with these ids, oldest first: one page of a reply.
     pub async fn messages_by_id(&self, ids: &[i64]) -> Result<Vec<StoredMessage>, StoreError> {
         let client = self.reader().get().await?;
-        let stmt = client.prepare_cached(MESSAGES_BY_ID).await?;
+        let stmt = client.prepare_cached(&messages_by_id_sql()).await?;
         let rows = client.query(&stmt, &[&ids]).await?;
         // Each row's buffer goes as soon as it is converted.
         Ok(rows.into_iter().map(|r| stored_message(&r)).collect())
+    }
+
+    /// Issue 14: the message `id` an edit or delete of `user` names
+    /// (`None`: no such row), and, when the request carries a `client_id`,
+    /// what `user` already stored under it (a retry is answered with it).
+    /// One round trip (the two statements pipelined).
+    pub async fn event_target(
+        &self,
+        id: i64,
+        user: UserId,
+        client_id: Option<&str>,
+    ) -> Result<(Option<EventTarget>, Option<StoredMessage>), StoreError> {
+        let client = self.pool.get().await?;
+        let by_client_id_text = by_sender_client_id_sql();
+        let (target, by_client_id) = tokio::try_join!(
+            client.prepare_cached(EVENT_TARGET),
+            client.prepare_cached(&by_client_id_text)
+        )?;
+        let original = async {
+            match client_id {
+                None => Ok(None),
+                Some(c) => client.query_opt(&by_client_id, &[&user, &c]).await,
+            }
+        };
+        let id_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+        let (row, original) = tokio::try_join!(client.query_opt(&target, &id_param), original)?;
+        let target = row.map(|r| {
+            let room: Option<String> = r.get(1);
+            let to: Option<UserId> = r.get(2);
+            EventTarget {
+                author: r.get(0),
+                stream: match (room, to) {
+                    (Some(room), _) => Target::Room(Arc::from(room)),
+                    (None, to) => Target::User(to.unwrap_or(0)),
+                },
+                is_message: r.get::<_, i16>(3) == Kind::Message.code(),
+                deleted: r.get(4),
+            }
+        });
+        Ok((target, original.as_ref().map(stored_message)))
     }
 
     /// Removes the user from the room's members. False when not a member.
@@ -607,6 +728,9 @@ pub(crate) fn stored_message(row: &Row) -> StoredMessage {
     let room: Option<String> = row.get(5);
     let to: Option<UserId> = row.get(6);
     StoredMessage {
+        kind: Kind::from_columns(row.get(7), row.get(8)),
+        edited_at: row.get(9),
+        deleted: row.get(10),
         id: row.get(0),
         from_user: row.get(1),
         username: Arc::from(row.get::<_, String>(2)),

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod delivery;
+mod edits;
 mod errors;
 mod history;
 mod identity;

@@ -14,6 +14,7 @@ mod harness;
 
 mod nodes;
 
+mod edits;
 mod fanout;
 mod faults;
 mod writer;

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chat_server::protocol::Target;
+use chat_server::protocol::{Kind, Target};
 use chat_server::router::Origin;
-use chat_server::store::writer::{BatchInserter, PersistRequest};
+use chat_server::store::writer::{BatchInserter, Fate, PersistRequest};
 
 use crate::harness::{create_room, SharedDb, SERIAL};
 
@@ -20,6 +20,7 @@ fn request(target: Target, from: i64, content: &str) -> PersistRequest {
         enqueued: Instant::now(),
         reference: None,
         client_id: None,
+        kind: Kind::Message,
     }
 }
 
@@ -94,5 +95,80 @@ async fn cluster_batches_chain_each_stream_and_resolve_lost_commits() {
     assert_eq!(w.resolve(xid).await.expect("status"), Some(false));
     drop(w);
     drop(client);
+    db.drop_now().await;
+}
+
+/// Issue 14 in cluster mode: a batch's edit and delete are rows of their
+/// stream, chained to its previous row like messages; one refused (its
+/// target deleted earlier in the batch) is not stored and chains nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_batches_chain_edits_and_deletes_in_their_stream() {
+    let _serial = SERIAL.lock().await;
+    let db = SharedDb::create().await;
+    let mut client = chat_server::store::connect(&db.url).await.expect("connect");
+    chat_server::store::migrate(&mut client)
+        .await
+        .expect("migrate");
+    client
+        .batch_execute("INSERT INTO users (id, username) VALUES (1, 'u1'), (2, 'u2')")
+        .await
+        .expect("users");
+    create_room(&db.url, "a").await;
+    let mut w = BatchInserter::connect(&db.url).await.expect("writer");
+    let room = || Target::Room(Arc::from("a"));
+    let mut pending = None;
+    let first = w
+        .commit_cluster(&[request(room(), 1, "a1")], &mut pending)
+        .await
+        .expect("commit");
+    let m = first.ids[0];
+    let event = |kind: Kind, content: &str| PersistRequest {
+        kind,
+        ..request(room(), 1, content)
+    };
+    let batch = [
+        event(Kind::Edit { target: m }, "a1!"),
+        request(room(), 2, "a2"),
+        event(Kind::Delete { target: m }, ""),
+        event(Kind::Delete { target: m }, ""),
+    ];
+    let second = w
+        .commit_cluster(&batch, &mut pending)
+        .await
+        .expect("commit");
+    let ids = &second.ids;
+    assert_eq!(
+        second.prevs,
+        [[m, m], [ids[0], ids[0]], [ids[1], ids[1]], [0, 0]],
+        "events chain like messages; the refused one chains nothing"
+    );
+    assert_eq!(
+        second.fates,
+        [
+            Fate::Stored,
+            Fate::Stored,
+            Fate::Stored,
+            Fate::Refused(format!("message {m} is already deleted")),
+        ]
+    );
+    let stored: Vec<(i64, i16, String, bool)> = client
+        .query(
+            "SELECT id, kind, content, deleted FROM messages ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            (m, 0, String::new(), true),
+            (ids[0], 1, String::new(), true),
+            (ids[1], 0, "a2".to_owned(), false),
+            (ids[2], 2, String::new(), false),
+        ]
+    );
     db.drop_now().await;
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::PersistRequest;
-use crate::protocol::{StoredMessage, Target, UserId};
+use crate::protocol::{Kind, StoredMessage, Target, UserId};
 
 /// Ids and time given to a batch before its first insert attempt, kept
 /// across retries so a retried insert is idempotent.
@@ -31,24 +31,36 @@ pub enum Fate {
     /// Neither inserted nor found (cannot happen while the unique index
     /// exists): tell the sender it was not stored.
     Lost,
+    /// Issue 14: an edit or delete whose target was deleted by a commit
+    /// before it (the writer's re-check): tell the sender why.
+    Refused(String),
 }
 
-/// The batch as the insert's column arrays.
+/// Issue 14: true when the batch holds an edit or delete (committed in one
+/// transaction with its messages); a batch of plain messages takes the
+/// plain insert unchanged.
+pub(super) fn has_events(batch: &[PersistRequest]) -> bool {
+    batch.iter().any(|r| r.kind != Kind::Message)
+}
+
+/// The batch's rows (all of them, or its plain messages only) as the
+/// insert's column arrays.
 #[allow(clippy::type_complexity)]
-pub(super) fn columns(
-    batch: &[PersistRequest],
+pub(super) fn columns<'a>(
+    batch: impl Iterator<Item = &'a PersistRequest>,
 ) -> (
     Vec<UserId>,
     Vec<Option<UserId>>,
-    Vec<Option<&str>>,
-    Vec<&str>,
-    Vec<Option<&str>>,
+    Vec<Option<&'a str>>,
+    Vec<&'a str>,
+    Vec<Option<&'a str>>,
 ) {
-    let mut from = Vec::with_capacity(batch.len());
-    let mut to: Vec<Option<UserId>> = Vec::with_capacity(batch.len());
-    let mut room: Vec<Option<&str>> = Vec::with_capacity(batch.len());
-    let mut content = Vec::with_capacity(batch.len());
-    let mut client_id: Vec<Option<&str>> = Vec::with_capacity(batch.len());
+    let n = batch.size_hint().1.unwrap_or(0);
+    let mut from = Vec::with_capacity(n);
+    let mut to: Vec<Option<UserId>> = Vec::with_capacity(n);
+    let mut room: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut content = Vec::with_capacity(n);
+    let mut client_id: Vec<Option<&str>> = Vec::with_capacity(n);
     for r in batch {
         client_id.push(r.client_id.as_deref());
         from.push(r.from);
@@ -203,6 +215,7 @@ mod tests {
             enqueued,
             reference: None,
             client_id: None,
+            kind: Kind::Message,
         }
     }
 
@@ -228,6 +241,9 @@ mod tests {
             content: "c".into(),
             timestamp: DateTime::<Utc>::UNIX_EPOCH,
             target: Target::User(1),
+            kind: Kind::Message,
+            edited_at: None,
+            deleted: false,
         };
         // "a" was stored as 11 by this batch, "b" long ago as 5; "c" is missing.
         let found = vec![(msg(11), "a".to_string()), (msg(5), "b".to_string())];

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::mesh::{MailboxSender, PushError};
-use crate::protocol::{Ref, Target, UserId};
+use crate::protocol::{Kind, Ref, Target, UserId};
 use crate::router::Origin;
 
 /// A message waiting to be persisted.
@@ -28,6 +28,22 @@ pub struct PersistRequest {
     pub reference: Option<Ref>,
     /// The sender's idempotency key: unique per sender in storage.
     pub client_id: Option<Box<str>>,
+    /// A message, or (issue 14) an edit or delete of a message of the same
+    /// stream (`target`), committed by the stream's writer in id order with
+    /// its messages. An edit's `content` is the new content; a delete's is
+    /// empty.
+    pub kind: Kind,
+}
+
+/// Issue 14: why an edit or delete of `target` is refused because the
+/// message is deleted (by the session's check, or by the writer's re-check
+/// when a delete committed first).
+pub fn refused_deleted(kind: Kind) -> String {
+    match kind {
+        Kind::Edit { target } => format!("message {target} is deleted and cannot be edited"),
+        Kind::Delete { target } => format!("message {target} is already deleted"),
+        Kind::Message => "message already stored".to_owned(),
+    }
 }
 
 /// Why a message was not queued.

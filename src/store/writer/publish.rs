@@ -68,6 +68,14 @@ impl Writer {
                     self.refuse(vec![req]).await;
                     continue;
                 }
+                Fate::Refused(why) => {
+                    let frame = encode_error_for(&why, req.reference.as_ref());
+                    let Origin { shard, conn } = req.origin;
+                    self.router
+                        .send_to(shard, ShardEvent::Conn { conn, frame })
+                        .await;
+                    continue;
+                }
             }
             let sent = Sent {
                 shard: req.origin.shard,
@@ -80,6 +88,10 @@ impl Writer {
                 content: req.content,
                 timestamp: at,
                 target: req.target,
+                // An edit or delete is encoded as its event frame.
+                kind: req.kind,
+                edited_at: None,
+                deleted: false,
             };
             let frame = encode_message(&stored);
             let own = req.reference.map(|r| {

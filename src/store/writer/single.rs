@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{SubsecRound, Utc};
 use tracing::{debug, info_span, Instrument};
 
-use super::batch::{take_expired, Assigned, Fate};
+use super::batch::{has_events, take_expired, Assigned, Fate};
 use super::{PersistRequest, Writer, STUCK_CONNECTION};
 use crate::store::is_transient;
 
@@ -86,7 +86,7 @@ impl Writer {
         assigned: &mut Option<Assigned>,
     ) -> Result<Vec<Fate>, tokio_postgres::Error> {
         self.connect().await?;
-        let db = self.db.as_ref().expect("connected");
+        let db = self.db.as_mut().expect("connected");
         if assigned.is_none() {
             if self.ids.len() < batch.len() {
                 let fresh = db
@@ -100,6 +100,11 @@ impl Writer {
             *assigned = Some(Assigned { ids, at });
         }
         let Assigned { ids, at } = assigned.as_ref().expect("just assigned");
+        if has_events(batch) {
+            // Issue 14: edits and deletes are applied with their event rows,
+            // in the transaction that inserts the batch's messages.
+            return db.insert_with_events(batch, ids, *at).await;
+        }
         let inserted = db.insert(batch, ids, *at).await?;
         if inserted as usize == batch.len() || batch.iter().all(|r| r.client_id.is_none()) {
             // Every row is new, or was stored by an earlier attempt of this

@@ -13,10 +13,10 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{Client, GenericClient, NoTls, Statement, Transaction};
 use tracing::debug;
 
-use super::batch::{columns, fates, predecessors, streams, Fate};
-use super::PersistRequest;
-use crate::protocol::UserId;
-use crate::store::{stored_message, DM_LAST, ROOM_LAST};
+use super::batch::{columns, fates, has_events, predecessors, streams, Fate};
+use super::{refused_deleted, PersistRequest};
+use crate::protocol::{Kind, Target, UserId};
+use crate::store::{stored_message, COLUMNS, DM_LAST, ROOM_LAST};
 
 /// One PostgreSQL connection with the writer's statements prepared: the
 /// batch insert, the id reservation and the `client_id` lookup. Public so
@@ -26,6 +26,10 @@ pub struct BatchInserter {
     insert: Statement,
     next_ids: Statement,
     by_client_id: Statement,
+    /// Issue 14: [`EVENT`], one edit or delete.
+    event: Statement,
+    /// Issue 14: [`event_fate_sql`], what became of an edit or delete not inserted.
+    event_fate: Statement,
 }
 
 /// What a cluster-mode batch transaction decided, kept until its commit is
@@ -66,11 +70,57 @@ macro_rules! insert_unnest {
 const INSERT: &str = insert_unnest!("");
 /// Cluster mode's insert, which tells which rows it stored.
 const INSERT_RETURNING: &str = insert_unnest!(" RETURNING id");
-/// What is stored under these (sender, `client_id`) pairs, with the `client_id`.
-const BY_CLIENT_ID: &str = "SELECT m.id, m.from_user, u.username, m.content, m.\"timestamp\", \
-            m.room, m.to_user, m.client_id \
-     FROM messages m JOIN users u ON u.id = m.from_user \
-     WHERE (m.from_user, m.client_id) IN (SELECT * FROM UNNEST($1::int8[], $2::text[]))";
+/// What is stored under these (sender, `client_id`) pairs, with the
+/// `client_id` (column [`CLIENT_ID_COLUMN`]).
+fn by_client_id_sql() -> String {
+    format!(
+        "SELECT {COLUMNS}, m.client_id \
+         FROM messages m JOIN users u ON u.id = m.from_user \
+         WHERE (m.from_user, m.client_id) IN (SELECT * FROM UNNEST($1::int8[], $2::text[]))"
+    )
+}
+/// The `client_id` column of [`by_client_id_sql`], after [`COLUMNS`].
+const CLIENT_ID_COLUMN: usize = 11;
+/// Issue 14: one edit (`$8` = 1) or delete (`$8` = 2) of message `$2` by
+/// `$3`, as event row `$1` of the same stream (`$4` recipient or `$5` room)
+/// at `$7`, applied in the statement that inserts the event: the target
+/// must still be a message, not deleted, and (for an edit) by `$3`; it is
+/// locked (`FOR UPDATE`), so a concurrent delete committed first makes this
+/// one find it deleted and store nothing. An edit replaces the target's
+/// content and sets `edited_at`; a delete erases the target's content and
+/// that of every edit of it. Returns the event's id when it was stored.
+const EVENT: &str = "WITH ok AS ( \
+        SELECT id FROM messages \
+        WHERE id = $2::int8 AND kind = 0 AND NOT deleted \
+          AND ($8::int2 = 2 OR from_user = $3::int8) \
+        FOR UPDATE), \
+     ins AS ( \
+        INSERT INTO messages \
+               (id, from_user, to_user, room, content, \"timestamp\", client_id, kind, target) \
+        SELECT $1::int8, $3::int8, $4::int8, $5::text, $6::text, $7::timestamptz, $9::text, \
+               $8::int2, $2::int8 FROM ok \
+        ON CONFLICT DO NOTHING RETURNING id), \
+     upd AS ( \
+        UPDATE messages SET \
+            content = CASE WHEN $8::int2 = 1 THEN $6::text ELSE '' END, \
+            edited_at = CASE WHEN $8::int2 = 1 THEN $7::timestamptz ELSE edited_at END, \
+            deleted = ($8::int2 = 2) \
+        WHERE id = $2::int8 AND EXISTS (SELECT 1 FROM ins)), \
+     erase AS ( \
+        UPDATE messages SET content = '', deleted = true \
+        WHERE $8::int2 = 2 AND target = $2::int8 AND kind = 1 AND EXISTS (SELECT 1 FROM ins)) \
+     SELECT id FROM ins";
+/// Issue 14: an edit or delete [`EVENT`] did not insert: stored under its
+/// own id `$1` by an earlier attempt, or its (sender `$2`, `client_id` `$3`)
+/// holds an earlier row (a retry), or neither (its target was deleted).
+fn event_fate_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM messages m JOIN users u ON u.id = m.from_user \
+         WHERE m.id = $1::int8 \
+            OR ($3::text IS NOT NULL AND m.from_user = $2::int8 AND m.client_id = $3::text) \
+         ORDER BY m.id = $1::int8 DESC LIMIT 1"
+    )
+}
 /// `$1` fresh ids from the sequence.
 const NEXT_IDS: &str = "SELECT nextval('messages_id_seq')::int8 FROM generate_series(1, $1::int8)";
 /// Cluster mode: the batch transaction's id, kept to resolve a lost commit answer.
@@ -96,16 +146,21 @@ impl BatchInserter {
                 debug!(error = %e, "writer connection ended");
             }
         });
-        let (insert, next_ids, by_client_id) = tokio::try_join!(
+        let (by_client_id_text, event_fate_text) = (by_client_id_sql(), event_fate_sql());
+        let (insert, next_ids, by_client_id, event, event_fate) = tokio::try_join!(
             client.prepare(INSERT),
             client.prepare(NEXT_IDS),
-            client.prepare(BY_CLIENT_ID)
+            client.prepare(&by_client_id_text),
+            client.prepare(EVENT),
+            client.prepare(&event_fate_text)
         )?;
         Ok(BatchInserter {
             client,
             insert,
             next_ids,
             by_client_id,
+            event,
+            event_fate,
         })
     }
 
@@ -140,13 +195,52 @@ impl BatchInserter {
         ids: &[i64],
         at: DateTime<Utc>,
     ) -> Result<u64, tokio_postgres::Error> {
-        let (from, to, room, content, client_id) = columns(batch);
+        let (from, to, room, content, client_id) = columns(batch.iter());
         self.client
             .execute(
                 &self.insert,
                 &[&ids, &from, &to, &room, &content, &at, &client_id],
             )
             .await
+    }
+
+    /// Issue 14: stores a batch holding edits or deletes in one transaction:
+    /// its plain messages with the one insert, then each edit or delete in
+    /// batch (id) order (the `EVENT` statement). Like [`insert`](Self::insert), a retry
+    /// with the same ids is safe. Returns each row's [`Fate`].
+    pub async fn insert_with_events(
+        &mut self,
+        batch: &[PersistRequest],
+        ids: &[i64],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Fate>, tokio_postgres::Error> {
+        let tx = self.client.transaction().await?;
+        let plain = || batch.iter().filter(|r| r.kind == Kind::Message);
+        let plain_ids: Vec<i64> = batch
+            .iter()
+            .zip(ids)
+            .filter(|(r, _)| r.kind == Kind::Message)
+            .map(|(_, id)| *id)
+            .collect();
+        let mut fates_out = vec![Fate::Stored; batch.len()];
+        if !plain_ids.is_empty() {
+            let (from, to, room, content, client_id) = columns(plain());
+            let inserted = tx
+                .execute(
+                    &self.insert,
+                    &[&plain_ids, &from, &to, &room, &content, &at, &client_id],
+                )
+                .await?;
+            if (inserted as usize) < plain_ids.len() && plain().any(|r| r.client_id.is_some()) {
+                fates_out = fates_by_client_id(&tx, &self.by_client_id, batch, ids).await?;
+            }
+        }
+        let events = apply_events(&tx, &self.event, &self.event_fate, batch, ids, at).await?;
+        for (i, fate) in events {
+            fates_out[i] = fate;
+        }
+        tx.commit().await?;
+        Ok(fates_out)
     }
 
     /// Cluster mode: stores the batch in one transaction that locks its
@@ -176,19 +270,42 @@ impl BatchInserter {
         let user_last = last_ids(&tx, DM_LAST, &users).await?;
         let ids = draw_ids(&tx, &self.next_ids, batch.len()).await?;
         let at = Utc::now().trunc_subsecs(6);
-        let (from, to, room, content, client_id) = columns(batch);
-        let inserted: HashSet<i64> = tx
+        // Issue 14: a batch of plain messages is one insert, as before; one
+        // holding edits or deletes inserts its messages, then applies each
+        // of them in id order, in the same transaction.
+        let events = has_events(batch);
+        let plain = || batch.iter().filter(|r| !events || r.kind == Kind::Message);
+        let plain_ids: Vec<i64> = batch
+            .iter()
+            .zip(&ids)
+            .filter(|(r, _)| !events || r.kind == Kind::Message)
+            .map(|(_, id)| *id)
+            .collect();
+        let (from, to, room, content, client_id) = columns(plain());
+        let mut inserted: HashSet<i64> = tx
             .query(
                 INSERT_RETURNING,
-                &[&ids, &from, &to, &room, &content, &at, &client_id],
+                &[&plain_ids, &from, &to, &room, &content, &at, &client_id],
             )
             .await?
             .iter()
             .map(|r| r.get(0))
             .collect();
         let mut fates_out = Vec::new();
-        if inserted.len() < batch.len() {
+        if inserted.len() < plain_ids.len() {
             fates_out = fates_by_client_id(&tx, &self.by_client_id, batch, &ids).await?;
+        }
+        if events {
+            if fates_out.is_empty() {
+                fates_out = vec![Fate::Stored; batch.len()];
+            }
+            let applied = apply_events(&tx, &self.event, &self.event_fate, batch, &ids, at).await?;
+            for (i, fate) in applied {
+                if fate == Fate::Stored {
+                    inserted.insert(ids[i]);
+                }
+                fates_out[i] = fate;
+            }
         }
         let prevs = predecessors(batch, &ids, &inserted, room_last, user_last);
         let outcome = ClusterOutcome {
@@ -282,7 +399,61 @@ async fn fates_by_client_id(
         .query(by_client_id, &[&from, &client_ids])
         .await?
         .iter()
-        .map(|r| (stored_message(r), r.get::<_, String>(7)))
+        .map(|r| (stored_message(r), r.get::<_, String>(CLIENT_ID_COLUMN)))
         .collect();
     Ok(fates(batch, ids, found))
+}
+
+/// Issue 14: applies the batch's edits and deletes, in batch (id) order,
+/// inside `tx` after its messages were inserted ([`EVENT`], then
+/// [`event_fate_sql`] for one that stored nothing). Returns each event
+/// row's index in the batch with its [`Fate`]: stored (now, or under its
+/// own id by an earlier attempt), a retried `client_id`'s original, or
+/// refused (its target was deleted first).
+async fn apply_events(
+    tx: &Transaction<'_>,
+    event: &Statement,
+    event_fate: &Statement,
+    batch: &[PersistRequest],
+    ids: &[i64],
+    at: DateTime<Utc>,
+) -> Result<Vec<(usize, Fate)>, tokio_postgres::Error> {
+    let mut out = Vec::new();
+    for (i, (r, id)) in batch.iter().zip(ids).enumerate() {
+        let Some(target) = r.kind.target() else {
+            continue;
+        };
+        let (to, room): (Option<UserId>, Option<&str>) = match &r.target {
+            Target::Room(name) => (None, Some(name)),
+            Target::User(u) => (Some(*u), None),
+        };
+        let code = r.kind.code();
+        let client_id = r.client_id.as_deref();
+        let stored = tx
+            .query_opt(
+                event,
+                &[
+                    id, &target, &r.from, &to, &room, &r.content, &at, &code, &client_id,
+                ],
+            )
+            .await?
+            .is_some();
+        let fate = if stored {
+            Fate::Stored
+        } else {
+            match tx.query_opt(event_fate, &[id, &r.from, &client_id]).await? {
+                Some(row) => {
+                    let found = stored_message(&row);
+                    if found.id == *id {
+                        Fate::Stored
+                    } else {
+                        Fate::Duplicate(found)
+                    }
+                }
+                None => Fate::Refused(refused_deleted(r.kind)),
+            }
+        };
+        out.push((i, fate));
+    }
+    Ok(out)
 }
