@@ -59,6 +59,7 @@ pub mod pending;
 pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
+pub mod rooms;
 pub mod router;
 pub mod server;
 pub mod session;

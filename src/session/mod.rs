@@ -20,13 +20,15 @@ use crate::protocol::{
     encode_typing, valid_new_room_name, Frame, HistoryKind, JoinAck, Page as Paging, Ref, Request,
     Target, UserId,
 };
+use crate::rooms::Visibility;
 use crate::router::Origin;
 use crate::shard::Shard;
 use crate::store::writer::PersistRequest;
-use crate::store::{Created, RowSize, StoreError, Window};
+use crate::store::{Change, Created, RowSize, StoreError, Window};
 use crate::userlimits::UserBudget;
 
 pub mod reply;
+mod rooms;
 
 pub use reply::{Body, Page, Reply, ReplyStream};
 
@@ -101,7 +103,7 @@ impl Session {
         match request {
             Request::Join { room, since } => self.join(room, since, r),
             Request::Leave { room } => self.leave(room, r),
-            Request::CreateRoom { room } => self.create_room(room, r),
+            Request::CreateRoom { room, visibility } => self.create_room(room, visibility, r),
             Request::Rooms => self.rooms(r),
             Request::Read { room, up_to } => self.read(room, up_to, r),
             Request::Message {
@@ -119,6 +121,19 @@ impl Session {
             Request::DmSync { since } => self.dm_sync(since, r),
             Request::Typing { room } => self.typing(room, r),
             Request::Refresh { token } => self.refresh(&token, r),
+            // --- issue 14: room access (session/rooms.rs) ---
+            Request::SetRole { room, user, role } => {
+                self.access(room, user, Change::SetRole(role), r)
+            }
+            Request::Invite { room, user } => self.access(room, user, Change::Invite, r),
+            Request::Members { room, after, limit } => self.members(room, after, limit, r),
+            Request::Mute {
+                room,
+                user,
+                seconds,
+            } => self.access(room, user, Change::Mute(seconds), r),
+            Request::Unmute { room, user } => self.access(room, user, Change::Unmute, r),
+            // --- end issue 14: room access ---
         }
     }
 
@@ -177,7 +192,10 @@ impl Session {
         later_reply(async move {
             if !member {
                 match shard.store.join_room(user, &room).await {
-                    Ok(Some(last)) => shard.joined(user, &room, Some(last)),
+                    Ok(Some(joined)) => {
+                        shard.joined(user, &room, Some(joined.last));
+                        rooms::after_join(&shard, user, &room, joined);
+                    }
                     Ok(None) => {
                         return frames(error_frame(&r, format!("room '{room}' does not exist")))
                     }
@@ -206,6 +224,7 @@ impl Session {
             match shard.store.leave_room(user, &room).await {
                 Ok(_) => {
                     shard.left(user, &room);
+                    rooms::after_leave(&shard, user, &room);
                     vec![encode_leave_ack(&room, r.as_ref())]
                 }
                 Err(e) => db_error(&shard, "leave", &e, &r),
@@ -213,7 +232,7 @@ impl Session {
         })
     }
 
-    fn create_room(&self, room: String, r: Option<Ref>) -> Outcome {
+    fn create_room(&self, room: String, visibility: Visibility, r: Option<Ref>) -> Outcome {
         if self.shard.config.no_client_room_create {
             return error(&r, "room creation by clients is disabled on this server");
         }
@@ -231,11 +250,11 @@ impl Session {
         let user = self.user;
         later(async move {
             let cap = shard.config.max_rooms_created_per_hour;
-            match shard.store.create_room(user, &room, cap).await {
+            match shard.store.create_room(user, &room, visibility, cap).await {
                 Ok(Created::Created) => {
                     // A new room: nothing stored in it yet.
                     shard.joined(user, &room, Some(0));
-                    vec![encode_room_created(&room, r.as_ref())]
+                    vec![encode_room_created(&room, visibility.as_str(), r.as_ref())]
                 }
                 Ok(Created::Exists) => {
                     vec![error_frame(&r, format!("room '{room}' already exists"))]
@@ -290,9 +309,17 @@ impl Session {
         if let Err(e) = self.user_rate() {
             return error(&r, e);
         }
-        let Some(room) = self.shard.registry.borrow().member_room(self.user, room) else {
+        let Some((room, mute)) = self
+            .shard
+            .registry
+            .borrow()
+            .member_room_muted(self.user, room)
+        else {
             return error(&r, format!("join room '{room}' before sending to it"));
         };
+        if let Some(e) = rooms::muted(&room, mute) {
+            return error(&r, e);
+        }
         self.submit(Target::Room(room), content, client_id, r)
     }
 

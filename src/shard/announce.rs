@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::Shard;
 use crate::cluster::{RemoteMembership, RemoteNotice};
 use crate::protocol::{Frame, UserId};
+use crate::rooms::MuteChange;
 use crate::router::ShardEvent;
 
 impl Shard {
@@ -35,6 +36,32 @@ impl Shard {
         let name: Arc<str> = Arc::from(room);
         self.to_other_nodes(user, name.clone(), false);
         self.to_other_shards(ShardEvent::Left { user, room: name });
+    }
+
+    /// Sends a member event (issue 14) to every shard (this one through its
+    /// own inbox, so it follows a `Joined` announced just before): each
+    /// updates `user`'s cached mute and writes `frame` to the room's
+    /// members and to `user`'s connections. Cluster mode: the frame also
+    /// goes to the other nodes' members of the room, as a notice (the
+    /// mute cache of the user's connections on other nodes is not updated).
+    pub fn member_event(&self, room: &str, user: UserId, mute: MuteChange, frame: Option<Frame>) {
+        let room: Arc<str> = Arc::from(room);
+        if let (Some(cluster), Some(frame)) = (&self.cluster, &frame) {
+            // No user has id 0: every member of the room gets it.
+            cluster.notice(RemoteNotice {
+                room: room.clone(),
+                except: 0,
+                frame: frame.clone(),
+            });
+        }
+        let event = ShardEvent::Member {
+            room,
+            user,
+            mute,
+            frame,
+        };
+        let refused = self.router.broadcast(&event);
+        self.retry_refused(refused);
     }
 
     /// Delivers an ephemeral room notice (presence, typing) here and on

@@ -303,6 +303,12 @@ impl Shard {
                 except,
                 frame,
             } => registry.deliver_notice(&room, except, &frame),
+            ShardEvent::Member {
+                room,
+                user,
+                mute,
+                frame,
+            } => registry.member_event(&room, user, mute, frame.as_ref()),
         }
     }
 }
