@@ -134,6 +134,8 @@ pub enum ShardEvent {
         mute: crate::rooms::MuteChange,
         /// The encoded `member` frame, shared (`None`: a cache update only).
         frame: Option<Frame>,
+        /// The connection whose request caused it: it gets its ack instead.
+        skip: Option<Origin>,
     },
 }
 

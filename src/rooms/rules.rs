@@ -132,7 +132,10 @@ impl Refusal {
                 action,
                 role,
                 on: Some(on),
-            } => format!("{action} on a {on} needs the {role} role in room '{room}'"),
+            } => format!(
+                "{action} on {} {on} needs the {role} role in room '{room}'",
+                article(*on)
+            ),
             Refusal::NeedsRole { action, role, .. } => {
                 format!("{action} needs the {role} role in room '{room}'")
             }
@@ -142,6 +145,14 @@ impl Refusal {
                 format!("user {target} is already a member of room '{room}'")
             }
         }
+    }
+}
+
+/// "a" or "an" before a role's name.
+fn article(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "an",
+        Role::Moderator | Role::Member => "a",
     }
 }
 

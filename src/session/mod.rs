@@ -188,13 +188,13 @@ impl Session {
         }
         drop(registry);
         let shard = self.shard.clone();
-        let (user, conn) = (self.user, self.origin.conn);
+        let (user, conn, origin) = (self.user, self.origin.conn, self.origin);
         later_reply(async move {
             if !member {
                 match shard.store.join_room(user, &room).await {
                     Ok(Some(joined)) => {
                         shard.joined(user, &room, Some(joined.last));
-                        rooms::after_join(&shard, user, &room, joined);
+                        rooms::after_join(&shard, origin, user, &room, joined);
                     }
                     Ok(None) => {
                         return frames(error_frame(&r, format!("room '{room}' does not exist")))
@@ -219,12 +219,14 @@ impl Session {
             return error(&r, not_a_member(&room));
         }
         let shard = self.shard.clone();
-        let user = self.user;
+        let (user, origin) = (self.user, self.origin);
         later(async move {
             match shard.store.leave_room(user, &room).await {
-                Ok(_) => {
+                Ok(left) => {
                     shard.left(user, &room);
-                    rooms::after_leave(&shard, user, &room);
+                    if left {
+                        rooms::after_leave(&shard, origin, user, &room);
+                    }
                     vec![encode_leave_ack(&room, r.as_ref())]
                 }
                 Err(e) => db_error(&shard, "leave", &e, &r),

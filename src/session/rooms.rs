@@ -10,6 +10,7 @@ use crate::protocol::{
     encode_access_ack, encode_member, encode_members, Frame, MemberEvent, MemberInfo, Ref, UserId,
 };
 use crate::rooms::{self, Mute, MuteChange};
+use crate::router::Origin;
 use crate::shard::Shard;
 use crate::store::{Applied, Change, Joined};
 
@@ -24,12 +25,13 @@ impl Session {
         r: Option<Ref>,
     ) -> Outcome {
         let shard = self.shard.clone();
-        let by = self.user;
+        let (by, origin) = (self.user, self.origin);
         later(async move {
             let max = shard.config.max_rooms_per_user;
             match rooms::act(&shard.store, &room, Some(by), target, change, max).await {
                 Ok(Ok(applied)) => vec![announce(
                     &shard,
+                    Some(origin),
                     &room,
                     Some(by),
                     target,
@@ -106,7 +108,7 @@ pub(super) fn muted(room: &str, mute: Option<Mute>) -> Option<String> {
 /// After a `join` the store accepted (the user is registered already):
 /// loads the user's mute here at once and on its other shards, and tells
 /// the room when the membership is new.
-pub(super) fn after_join(shard: &Shard, user: UserId, room: &str, joined: Joined) {
+pub(super) fn after_join(shard: &Shard, origin: Origin, user: UserId, room: &str, joined: Joined) {
     let mute = match joined.mute {
         Some(m) => MuteChange::Muted(m),
         None => MuteChange::Unchanged,
@@ -116,14 +118,14 @@ pub(super) fn after_join(shard: &Shard, user: UserId, room: &str, joined: Joined
         .new
         .then(|| member_frame(room, user, "joined", Some(user), None, None));
     if frame.is_some() || mute != MuteChange::Unchanged {
-        shard.member_event(room, user, mute, frame);
+        shard.member_event(room, user, mute, frame, Some(origin));
     }
 }
 
 /// After a `leave`: tells the room and the user's other connections.
-pub(super) fn after_leave(shard: &Shard, user: UserId, room: &str) {
+pub(super) fn after_leave(shard: &Shard, origin: Origin, user: UserId, room: &str) {
     let frame = member_frame(room, user, "left", Some(user), None, None);
-    shard.member_event(room, user, MuteChange::Unchanged, Some(frame));
+    shard.member_event(room, user, MuteChange::Unchanged, Some(frame), Some(origin));
 }
 
 fn member_frame(
@@ -146,8 +148,10 @@ fn member_frame(
 
 /// Makes a committed change take effect (subscriptions, cached mutes) and
 /// tells the room's members and the target's connections; returns the ack.
+#[allow(clippy::too_many_arguments)]
 fn announce(
     shard: &Shard,
+    origin: Option<Origin>,
     room: &str,
     by: Option<UserId>,
     target: UserId,
@@ -171,20 +175,32 @@ fn announce(
                 _ => None,
             };
             let frame = event("role", role, None);
-            shard.member_event(room, target, MuteChange::Unchanged, Some(frame));
+            shard.member_event(room, target, MuteChange::Unchanged, Some(frame), origin);
         }
         Applied::Invited { last, mute } => {
             // Every connection of the invitee follows the room from now on.
             shard.joined(target, room, Some(last));
             let mute = mute.map_or(MuteChange::Unchanged, MuteChange::Muted);
             shard.registry.borrow_mut().set_mute(target, room, mute);
-            shard.member_event(room, target, mute, Some(event("invited", None, None)));
+            shard.member_event(
+                room,
+                target,
+                mute,
+                Some(event("invited", None, None)),
+                origin,
+            );
         }
         Applied::Muted(m) => {
             until = m.until;
             let change = MuteChange::Muted(m);
             shard.registry.borrow_mut().set_mute(target, room, change);
-            shard.member_event(room, target, change, Some(event("muted", None, m.until)));
+            shard.member_event(
+                room,
+                target,
+                change,
+                Some(event("muted", None, m.until)),
+                origin,
+            );
         }
         Applied::Unmuted { changed: true } => {
             shard
@@ -192,7 +208,7 @@ fn announce(
                 .borrow_mut()
                 .set_mute(target, room, MuteChange::Unmuted);
             let frame = event("unmuted", None, None);
-            shard.member_event(room, target, MuteChange::Unmuted, Some(frame));
+            shard.member_event(room, target, MuteChange::Unmuted, Some(frame), origin);
         }
     }
     encode_access_ack(kind, room, target, until, r)

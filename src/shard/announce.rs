@@ -9,7 +9,7 @@ use super::Shard;
 use crate::cluster::{RemoteMembership, RemoteNotice};
 use crate::protocol::{Frame, UserId};
 use crate::rooms::MuteChange;
-use crate::router::ShardEvent;
+use crate::router::{Origin, ShardEvent};
 
 impl Shard {
     /// Records here that `user` joined `room` (its local connections follow
@@ -44,7 +44,15 @@ impl Shard {
     /// members and to `user`'s connections. Cluster mode: the frame also
     /// goes to the other nodes' members of the room, as a notice (the
     /// mute cache of the user's connections on other nodes is not updated).
-    pub fn member_event(&self, room: &str, user: UserId, mute: MuteChange, frame: Option<Frame>) {
+    /// `skip` is the requesting connection (it gets its ack instead).
+    pub fn member_event(
+        &self,
+        room: &str,
+        user: UserId,
+        mute: MuteChange,
+        frame: Option<Frame>,
+        skip: Option<Origin>,
+    ) {
         let room: Arc<str> = Arc::from(room);
         if let (Some(cluster), Some(frame)) = (&self.cluster, &frame) {
             // No user has id 0: every member of the room gets it.
@@ -59,6 +67,7 @@ impl Shard {
             user,
             mute,
             frame,
+            skip,
         };
         let refused = self.router.broadcast(&event);
         self.retry_refused(refused);

@@ -308,7 +308,11 @@ impl Shard {
                 user,
                 mute,
                 frame,
-            } => registry.member_event(&room, user, mute, frame.as_ref()),
+                skip,
+            } => {
+                let skip = skip.filter(|o| o.shard == self.index).map(|o| o.conn);
+                registry.member_event(&room, user, mute, frame.as_ref(), skip);
+            }
         }
     }
 }

@@ -251,26 +251,28 @@ impl Registry {
 
     /// Applies a member event: updates `user`'s cached mute, then queues
     /// `frame` for the room's local member connections and for `user`'s
-    /// local connections (once each, also when `user` left the room).
+    /// local connections (once each, also when `user` left the room), but
+    /// connection `skip` (the requester, answered with its ack).
     pub fn member_event(
         &mut self,
         room: &str,
         user: UserId,
         mute: MuteChange,
         frame: Option<&Frame>,
+        skip: Option<ConnId>,
     ) {
         self.set_mute(user, room, mute);
         let Some(frame) = frame else {
             return;
         };
         if let Some(members) = self.rooms.get(room) {
-            for m in members {
+            for m in members.iter().filter(|m| Some(m.conn.id) != skip) {
                 m.conn.push(frame.clone(), self.limits);
             }
         }
         if let Some(local) = self.users.get(&user) {
             if !local.rooms.contains(room) {
-                for conn in &local.conns {
+                for conn in local.conns.iter().filter(|c| Some(c.id) != skip) {
                     conn.push(frame.clone(), self.limits);
                 }
             }
@@ -458,12 +460,18 @@ mod tests {
         r.register(b.clone(), [Arc::from("x")]);
         assert_eq!(r.member_room_muted(10, "x"), Some((Arc::from("x"), None)));
         let m = Mute { until: None };
-        r.member_event("x", 10, MuteChange::Muted(m), Some(&Frame::from("muted")));
+        r.member_event(
+            "x",
+            10,
+            MuteChange::Muted(m),
+            Some(&Frame::from("muted")),
+            None,
+        );
         assert_eq!(r.member_room_muted(10, "x").unwrap().1, Some(m));
         assert_eq!((a.len(), b.len()), (1, 1), "once per connection");
         r.set_mute(10, "y", MuteChange::Muted(m));
         assert_eq!(r.member_room_muted(10, "y"), None, "not a member of y");
-        r.member_event("x", 10, MuteChange::Unmuted, None);
+        r.member_event("x", 10, MuteChange::Unmuted, None, None);
         assert_eq!(r.member_room_muted(10, "x").unwrap().1, None);
         r.set_mute(10, "x", MuteChange::Muted(m));
         assert!(r.leave(10, "x"));
@@ -474,8 +482,26 @@ mod tests {
             "leaving drops the cached mute (a join reloads it)"
         );
         assert!(r.leave(10, "x"));
-        r.member_event("x", 10, MuteChange::Unchanged, Some(&Frame::from("left")));
+        r.member_event(
+            "x",
+            10,
+            MuteChange::Unchanged,
+            Some(&Frame::from("left")),
+            None,
+        );
         assert_eq!((a.len(), b.len()), (2, 2), "the leaver hears of it too");
+        r.member_event(
+            "x",
+            20,
+            MuteChange::Unchanged,
+            Some(&Frame::from("role")),
+            Some(2),
+        );
+        assert_eq!(
+            (a.len(), b.len()),
+            (2, 2),
+            "the requester gets its ack instead"
+        );
     }
 
     #[test]
