@@ -199,6 +199,9 @@ async fn an_invitation_reaches_every_connection_of_the_invitee_on_both_shards() 
     assert_eq!(audit, 1);
 }
 
+/// actor, action, target, role, has an end.
+type AuditRow = (Option<i64>, String, i64, Option<String>, bool);
+
 #[tokio::test]
 async fn roles_owners_act_on_anyone_but_themselves_moderators_on_members_members_on_no_one() {
     let server = TestServer::start().await;
@@ -342,7 +345,7 @@ async fn roles_owners_act_on_anyone_but_themselves_moderators_on_members_members
         )
         .await
         .unwrap();
-    let log: Vec<(Option<i64>, String, i64, Option<String>, bool)> = rows
+    let log: Vec<AuditRow> = rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
         .collect();
