@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::Shard;
-use crate::cluster::{RemoteMembership, RemoteNotice};
+use crate::cluster::{Membership, RemoteMembership, RemoteNotice};
 use crate::protocol::{Frame, UserId};
 use crate::rooms::MuteChange;
 use crate::router::{Origin, ShardEvent};
@@ -24,7 +24,7 @@ impl Shard {
             .borrow_mut()
             .join_with_floor(user, name.clone(), last);
         self.presence.joined(user, &name);
-        self.to_other_nodes(user, name.clone(), true);
+        self.to_other_nodes(user, name.clone(), Membership::Joined);
         self.to_other_shards(ShardEvent::Joined { user, room: name });
     }
 
@@ -34,7 +34,7 @@ impl Shard {
         self.registry.borrow_mut().leave(user, room);
         self.presence.left(user, room);
         let name: Arc<str> = Arc::from(room);
-        self.to_other_nodes(user, name.clone(), false);
+        self.to_other_nodes(user, name.clone(), Membership::Left);
         self.to_other_shards(ShardEvent::Left { user, room: name });
     }
 
@@ -42,8 +42,10 @@ impl Shard {
     /// own inbox, so it follows a `Joined` announced just before): each
     /// updates `user`'s cached mute and writes `frame` to the room's
     /// members and to `user`'s connections. Cluster mode: the frame also
-    /// goes to the other nodes' members of the room, as a notice (the
-    /// mute cache of the user's connections on other nodes is not updated).
+    /// goes to the other nodes' members of the room, as a notice on the
+    /// room's subject (dropped if the link's queue is full, like every
+    /// notice), and a mute change to the user's connections on other nodes
+    /// on the user's subject (never dropped, like joins).
     /// `skip` is the requesting connection (it gets its ack instead).
     pub fn member_event(
         &self,
@@ -61,6 +63,10 @@ impl Shard {
                 except: 0,
                 frame: frame.clone(),
             });
+        }
+        if mute != MuteChange::Unchanged {
+            // The user's connections on other nodes check it too.
+            self.to_other_nodes(user, room.clone(), Membership::Mute(mute));
         }
         let event = ShardEvent::Member {
             room,
@@ -97,11 +103,11 @@ impl Shard {
 
     /// Cluster mode: tells the user's connections on other nodes about a
     /// membership change (never waits: a full queue is retried from a task).
-    fn to_other_nodes(&self, user: UserId, room: Arc<str>, joined: bool) {
+    fn to_other_nodes(&self, user: UserId, room: Arc<str>, change: Membership) {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        if let Err(m) = cluster.try_membership(RemoteMembership { user, room, joined }) {
+        if let Err(m) = cluster.try_membership(RemoteMembership { user, room, change }) {
             let cluster = cluster.clone();
             tokio::task::spawn_local(async move { cluster.send_membership(m).await });
         }
