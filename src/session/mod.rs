@@ -24,7 +24,7 @@ use crate::rooms::Visibility;
 use crate::router::Origin;
 use crate::shard::Shard;
 use crate::store::writer::PersistRequest;
-use crate::store::{Change, Created, RowSize, StoreError, Window};
+use crate::store::{Created, RowSize, StoreError, Window};
 use crate::userlimits::UserBudget;
 
 pub mod reply;
@@ -122,18 +122,11 @@ impl Session {
             Request::Typing { room } => self.typing(room, r),
             Request::Refresh { token } => self.refresh(&token, r),
             // --- issue 14: room access (session/rooms.rs) ---
-            Request::SetRole { room, user, role } => {
-                self.access(room, user, Change::SetRole(role), r)
-            }
-            Request::Invite { room, user } => self.access(room, user, Change::Invite, r),
-            Request::Members { room, after, limit } => self.members(room, after, limit, r),
-            Request::Mute {
-                room,
-                user,
-                seconds,
-            } => self.access(room, user, Change::Mute(seconds), r),
-            Request::Unmute { room, user } => self.access(room, user, Change::Unmute, r),
-            // --- end issue 14: room access ---
+            request @ (Request::SetRole { .. }
+            | Request::Invite { .. }
+            | Request::Members { .. }
+            | Request::Mute { .. }
+            | Request::Unmute { .. }) => self.room_access(request, r),
         }
     }
 

@@ -7,7 +7,8 @@ use chrono::Utc;
 
 use super::{db_error, error, error_frame, later, Outcome, Session};
 use crate::protocol::{
-    encode_access_ack, encode_member, encode_members, Frame, MemberEvent, MemberInfo, Ref, UserId,
+    encode_access_ack, encode_member, encode_members, Frame, MemberEvent, MemberInfo, Ref, Request,
+    UserId,
 };
 use crate::rooms::{self, Mute, MuteChange};
 use crate::router::Origin;
@@ -15,15 +16,28 @@ use crate::shard::Shard;
 use crate::store::{Applied, Change, Joined};
 
 impl Session {
+    /// Dispatches a room access request (`Request::SetRole`, `Invite`,
+    /// `Members`, `Mute`, `Unmute`; anything else is not one).
+    pub(super) fn room_access(&self, request: Request, r: Option<Ref>) -> Outcome {
+        match request {
+            Request::SetRole { room, user, role } => {
+                self.access(room, user, Change::SetRole(role), r)
+            }
+            Request::Invite { room, user } => self.access(room, user, Change::Invite, r),
+            Request::Members { room, after, limit } => self.members(room, after, limit, r),
+            Request::Mute {
+                room,
+                user,
+                seconds,
+            } => self.access(room, user, Change::Mute(seconds), r),
+            Request::Unmute { room, user } => self.access(room, user, Change::Unmute, r),
+            _ => error(&r, "not a room access request"),
+        }
+    }
+
     /// `set_role`, `invite`, `mute` and `unmute`: checked and committed by
     /// `rooms::act`, then announced; answered `<request>_ack`.
-    pub(super) fn access(
-        &self,
-        room: String,
-        target: UserId,
-        change: Change,
-        r: Option<Ref>,
-    ) -> Outcome {
+    fn access(&self, room: String, target: UserId, change: Change, r: Option<Ref>) -> Outcome {
         let shard = self.shard.clone();
         let (by, origin) = (self.user, self.origin);
         later(async move {
@@ -47,7 +61,7 @@ impl Session {
 
     /// `members`: a page of the room's members, by user id (members only:
     /// to anyone else a room, private or missing, gets the same error).
-    pub(super) fn members(
+    fn members(
         &self,
         room: String,
         after: Option<UserId>,
