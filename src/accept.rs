@@ -25,11 +25,12 @@ use crate::handshake::{
     read_upgrade, refusal, refuse, switching_protocols, HandshakeError, Refusal, UpgradeRequest,
 };
 use crate::pending::{PendingGuard, PendingRefusal};
+use crate::rooms::MuteChange;
 use crate::router::Origin;
 use crate::session::Session;
 use crate::shard::outbox::Outbox;
 use crate::shard::Shard;
-use crate::store::{Floors, StoreError};
+use crate::store::{Floors, Mutes, StoreError};
 use crate::userlimits::ConnectionSlot;
 use crate::web;
 
@@ -167,6 +168,8 @@ struct Admitted {
     slot: ConnectionSlot,
     /// The user's stored rooms (empty when this shard already follows them).
     rooms: Vec<String>,
+    /// The user's mutes that hold, by room (loaded with the rooms).
+    mutes: Mutes,
     /// Cluster mode: where the link's delivery of the user's streams starts.
     floors: Floors,
 }
@@ -249,7 +252,7 @@ async fn admit(shard: &Shard, request: &UpgradeRequest) -> Result<Admitted, Refu
         .user_limits
         .open(identity.user_id)
         .map_err(|_| Refused::from(Refusal::TooManyConnections))?;
-    let rooms = open_session(shard, &identity).await.map_err(|e| match e {
+    let (rooms, mutes) = open_session(shard, &identity).await.map_err(|e| match e {
         StoreError::UsernameTaken => Refused::from(Refusal::UsernameTaken),
         e => Refused::database(&e),
     })?;
@@ -268,6 +271,7 @@ async fn admit(shard: &Shard, request: &UpgradeRequest) -> Result<Admitted, Refu
         identity,
         slot,
         rooms,
+        mutes,
         floors,
     })
 }
@@ -275,13 +279,16 @@ async fn admit(shard: &Shard, request: &UpgradeRequest) -> Result<Admitted, Refu
 /// The handshake's database work: check (or upsert) the user row and
 /// load its rooms, unless this shard already did for this username and
 /// the user is connected here (its rooms are then known).
-async fn open_session(shard: &Shard, identity: &Identity) -> Result<Vec<String>, StoreError> {
+async fn open_session(
+    shard: &Shard,
+    identity: &Identity,
+) -> Result<(Vec<String>, Mutes), StoreError> {
     let known = shard
         .known_users
         .borrow()
         .has_username(identity.user_id, &identity.username);
     if known && shard.registry.borrow().has_user(identity.user_id) {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let rooms = shard
         .store
@@ -309,6 +316,7 @@ async fn open<S>(
         identity,
         slot,
         rooms,
+        mutes,
         floors,
     } = admitted;
     let user = identity.user_id;
@@ -321,6 +329,12 @@ async fn open<S>(
         rooms.into_iter().map(Arc::from),
         &floors,
     );
+    for (room, mute) in &mutes {
+        shard
+            .registry
+            .borrow_mut()
+            .set_mute(user, room, MuteChange::Muted(*mute));
+    }
     shard.metrics().handshakes_accepted.inc();
     shard.metrics().connections.inc();
     let username: Arc<str> = Arc::from(identity.username.as_str());

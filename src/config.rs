@@ -368,6 +368,12 @@ pub struct Config {
     #[arg(long, env = "CHAT_SLOW_CONSUMER_GRACE_MS", default_value_t = 5_000)]
     pub slow_consumer_grace_ms: u64,
     // --- end issue 13: replies in bounded memory ---
+    // --- issue 14: room access (roles, invites, member lists, mutes) ---
+    /// Most members one `members` reply lists (also its size without
+    /// `limit`); the client pages on with `after`.
+    #[arg(long, env = "CHAT_MEMBERS_PAGE_MAX", default_value_t = 200)]
+    pub members_page_max: i64,
+    // --- end issue 14: room access ---
     /// DEVELOPMENT ONLY: serve `GET /dev/token?user_id=N&username=NAME`,
     /// which signs a token for whoever asks. Never on a reachable server.
     #[arg(long, env = "CHAT_DEV", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -512,6 +518,17 @@ impl Config {
         }
     }
 
+    /// The size of a `members` page: `limit` (at least 1) capped at
+    /// `--members-page-max`; without it, the cap.
+    pub fn members_limit(&self, requested: Option<i64>) -> Result<i64, &'static str> {
+        let max = self.members_page_max.max(1);
+        match requested {
+            None => Ok(max),
+            Some(n) if n < 1 => Err("limit must be a positive integer"),
+            Some(n) => Ok(n.min(max)),
+        }
+    }
+
     /// Defaults with the given database, secret and address: what the
     /// integration tests start from. Environment variables are not read.
     pub fn for_tests(database_url: &str, jwt_secret: &str, bind: SocketAddr) -> Config {
@@ -557,6 +574,8 @@ impl Config {
         config.reply_budget_bytes = 64 << 20;
         config.reply_budget_wait_ms = 5_000;
         config.slow_consumer_grace_ms = 5_000;
+        // --- issue 14: room access ---
+        config.members_page_max = 200;
         config
     }
 }

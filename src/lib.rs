@@ -22,6 +22,9 @@
 //!   queued, flush once), heartbeat and token expiry.
 //! - [`session`]: the rules of each request; [`protocol`] decodes requests and
 //!   encodes replies (the only module that knows JSON).
+//! - [`rooms`]: room access (visibility, roles, invitations, mutes): the
+//!   pure rules ([`rooms::rules`]) and the one call every door makes
+//!   ([`rooms::act`]) to check and commit a change with its audit row.
 //! - [`store::writer`]: writer threads take messages from bounded
 //!   [`mesh`] mailboxes, insert them in batches, and only after the commit
 //!   encode each one once and publish it through the [`router`] to every
@@ -59,6 +62,7 @@ pub mod pending;
 pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
+pub mod rooms;
 pub mod router;
 pub mod server;
 pub mod session;

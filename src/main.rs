@@ -4,6 +4,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use chat_server::rooms::Visibility;
+use chat_server::store::AdminCreated;
 use chat_server::{auth, store, Config};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -25,7 +27,8 @@ enum Command {
     /// Serve WebSockets (the default when no command is given).
     ///
     /// Every flag can also be set by the environment variable shown with it.
-    /// Other commands: `chat_server room create NAME`, `chat_server room list`,
+    /// Other commands: `chat_server room create NAME [--private] [--owner USER_ID]`,
+    /// `chat_server room list`,
     /// `chat_server token --user-id N --username NAME [--ttl 1h]`,
     /// `chat_server migrate`.
     Serve(Box<Config>),
@@ -73,6 +76,12 @@ enum RoomCommand {
     Create {
         /// Room name: 1 to 64 bytes, no control characters.
         name: String,
+        /// Private: only invited users may join; to others it does not exist.
+        #[arg(long)]
+        private: bool,
+        /// The room's owner (a user id that has connected once).
+        #[arg(long)]
+        owner: Option<i64>,
         /// PostgreSQL connection string.
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
@@ -132,15 +141,31 @@ fn main() -> ExitCode {
             }
         }
         Command::Migrate { database_url } => admin(&database_url, |_| async { Ok(()) }),
-        Command::Room(RoomCommand::Create { name, database_url }) => {
+        Command::Room(RoomCommand::Create {
+            name,
+            private,
+            owner,
+            database_url,
+        }) => {
+            let visibility = if private {
+                Visibility::Private
+            } else {
+                Visibility::Public
+            };
             if !chat_server::protocol::valid_new_room_name(&name) {
                 Err("invalid room name: use 1 to 64 ASCII letters, digits, '-', '_' or '.'".into())
+            } else if owner.is_some_and(|o| !chat_server::protocol::valid_user_id(o)) {
+                Err("invalid --owner: use a user id from 1 to 9007199254740991".into())
             } else {
                 admin(&database_url, |client| async move {
-                    if store::create_room(&client, &name).await? {
-                        println!("created room '{name}'");
-                    } else {
-                        println!("room '{name}' already exists");
+                    match store::create_room_as(&client, &name, visibility, owner).await? {
+                        AdminCreated::Created => {
+                            println!("created {} room '{name}'", visibility.as_str())
+                        }
+                        AdminCreated::Exists => println!("room '{name}' already exists"),
+                        AdminCreated::NoSuchOwner => {
+                            return Err(store::StoreError::NoSuchUser(owner.unwrap_or(0)))
+                        }
                     }
                     Ok(())
                 })

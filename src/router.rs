@@ -122,6 +122,21 @@ pub enum ShardEvent {
         /// Which room.
         room: Arc<str>,
     },
+    /// A member event (issue 14): update `user`'s cached mute in `room`,
+    /// then write `frame` (if any) to the room's local member connections
+    /// and to `user`'s local connections. Not stored, no id.
+    Member {
+        /// Room name.
+        room: Arc<str>,
+        /// The affected user.
+        user: UserId,
+        /// What it does to the user's cached mute.
+        mute: crate::rooms::MuteChange,
+        /// The encoded `member` frame, shared (`None`: a cache update only).
+        frame: Option<Frame>,
+        /// The connection whose request caused it: it gets its ack instead.
+        skip: Option<Origin>,
+    },
 }
 
 /// Fans events out to shard inboxes. Cloned into every writer and shard.

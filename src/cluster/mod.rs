@@ -113,8 +113,19 @@ pub struct RemoteMembership {
     pub user: UserId,
     /// Which room.
     pub room: Arc<str>,
-    /// Joined (true) or left (false).
-    pub joined: bool,
+    /// Joined, left, or (issue 14) a change of the user's mute there.
+    pub change: Membership,
+}
+
+/// What a [`RemoteMembership`] changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// The user joined (or was invited into) the room.
+    Joined,
+    /// The user left the room.
+    Left,
+    /// The user's cached mute in the room changes (`message` checks it).
+    Mute(crate::rooms::MuteChange),
 }
 
 #[derive(Debug)]

@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 use super::handle::PROBE_SUBJECT;
 use super::link::Link;
 use super::wire::{self, Remote};
-use super::{Committed, RemoteMembership, RemoteNotice, Stream};
+use super::{Committed, Membership, RemoteMembership, RemoteNotice, Stream};
 use crate::presence::Presence;
 use crate::router::ShardEvent;
 
@@ -42,16 +42,23 @@ impl Link {
             // Answered by the subscription's forwarder; never queued.
             Remote::Probe(_) | Remote::OnlineQuery(_) => {}
             Remote::Membership(m) => {
-                let event = if m.joined {
-                    ShardEvent::Joined {
+                let event = match m.change {
+                    Membership::Joined => ShardEvent::Joined {
                         user: m.user,
                         room: m.room,
-                    }
-                } else {
-                    ShardEvent::Left {
+                    },
+                    Membership::Left => ShardEvent::Left {
                         user: m.user,
                         room: m.room,
-                    }
+                    },
+                    // A cache update only: the frame came on the room's subject.
+                    Membership::Mute(mute) => ShardEvent::Member {
+                        room: m.room,
+                        user: m.user,
+                        mute,
+                        frame: None,
+                        skip: None,
+                    },
                 };
                 self.router.publish(event).await;
             }

@@ -5,7 +5,9 @@
 //! room message: 1 | id i64 | prev i64 | name len u16 | name | frame
 //! DM:           2 | id i64 | from i64 | to i64 | prev_from i64 | prev_to i64 | frame
 //! room notice:  3 | except i64 | name len u16 | name | frame
-//! membership:   4 | user i64 | joined u8 | name len u16 | name
+//! membership:   4 | user i64 | change u8 | name len u16 | name [| until i64]
+//!               (change: 0 left, 1 joined, 2 muted until unmuted,
+//!               3 muted until `until` (Unix microseconds), 4 unmuted)
 //! probe:        5 | user i64   (a request: "is this user connected on your node?")
 //! online query: 6 | name len u16 | name   (a request: "which members of this room
 //!               are online on your node?"; each answer is a list of i64 user ids)
@@ -17,8 +19,9 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Committed, RemoteMembership, RemoteNotice};
+use super::{Committed, Membership, RemoteMembership, RemoteNotice};
 use crate::protocol::Frame;
+use crate::rooms::{Mute, MuteChange};
 use crate::router::{Sent, ShardEvent};
 
 const ROOM: u8 = 1;
@@ -100,11 +103,23 @@ pub fn encode_notice(n: &RemoteNotice) -> Bytes {
 
 /// Encodes a membership change.
 pub fn encode_membership(m: &RemoteMembership) -> Bytes {
-    let mut b = BytesMut::with_capacity(12 + m.room.len());
+    let mut b = BytesMut::with_capacity(20 + m.room.len());
     b.put_u8(MEMBERSHIP);
     b.put_i64(m.user);
-    b.put_u8(u8::from(m.joined));
+    let (change, until) = match m.change {
+        Membership::Left => (0, None),
+        Membership::Joined => (1, None),
+        Membership::Mute(MuteChange::Muted(Mute { until: None })) => (2, None),
+        Membership::Mute(MuteChange::Muted(Mute { until: Some(t) })) => {
+            (3, Some(t.timestamp_micros()))
+        }
+        Membership::Mute(MuteChange::Unmuted | MuteChange::Unchanged) => (4, None),
+    };
+    b.put_u8(change);
     put_name(&mut b, &m.room);
+    if let Some(until) = until {
+        b.put_i64(until);
+    }
     b.freeze()
 }
 
@@ -218,9 +233,19 @@ pub fn decode(payload: Bytes) -> Result<Remote, WireError> {
         }
         MEMBERSHIP => {
             let user = r.i64()?;
-            let joined = r.u8()? != 0;
+            let change = r.u8()?;
             let room = r.name()?;
-            Ok(Remote::Membership(RemoteMembership { user, room, joined }))
+            let change = match change {
+                0 => Membership::Left,
+                1 => Membership::Joined,
+                2 => Membership::Mute(MuteChange::Muted(Mute { until: None })),
+                3 => {
+                    let until = chrono::DateTime::from_timestamp_micros(r.i64()?);
+                    Membership::Mute(MuteChange::Muted(Mute { until }))
+                }
+                _ => Membership::Mute(MuteChange::Unmuted),
+            };
+            Ok(Remote::Membership(RemoteMembership { user, room, change }))
         }
         PROBE => Ok(Remote::Probe(r.i64()?)),
         ONLINE => Ok(Remote::OnlineQuery(r.name()?)),
@@ -331,15 +356,24 @@ mod tests {
 
     #[test]
     fn membership_changes_round_trip() {
-        let m = RemoteMembership {
-            user: 5,
-            room: Arc::from("r"),
-            joined: false,
-        };
-        let Remote::Membership(d) = decode(encode_membership(&m)).unwrap() else {
-            panic!("not a membership");
-        };
-        assert_eq!(d, m);
+        let until = chrono::DateTime::from_timestamp_micros(1_800_000_000_123_456);
+        for change in [
+            Membership::Left,
+            Membership::Joined,
+            Membership::Mute(MuteChange::Muted(Mute { until: None })),
+            Membership::Mute(MuteChange::Muted(Mute { until })),
+            Membership::Mute(MuteChange::Unmuted),
+        ] {
+            let m = RemoteMembership {
+                user: 5,
+                room: Arc::from("r"),
+                change,
+            };
+            let Remote::Membership(d) = decode(encode_membership(&m)).unwrap() else {
+                panic!("not a membership");
+            };
+            assert_eq!(d, m);
+        }
         assert!(matches!(
             decode(encode_probe(77)).unwrap(),
             Remote::Probe(77)

@@ -7,7 +7,7 @@ use serde::{Serialize, Serializer};
 
 use super::{Frame, Kind, Ref, RoomSummary, StoredMessage, Target, UserId};
 
-fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
@@ -177,7 +177,7 @@ impl Serialize for MessageData<'_> {
     }
 }
 
-fn to_frame<T: Serialize>(kind: &str, reference: Option<&Ref>, data: T) -> Frame {
+pub(super) fn to_frame<T: Serialize>(kind: &str, reference: Option<&Ref>, data: T) -> Frame {
     // Serializing plain structs of strings and integers cannot fail.
     let text = serde_json::to_string(&Envelope {
         kind,
@@ -294,9 +294,14 @@ pub fn encode_leave_ack(room: &str, reference: Option<&Ref>) -> Frame {
     to_frame("leave_ack", reference, RoomData { room })
 }
 
-/// Encodes `{"type":"room_created","data":{"room":..}}`.
-pub fn encode_room_created(room: &str, reference: Option<&Ref>) -> Frame {
-    to_frame("room_created", reference, RoomData { room })
+/// Encodes `{"type":"room_created","data":{"room":..,"visibility":..}}`.
+pub fn encode_room_created(room: &str, visibility: &str, reference: Option<&Ref>) -> Frame {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        room: &'a str,
+        visibility: &'a str,
+    }
+    to_frame("room_created", reference, Data { room, visibility })
 }
 
 /// Encodes `{"type":"rooms","data":[{"room","last_id","unread"}..]}`.

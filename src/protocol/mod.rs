@@ -13,6 +13,8 @@
 //!   [`decode_with_ref`] (the `ref` read first, so an error carries it),
 //!   [`DecodeError`]. A new request is a variant, its fields in `RawRequest`
 //!   and one arm in the decoder.
+//! - [`member`]: the room access frames (issue 14): `member` events, the
+//!   `<request>_ack`s of `set_role`/`invite`/`mute`/`unmute`, `members`.
 //! - [`frame`]: server → client. One `encode_*` per frame type, all through
 //!   one envelope (`{"type", "ref"?, "data"}`); [`HistoryKind`], [`JoinAck`].
 //!   `encode_message` is on the hot path (`benches/protocol.rs`).
@@ -25,6 +27,7 @@ use serde::Serialize;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 pub mod frame;
+pub mod member;
 pub mod request;
 
 pub use frame::{
@@ -33,7 +36,8 @@ pub use frame::{
     encode_refresh_ack, encode_room_created, encode_rooms, encode_typing, history_head,
     push_history_entry, HistoryKind, JoinAck, HISTORY_TAIL,
 };
-pub use request::{decode, decode_with_ref, DecodeError, Page, Request};
+pub use member::{encode_access_ack, encode_member, encode_members, MemberEvent, MemberInfo};
+pub use request::{decode, decode_with_ref, DecodeError, Page, Request, MAX_MUTE_SECONDS};
 
 /// A user id, as carried in tokens, frames and the `users` table.
 pub type UserId = i64;

@@ -6,6 +6,10 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::{valid_client_id, valid_room_name, valid_user_id, Ref, UserId, MAX_REF_BYTES};
+use crate::rooms::{Role, Visibility};
+
+/// Longest mute a `mute` request may ask for: ten years, in seconds.
+pub const MAX_MUTE_SECONDS: i64 = 315_360_000;
 
 /// Which slice of a history a request asks for (ids are exclusive bounds).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,8 +30,11 @@ pub enum Request {
     Join { room: String, since: Option<i64> },
     /// Leave a room: `{"type":"leave","room":"..."}`.
     Leave { room: String },
-    /// Create a room (and join it): `{"type":"create_room","room":"..."}`.
-    CreateRoom { room: String },
+    /// Create a room (and own it): `{"type":"create_room","room":"...","visibility":"private"}`.
+    CreateRoom {
+        room: String,
+        visibility: Visibility,
+    },
     /// The caller's rooms with their newest id and unread count: `{"type":"rooms"}`.
     Rooms,
     /// Move the caller's read position forward: `{"type":"read","room":"...","up_to":120}`.
@@ -63,6 +70,31 @@ pub enum Request {
     },
     /// Delete a message: `{"type":"delete","id":120,"client_id":"..."}`.
     Delete { id: i64, client_id: Option<String> },
+    // --- issue 14: room access ---
+    /// Give a member a role (owners): `{"type":"set_role","room","user","role"}`.
+    SetRole {
+        room: String,
+        user: UserId,
+        role: Role,
+    },
+    /// Make a user a member (owners, moderators): `{"type":"invite","room","user"}`.
+    Invite { room: String, user: UserId },
+    /// A page of the room's members by user id (members): `{"type":"members","room","after"?,"limit"?}`.
+    Members {
+        room: String,
+        after: Option<UserId>,
+        limit: Option<i64>,
+    },
+    /// Refuse a member's messages for `seconds` (none: until unmuted):
+    /// `{"type":"mute","room","user","seconds"?}`.
+    Mute {
+        room: String,
+        user: UserId,
+        seconds: Option<i64>,
+    },
+    /// Lift a mute: `{"type":"unmute","room","user"}`.
+    Unmute { room: String, user: UserId },
+    // --- end issue 14: room access ---
 }
 
 /// Why a text frame could not be turned into a [`Request`]; the `Display`
@@ -100,6 +132,15 @@ pub enum DecodeError {
     /// A field naming a user (`to`, `with`) is outside `1 ..= 2^53 - 1`.
     #[error("`{0}` must be a user id (1 to 9007199254740991)")]
     InvalidUserId(&'static str),
+    /// `role` is not `owner`, `moderator` or `member`.
+    #[error("`role` must be \"owner\", \"moderator\" or \"member\"")]
+    InvalidRole,
+    /// `visibility` is not `public` or `private`.
+    #[error("`visibility` must be \"public\" or \"private\"")]
+    InvalidVisibility,
+    /// `seconds` is outside `1 ..= MAX_MUTE_SECONDS`.
+    #[error("`seconds` must be 1 to 315360000")]
+    InvalidSeconds,
 }
 
 /// The shape every request is read through; unknown fields are ignored so
@@ -126,6 +167,13 @@ struct RawRequest<'a> {
     #[serde(borrow)]
     token: Option<Cow<'a, str>>,
     id: Option<i64>,
+    // --- issue 14: room access ---
+    user: Option<UserId>,
+    #[serde(borrow)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    visibility: Option<Cow<'a, str>>,
+    seconds: Option<i64>,
 }
 
 /// Decodes one text frame into a request.
@@ -251,6 +299,10 @@ fn request(raw: RawRequest<'_>) -> Result<Request, DecodeError> {
         }),
         "create_room" => Ok(Request::CreateRoom {
             room: room(raw.room)?,
+            visibility: match raw.visibility.as_deref() {
+                None => Visibility::Public,
+                Some(v) => Visibility::parse(v).ok_or(DecodeError::InvalidVisibility)?,
+            },
         }),
         "rooms" => Ok(Request::Rooms),
         "read" => Ok(Request::Read {
@@ -296,6 +348,39 @@ fn request(raw: RawRequest<'_>) -> Result<Request, DecodeError> {
         "delete" => Ok(Request::Delete {
             id: id(raw.id, "id")?.ok_or(DecodeError::MissingField("id"))?,
             client_id: client_id(raw.client_id)?,
+        }),
+        // --- issue 14: room access ---
+        "set_role" => Ok(Request::SetRole {
+            room: room(raw.room)?,
+            user: user(raw.user, "user")?,
+            role: raw
+                .role
+                .as_deref()
+                .map(|r| Role::parse(r).ok_or(DecodeError::InvalidRole))
+                .ok_or(DecodeError::MissingField("role"))??,
+        }),
+        "invite" => Ok(Request::Invite {
+            room: room(raw.room)?,
+            user: user(raw.user, "user")?,
+        }),
+        "members" => Ok(Request::Members {
+            room: room(raw.room)?,
+            after: id(raw.after, "after")?,
+            limit: raw.limit,
+        }),
+        "mute" => Ok(Request::Mute {
+            room: room(raw.room)?,
+            user: user(raw.user, "user")?,
+            seconds: match raw.seconds {
+                Some(s) if !(1..=MAX_MUTE_SECONDS).contains(&s) => {
+                    return Err(DecodeError::InvalidSeconds)
+                }
+                s => s,
+            },
+        }),
+        "unmute" => Ok(Request::Unmute {
+            room: room(raw.room)?,
+            user: user(raw.user, "user")?,
         }),
         other => Err(DecodeError::UnknownType(truncate(other, 64).to_owned())),
     }
@@ -431,7 +516,10 @@ mod tests {
         );
         assert_eq!(
             decode(r#"{"type":"create_room","room":"g"}"#),
-            Ok(Request::CreateRoom { room: "g".into() })
+            Ok(Request::CreateRoom {
+                room: "g".into(),
+                visibility: Visibility::Public
+            })
         );
         assert_eq!(
             decode(r#"{"type":"read","room":"g","up_to":4}"#),
@@ -469,6 +557,77 @@ mod tests {
         assert_eq!(
             decode(r#"{"type":"dm","to":1,"content":"x","client_id":""}"#),
             Err(DecodeError::InvalidClientId)
+        );
+    }
+
+    #[test]
+    fn decodes_the_room_access_requests() {
+        assert_eq!(
+            decode(r#"{"type":"create_room","room":"g","visibility":"private"}"#),
+            Ok(Request::CreateRoom {
+                room: "g".into(),
+                visibility: Visibility::Private
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"create_room","room":"g","visibility":"hidden"}"#),
+            Err(DecodeError::InvalidVisibility)
+        );
+        assert_eq!(
+            decode(r#"{"type":"set_role","room":"g","user":7,"role":"moderator"}"#),
+            Ok(Request::SetRole {
+                room: "g".into(),
+                user: 7,
+                role: Role::Moderator
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"set_role","room":"g","user":7,"role":"admin"}"#),
+            Err(DecodeError::InvalidRole)
+        );
+        assert_eq!(
+            decode(r#"{"type":"set_role","room":"g","user":7}"#),
+            Err(DecodeError::MissingField("role"))
+        );
+        assert_eq!(
+            decode(r#"{"type":"invite","room":"g"}"#),
+            Err(DecodeError::MissingField("user"))
+        );
+        assert_eq!(
+            decode(r#"{"type":"invite","room":"g","user":0}"#),
+            Err(DecodeError::InvalidUserId("user"))
+        );
+        assert_eq!(
+            decode(r#"{"type":"members","room":"g","after":3,"limit":2}"#),
+            Ok(Request::Members {
+                room: "g".into(),
+                after: Some(3),
+                limit: Some(2)
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"mute","room":"g","user":2,"seconds":60}"#),
+            Ok(Request::Mute {
+                room: "g".into(),
+                user: 2,
+                seconds: Some(60)
+            })
+        );
+        for bad in ["0", "-5", "315360001"] {
+            assert_eq!(
+                decode(&format!(
+                    r#"{{"type":"mute","room":"g","user":2,"seconds":{bad}}}"#
+                )),
+                Err(DecodeError::InvalidSeconds),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            decode(r#"{"type":"unmute","room":"g","user":2}"#),
+            Ok(Request::Unmute {
+                room: "g".into(),
+                user: 2
+            })
         );
     }
 
@@ -625,7 +784,14 @@ mod properties {
         prop_oneof![
             (room(), id()).prop_map(|(room, since)| Request::Join { room, since }),
             room().prop_map(|room| Request::Leave { room }),
-            room().prop_map(|room| Request::CreateRoom { room }),
+            (room(), any::<bool>()).prop_map(|(room, private)| Request::CreateRoom {
+                room,
+                visibility: if private {
+                    Visibility::Private
+                } else {
+                    Visibility::Public
+                }
+            }),
             Just(Request::Rooms),
             (room(), 0..i64::MAX).prop_map(|(room, up_to)| Request::Read { room, up_to }),
             (room(), any::<String>(), client_id()).prop_map(|(room, content, client_id)| {
@@ -656,6 +822,25 @@ mod properties {
             }),
             (0..i64::MAX, client_id())
                 .prop_map(|(id, client_id)| Request::Delete { id, client_id }),
+            (room(), 1..=MAX_USER_ID, 0..3usize).prop_map(|(room, user, r)| Request::SetRole {
+                room,
+                user,
+                role: [Role::Owner, Role::Moderator, Role::Member][r]
+            }),
+            (room(), 1..=MAX_USER_ID).prop_map(|(room, user)| Request::Invite { room, user }),
+            (room(), id(), proptest::option::of(any::<i64>()))
+                .prop_map(|(room, after, limit)| Request::Members { room, after, limit }),
+            (
+                room(),
+                1..=MAX_USER_ID,
+                proptest::option::of(1..=MAX_MUTE_SECONDS)
+            )
+                .prop_map(|(room, user, seconds)| Request::Mute {
+                    room,
+                    user,
+                    seconds
+                }),
+            (room(), 1..=MAX_USER_ID).prop_map(|(room, user)| Request::Unmute { room, user }),
         ]
     }
 
@@ -664,7 +849,9 @@ mod properties {
         match r {
             Request::Join { room, since } => json!({"type": "join", "room": room, "since": since}),
             Request::Leave { room } => json!({"type": "leave", "room": room}),
-            Request::CreateRoom { room } => json!({"type": "create_room", "room": room}),
+            Request::CreateRoom { room, visibility } => {
+                json!({"type": "create_room", "room": room, "visibility": visibility.as_str()})
+            }
             Request::Rooms => json!({"type": "rooms"}),
             Request::Read { room, up_to } => json!({"type": "read", "room": room, "up_to": up_to}),
             Request::Message {
@@ -698,6 +885,19 @@ mod properties {
             Request::Delete { id, client_id } => {
                 json!({"type": "delete", "id": id, "client_id": client_id})
             }
+            Request::SetRole { room, user, role } => {
+                json!({"type": "set_role", "room": room, "user": user, "role": role.as_str()})
+            }
+            Request::Invite { room, user } => json!({"type": "invite", "room": room, "user": user}),
+            Request::Members { room, after, limit } => {
+                json!({"type": "members", "room": room, "after": after, "limit": limit})
+            }
+            Request::Mute {
+                room,
+                user,
+                seconds,
+            } => json!({"type": "mute", "room": room, "user": user, "seconds": seconds}),
+            Request::Unmute { room, user } => json!({"type": "unmute", "room": room, "user": user}),
         }
     }
 

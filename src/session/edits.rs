@@ -9,30 +9,10 @@
 
 use super::{error, error_frame, later, submit, Outcome, Session};
 use crate::protocol::{encode_message_for, Kind, Ref, Target, UserId};
+use crate::rooms::rules::may_delete;
 use crate::shard::Shard;
 use crate::store::writer::refused_deleted;
 use crate::store::EventTarget;
-
-/// The actor's role in the room of the message it deletes, as far as
-/// deletes care. Roles arrive with room moderation (issue 14, the other
-/// half); until then every caller passes `None`, "no role known".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeleteRole {
-    /// An owner of the room.
-    Owner,
-    /// A moderator of the room.
-    Moderator,
-    /// A plain member.
-    Member,
-}
-
-/// The one rule of who may delete a message: its author always; an owner
-/// or moderator of the message's room any message of that room.
-/// `actor_role` is the actor's role in that room (`None`: no role known —
-/// a DM, or any room until roles are stored; then only the author may).
-pub fn may_delete(actor: UserId, author: UserId, actor_role: Option<DeleteRole>) -> bool {
-    actor == author || matches!(actor_role, Some(DeleteRole::Owner | DeleteRole::Moderator))
-}
 
 /// What an actor cannot see, or names an event instead of a message.
 fn does_not_exist(id: i64) -> String {
@@ -123,11 +103,18 @@ fn event_stream(
     let is_author = found.author == user;
     let stream = match &found.stream {
         Target::Room(room) => {
-            let member = shard.registry.borrow().member_room(user, room);
+            let member = shard.registry.borrow().member_room_muted(user, room);
             // Only members receive the room's events, the author's own copy
             // (its ack) included: an author who left joins again first.
             match member {
-                Some(room) => Target::Room(room),
+                // A muted member's edit is refused like its messages.
+                Some((room, mute)) if matches!(kind, Kind::Edit { .. }) => {
+                    if let Some(refused) = super::rooms::muted(&room, mute) {
+                        return Err(refused);
+                    }
+                    Target::Room(room)
+                }
+                Some((room, _)) => Target::Room(room),
                 None if is_author => {
                     return Err(format!(
                         "join room '{room}' before changing message {id} in it"
@@ -144,9 +131,13 @@ fn event_stream(
         Kind::Edit { .. } if !is_author => {
             return Err(format!("only its author can edit message {id}"))
         }
-        // No role known yet: see `may_delete`.
-        Kind::Delete { .. } if !may_delete(user, found.author, None) => {
-            return Err(format!("only its author can delete message {id}"))
+        Kind::Delete { .. } if !may_delete(user, found.author, found.actor_role) => {
+            return Err(match &stream {
+                Target::Room(room) => format!(
+                    "only its author or an owner or moderator of room '{room}' can delete message {id}"
+                ),
+                Target::User(_) => format!("only its author can delete message {id}"),
+            })
         }
         _ => {}
     }
@@ -154,18 +145,4 @@ fn event_stream(
         return Err(refused_deleted(kind));
     }
     Ok(stream)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_author_may_delete_and_moderators_will() {
-        assert!(may_delete(1, 1, None));
-        assert!(!may_delete(2, 1, None));
-        assert!(!may_delete(2, 1, Some(DeleteRole::Member)));
-        assert!(may_delete(2, 1, Some(DeleteRole::Moderator)));
-        assert!(may_delete(2, 1, Some(DeleteRole::Owner)));
-    }
 }

@@ -20,6 +20,7 @@ use crate::protocol::{
     encode_typing, valid_new_room_name, Frame, HistoryKind, JoinAck, Kind, Page as Paging, Ref,
     Request, Target, UserId,
 };
+use crate::rooms::Visibility;
 use crate::router::Origin;
 use crate::shard::Shard;
 use crate::store::writer::PersistRequest;
@@ -28,8 +29,8 @@ use crate::userlimits::UserBudget;
 
 pub mod edits;
 pub mod reply;
+mod rooms;
 
-pub use edits::{may_delete, DeleteRole};
 pub use reply::{Body, Page, Reply, ReplyStream};
 
 /// A reply the connection must wait for (database work): frames to queue,
@@ -103,7 +104,7 @@ impl Session {
         match request {
             Request::Join { room, since } => self.join(room, since, r),
             Request::Leave { room } => self.leave(room, r),
-            Request::CreateRoom { room } => self.create_room(room, r),
+            Request::CreateRoom { room, visibility } => self.create_room(room, visibility, r),
             Request::Rooms => self.rooms(r),
             Request::Read { room, up_to } => self.read(room, up_to, r),
             Request::Message {
@@ -128,6 +129,12 @@ impl Session {
                 client_id,
             } => self.edit(id, content, client_id, r),
             Request::Delete { id, client_id } => self.delete(id, client_id, r),
+            // --- issue 14: room access (session/rooms.rs) ---
+            request @ (Request::SetRole { .. }
+            | Request::Invite { .. }
+            | Request::Members { .. }
+            | Request::Mute { .. }
+            | Request::Unmute { .. }) => self.room_access(request, r),
         }
     }
 
@@ -182,11 +189,14 @@ impl Session {
         }
         drop(registry);
         let shard = self.shard.clone();
-        let (user, conn) = (self.user, self.origin.conn);
+        let (user, conn, origin) = (self.user, self.origin.conn, self.origin);
         later_reply(async move {
             if !member {
                 match shard.store.join_room(user, &room).await {
-                    Ok(Some(last)) => shard.joined(user, &room, Some(last)),
+                    Ok(Some(joined)) => {
+                        shard.joined(user, &room, Some(joined.last));
+                        rooms::after_join(&shard, origin, user, &room, joined);
+                    }
                     Ok(None) => {
                         return frames(error_frame(&r, format!("room '{room}' does not exist")))
                     }
@@ -210,11 +220,14 @@ impl Session {
             return error(&r, not_a_member(&room));
         }
         let shard = self.shard.clone();
-        let user = self.user;
+        let (user, origin) = (self.user, self.origin);
         later(async move {
             match shard.store.leave_room(user, &room).await {
-                Ok(_) => {
+                Ok(left) => {
                     shard.left(user, &room);
+                    if left {
+                        rooms::after_leave(&shard, origin, user, &room);
+                    }
                     vec![encode_leave_ack(&room, r.as_ref())]
                 }
                 Err(e) => db_error(&shard, "leave", &e, &r),
@@ -222,7 +235,7 @@ impl Session {
         })
     }
 
-    fn create_room(&self, room: String, r: Option<Ref>) -> Outcome {
+    fn create_room(&self, room: String, visibility: Visibility, r: Option<Ref>) -> Outcome {
         if self.shard.config.no_client_room_create {
             return error(&r, "room creation by clients is disabled on this server");
         }
@@ -240,11 +253,11 @@ impl Session {
         let user = self.user;
         later(async move {
             let cap = shard.config.max_rooms_created_per_hour;
-            match shard.store.create_room(user, &room, cap).await {
+            match shard.store.create_room(user, &room, visibility, cap).await {
                 Ok(Created::Created) => {
                     // A new room: nothing stored in it yet.
                     shard.joined(user, &room, Some(0));
-                    vec![encode_room_created(&room, r.as_ref())]
+                    vec![encode_room_created(&room, visibility.as_str(), r.as_ref())]
                 }
                 Ok(Created::Exists) => {
                     vec![error_frame(&r, format!("room '{room}' already exists"))]
@@ -299,9 +312,17 @@ impl Session {
         if let Err(e) = self.user_rate() {
             return error(&r, e);
         }
-        let Some(room) = self.shard.registry.borrow().member_room(self.user, room) else {
+        let Some((room, mute)) = self
+            .shard
+            .registry
+            .borrow()
+            .member_room_muted(self.user, room)
+        else {
             return error(&r, format!("join room '{room}' before sending to it"));
         };
+        if let Some(e) = rooms::muted(&room, mute) {
+            return error(&r, e);
+        }
         self.submit(Target::Room(room), content, client_id, r)
     }
 

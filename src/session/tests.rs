@@ -108,6 +108,67 @@ fn sending_needs_membership_and_valid_content() {
 }
 
 #[test]
+fn a_muted_member_is_refused_from_the_registry_without_a_query() {
+    use crate::rooms::{Mute, MuteChange};
+    let f = fixture(&["general"]);
+    let mute = |until| MuteChange::Muted(Mute { until });
+    f.shard
+        .registry
+        .borrow_mut()
+        .set_mute(ALICE, "general", mute(None));
+    let v = reply(
+        f.session
+            .handle(r#"{"type":"message","room":"general","content":"hi","ref":1}"#),
+    );
+    assert_eq!(error_message(&v), "you are muted in room 'general'");
+    assert_eq!(v["ref"], 1);
+    let until = chrono::Utc::now() + chrono::Duration::seconds(60);
+    f.shard
+        .registry
+        .borrow_mut()
+        .set_mute(ALICE, "general", mute(Some(until)));
+    let v = reply(
+        f.session
+            .handle(r#"{"type":"message","room":"general","content":"hi"}"#),
+    );
+    assert!(
+        error_message(&v).starts_with("you are muted in room 'general' until 20"),
+        "{v}"
+    );
+    assert!(f.writer.try_pop().is_none(), "nothing reached a writer");
+    // An expired mute holds no more, even before anything lifts it.
+    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+    f.shard
+        .registry
+        .borrow_mut()
+        .set_mute(ALICE, "general", mute(Some(past)));
+    let outcome = f
+        .session
+        .handle(r#"{"type":"message","room":"general","content":"hi"}"#);
+    assert!(matches!(outcome, Outcome::Queued));
+    assert!(f.writer.try_pop().is_some());
+}
+
+#[test]
+fn members_needs_membership_and_a_valid_limit_before_any_query() {
+    let f = fixture(&["general"]);
+    let v = reply(
+        f.session
+            .handle(r#"{"type":"members","room":"secret","ref":2}"#),
+    );
+    assert_eq!(
+        error_message(&v),
+        "join room 'secret' before listing its members"
+    );
+    assert_eq!(v["ref"], 2);
+    let v = reply(
+        f.session
+            .handle(r#"{"type":"members","room":"general","limit":0}"#),
+    );
+    assert_eq!(error_message(&v), "limit must be a positive integer");
+}
+
+#[test]
 fn a_members_message_goes_to_its_writer_with_its_keys() {
     let f = fixture(&["general"]);
     let outcome = f.session.handle(

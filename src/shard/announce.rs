@@ -6,9 +6,10 @@
 use std::sync::Arc;
 
 use super::Shard;
-use crate::cluster::{RemoteMembership, RemoteNotice};
+use crate::cluster::{Membership, RemoteMembership, RemoteNotice};
 use crate::protocol::{Frame, UserId};
-use crate::router::ShardEvent;
+use crate::rooms::MuteChange;
+use crate::router::{Origin, ShardEvent};
 
 impl Shard {
     /// Records here that `user` joined `room` (its local connections follow
@@ -23,7 +24,7 @@ impl Shard {
             .borrow_mut()
             .join_with_floor(user, name.clone(), last);
         self.presence.joined(user, &name);
-        self.to_other_nodes(user, name.clone(), true);
+        self.to_other_nodes(user, name.clone(), Membership::Joined);
         self.to_other_shards(ShardEvent::Joined { user, room: name });
     }
 
@@ -33,8 +34,49 @@ impl Shard {
         self.registry.borrow_mut().leave(user, room);
         self.presence.left(user, room);
         let name: Arc<str> = Arc::from(room);
-        self.to_other_nodes(user, name.clone(), false);
+        self.to_other_nodes(user, name.clone(), Membership::Left);
         self.to_other_shards(ShardEvent::Left { user, room: name });
+    }
+
+    /// Sends a member event (issue 14) to every shard (this one through its
+    /// own inbox, so it follows a `Joined` announced just before): each
+    /// updates `user`'s cached mute and writes `frame` to the room's
+    /// members and to `user`'s connections. Cluster mode: the frame also
+    /// goes to the other nodes' members of the room, as a notice on the
+    /// room's subject (dropped if the link's queue is full, like every
+    /// notice), and a mute change to the user's connections on other nodes
+    /// on the user's subject (never dropped, like joins).
+    /// `skip` is the requesting connection (it gets its ack instead).
+    pub fn member_event(
+        &self,
+        room: &str,
+        user: UserId,
+        mute: MuteChange,
+        frame: Option<Frame>,
+        skip: Option<Origin>,
+    ) {
+        let room: Arc<str> = Arc::from(room);
+        if let (Some(cluster), Some(frame)) = (&self.cluster, &frame) {
+            // No user has id 0: every member of the room gets it.
+            cluster.notice(RemoteNotice {
+                room: room.clone(),
+                except: 0,
+                frame: frame.clone(),
+            });
+        }
+        if mute != MuteChange::Unchanged {
+            // The user's connections on other nodes check it too.
+            self.to_other_nodes(user, room.clone(), Membership::Mute(mute));
+        }
+        let event = ShardEvent::Member {
+            room,
+            user,
+            mute,
+            frame,
+            skip,
+        };
+        let refused = self.router.broadcast(&event);
+        self.retry_refused(refused);
     }
 
     /// Delivers an ephemeral room notice (presence, typing) here and on
@@ -61,11 +103,11 @@ impl Shard {
 
     /// Cluster mode: tells the user's connections on other nodes about a
     /// membership change (never waits: a full queue is retried from a task).
-    fn to_other_nodes(&self, user: UserId, room: Arc<str>, joined: bool) {
+    fn to_other_nodes(&self, user: UserId, room: Arc<str>, change: Membership) {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        if let Err(m) = cluster.try_membership(RemoteMembership { user, room, joined }) {
+        if let Err(m) = cluster.try_membership(RemoteMembership { user, room, change }) {
             let cluster = cluster.clone();
             tokio::task::spawn_local(async move { cluster.send_membership(m).await });
         }

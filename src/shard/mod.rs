@@ -303,6 +303,16 @@ impl Shard {
                 except,
                 frame,
             } => registry.deliver_notice(&room, except, &frame),
+            ShardEvent::Member {
+                room,
+                user,
+                mute,
+                frame,
+                skip,
+            } => {
+                let skip = skip.filter(|o| o.shard == self.index).map(|o| o.conn);
+                registry.member_event(&room, user, mute, frame.as_ref(), skip);
+            }
         }
     }
 }

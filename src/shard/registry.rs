@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::outbox::{Cursor, Outbox, OutboxLimits};
 use crate::cluster::{Interest, Stream};
 use crate::protocol::{Frame, UserId};
+use crate::rooms::{Mute, MuteChange};
 use crate::router::{ConnId, OwnCopy};
 use crate::store::Floors;
 
@@ -33,6 +34,10 @@ impl Member {
 struct LocalUser {
     conns: Vec<Rc<Outbox>>,
     rooms: HashSet<Arc<str>>,
+    /// The user's mutes in rooms it follows (loaded at the handshake and
+    /// the join, kept by member events; usually empty, so the per-message
+    /// check is one lookup in an empty map).
+    mutes: HashMap<Arc<str>, Mute>,
 }
 
 /// The shard's connections, users and room subscriptions.
@@ -175,6 +180,7 @@ impl Registry {
         if !local.rooms.remove(room) {
             return false;
         }
+        local.mutes.remove(room);
         if let Some(members) = self.rooms.get_mut(room) {
             members.retain(|m| m.conn.user != user);
             if members.is_empty() {
@@ -212,6 +218,65 @@ impl Registry {
     /// The shared name of a room the user belongs to (saves an allocation per message).
     pub fn member_room(&self, user: UserId, room: &str) -> Option<Arc<str>> {
         self.users.get(&user)?.rooms.get(room).cloned()
+    }
+
+    /// The shared name of a room the user belongs to, with the user's mute
+    /// there if it has one (checked by `message`: no query per message).
+    pub fn member_room_muted(&self, user: UserId, room: &str) -> Option<(Arc<str>, Option<Mute>)> {
+        let local = self.users.get(&user)?;
+        let name = local.rooms.get(room)?.clone();
+        let mute = local.mutes.get(room).copied();
+        Some((name, mute))
+    }
+
+    /// Sets or lifts `user`'s cached mute in `room` (a room it follows here;
+    /// otherwise nothing: the join loads it).
+    pub fn set_mute(&mut self, user: UserId, room: &str, change: MuteChange) {
+        let Some(local) = self.users.get_mut(&user) else {
+            return;
+        };
+        let Some(name) = local.rooms.get(room).cloned() else {
+            return;
+        };
+        match change {
+            MuteChange::Unchanged => {}
+            MuteChange::Muted(m) => {
+                local.mutes.insert(name, m);
+            }
+            MuteChange::Unmuted => {
+                local.mutes.remove(room);
+            }
+        }
+    }
+
+    /// Applies a member event: updates `user`'s cached mute, then queues
+    /// `frame` for the room's local member connections and for `user`'s
+    /// local connections (once each, also when `user` left the room), but
+    /// connection `skip` (the requester, answered with its ack).
+    pub fn member_event(
+        &mut self,
+        room: &str,
+        user: UserId,
+        mute: MuteChange,
+        frame: Option<&Frame>,
+        skip: Option<ConnId>,
+    ) {
+        self.set_mute(user, room, mute);
+        let Some(frame) = frame else {
+            return;
+        };
+        if let Some(members) = self.rooms.get(room) {
+            for m in members.iter().filter(|m| Some(m.conn.id) != skip) {
+                m.conn.push(frame.clone(), self.limits);
+            }
+        }
+        if let Some(local) = self.users.get(&user) {
+            if !local.rooms.contains(room) {
+                for conn in local.conns.iter().filter(|c| Some(c.id) != skip) {
+                    conn.push(frame.clone(), self.limits);
+                }
+            }
+        }
     }
 
     /// How many rooms the user belongs to.
@@ -385,6 +450,58 @@ mod tests {
         r.unregister(2);
         assert!(!interest.contains(&room));
         assert!(!interest.contains(&Stream::User(10)));
+    }
+
+    #[test]
+    fn mutes_are_cached_per_room_and_member_events_reach_the_user() {
+        let mut r = Registry::new(LIMITS);
+        let (a, b) = (conn(1, 10), conn(2, 20));
+        r.register(a.clone(), [Arc::from("x")]);
+        r.register(b.clone(), [Arc::from("x")]);
+        assert_eq!(r.member_room_muted(10, "x"), Some((Arc::from("x"), None)));
+        let m = Mute { until: None };
+        r.member_event(
+            "x",
+            10,
+            MuteChange::Muted(m),
+            Some(&Frame::from("muted")),
+            None,
+        );
+        assert_eq!(r.member_room_muted(10, "x").unwrap().1, Some(m));
+        assert_eq!((a.len(), b.len()), (1, 1), "once per connection");
+        r.set_mute(10, "y", MuteChange::Muted(m));
+        assert_eq!(r.member_room_muted(10, "y"), None, "not a member of y");
+        r.member_event("x", 10, MuteChange::Unmuted, None, None);
+        assert_eq!(r.member_room_muted(10, "x").unwrap().1, None);
+        r.set_mute(10, "x", MuteChange::Muted(m));
+        assert!(r.leave(10, "x"));
+        assert!(r.join(10, Arc::from("x")));
+        assert_eq!(
+            r.member_room_muted(10, "x").unwrap().1,
+            None,
+            "leaving drops the cached mute (a join reloads it)"
+        );
+        assert!(r.leave(10, "x"));
+        r.member_event(
+            "x",
+            10,
+            MuteChange::Unchanged,
+            Some(&Frame::from("left")),
+            None,
+        );
+        assert_eq!((a.len(), b.len()), (2, 2), "the leaver hears of it too");
+        r.member_event(
+            "x",
+            20,
+            MuteChange::Unchanged,
+            Some(&Frame::from("role")),
+            Some(2),
+        );
+        assert_eq!(
+            (a.len(), b.len()),
+            (2, 2),
+            "the requester gets its ack instead"
+        );
     }
 
     #[test]

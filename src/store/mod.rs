@@ -8,6 +8,7 @@
 //! - Migrations (`sql/`, embedded at build time) and the admin helpers the
 //!   CLI uses.
 
+pub mod access;
 pub mod writer;
 
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use tokio_postgres::{Client, NoTls, Row};
 
 use crate::auth::{username_key, Identity};
 use crate::protocol::{Kind, RoomSummary, StoredMessage, Target, UserId};
+use crate::rooms::{Mute, Visibility};
+
+pub use access::{Applied, Change, Joined, MemberRow, Mutes, Standing};
 
 mod embedded {
     refinery::embed_migrations!("sql");
@@ -44,6 +48,9 @@ pub enum StoreError {
     /// [`username_key`]), belongs to another user id.
     #[error("username already taken by another user")]
     UsernameTaken,
+    /// An operator named a user that has no row (it never connected).
+    #[error("user {0} does not exist (a user exists once it has connected)")]
+    NoSuchUser(UserId),
     /// Gave up connecting at start-up.
     #[error("database unreachable after {0:?}: {1}")]
     Unreachable(Duration, #[source] tokio_postgres::Error),
@@ -83,8 +90,13 @@ const UPSERT_USER: &str = "INSERT INTO users (id, username, username_key) VALUES
                                     username_key = EXCLUDED.username_key \
      WHERE users.username IS DISTINCT FROM EXCLUDED.username \
         OR users.username_key IS DISTINCT FROM EXCLUDED.username_key";
+/// The user's row, its rooms, and its mutes that hold (rooms and ends).
 const SESSION: &str = "SELECT u.username, u.username_key, \
-     ARRAY(SELECT room::text FROM room_members WHERE user_id = $1 ORDER BY room LIMIT $2) \
+     ARRAY(SELECT room::text FROM room_members WHERE user_id = $1 ORDER BY room LIMIT $2), \
+     ARRAY(SELECT room::text FROM room_mutes WHERE user_id = $1 \
+           AND (until IS NULL OR until > now()) ORDER BY room LIMIT $2), \
+     ARRAY(SELECT until FROM room_mutes WHERE user_id = $1 \
+           AND (until IS NULL OR until > now()) ORDER BY room LIMIT $2) \
      FROM (SELECT $1::int8 AS id) me LEFT JOIN users u ON u.id = me.id";
 /// Users without a look-alike key (rows from before `V3`), oldest first,
 /// after a (created_at, id) position.
@@ -97,11 +109,18 @@ const SET_KEYS: &str = "UPDATE users u SET username_key = k.key \
      FROM UNNEST($1::int8[], $2::text[]) AS k(id, key) \
      WHERE u.id = k.id AND u.username_key IS NULL \
        AND NOT EXISTS (SELECT 1 FROM users o WHERE o.username_key = k.key)";
-const JOIN_ROOM: &str = "WITH r AS (SELECT name FROM rooms WHERE name = $2), \
+/// Joins a public room, or a private one the user belongs to already; to
+/// anyone else a private room is not there (no row). Returns the room's
+/// last id, whether the membership is new, and the user's mute there.
+const JOIN_ROOM: &str = "WITH r AS (SELECT name, visibility FROM rooms WHERE name = $2), \
      ins AS (INSERT INTO room_members (user_id, room) SELECT $1, name FROM r \
-             ON CONFLICT DO NOTHING) \
-     SELECT count(*), \
-            COALESCE((SELECT max(m.id) FROM messages m WHERE m.room = $2), 0)::int8 FROM r";
+             WHERE visibility = 'public' ON CONFLICT DO NOTHING RETURNING 1), \
+     mu AS (SELECT until FROM room_mutes WHERE room = $2 AND user_id = $1 \
+            AND (until IS NULL OR until > now())) \
+     SELECT COALESCE((SELECT max(m.id) FROM messages m WHERE m.room = $2), 0)::int8, \
+            EXISTS (SELECT 1 FROM ins), EXISTS (SELECT 1 FROM mu), (SELECT until FROM mu) \
+     FROM r WHERE r.visibility = 'public' \
+        OR EXISTS (SELECT 1 FROM room_members x WHERE x.user_id = $1 AND x.room = $2)";
 /// Cluster mode: the last stored id of each listed room (0: none).
 pub const ROOM_LAST: &str = "SELECT r::text, \
        COALESCE((SELECT max(m.id) FROM messages m WHERE m.room = r), 0)::int8 \
@@ -129,16 +148,16 @@ const LEAVE_ROOM: &str = "DELETE FROM room_members WHERE user_id = $1 AND room =
 /// user id folded to 31 bits; two users sharing a key only wait on each other).
 const LOCK_CREATOR: &str =
     "SELECT pg_advisory_xact_lock(1919905645, ($1::int8 % 2147483647)::int4)";
-/// Creates room $2 with creator $1 as its first member, unless $1 created
+/// Creates room $2 (visibility $4) with creator $1 as its owner, unless $1 created
 /// $3 rooms or more in the last hour ($3 = 0: no cap). Returns the rooms
 /// $1 created in the last hour before this one, and 1 if this one was created.
 /// One statement: the member row's foreign key sees the room inserted by it.
 const CREATE_ROOM: &str = "WITH c AS (SELECT count(*) AS n FROM rooms \
                 WHERE created_by = $1 AND created_at > now() - interval '1 hour'), \
-          r AS (INSERT INTO rooms (name, created_by) SELECT $2, $1 FROM c \
+          r AS (INSERT INTO rooms (name, created_by, visibility) SELECT $2, $1, $4 FROM c \
                 WHERE $3::int8 = 0 OR c.n < $3::int8 \
                 ON CONFLICT (name) DO NOTHING RETURNING name), \
-          m AS (INSERT INTO room_members (user_id, room) SELECT $1, name FROM r) \
+          m AS (INSERT INTO room_members (user_id, room, role) SELECT $1, name, 'owner' FROM r) \
      SELECT (SELECT n FROM c), count(*) FROM r";
 /// Unread: other users' messages after the read position. The scan is a
 /// range of the (room, id) index cut at $4 rows (a few times `$2`, the
@@ -221,8 +240,11 @@ fn messages_by_id_sql() -> String {
 }
 
 /// Issue 14: what an edit or delete request needs to know of its target.
-const EVENT_TARGET: &str =
-    "SELECT from_user, room::text, to_user, kind, deleted FROM messages WHERE id = $1";
+/// The message `$1` and the role of user `$2` in its room (NULL: a DM, or
+/// not a member).
+const EVENT_TARGET: &str = "SELECT m.from_user, m.room::text, m.to_user, m.kind, m.deleted, \
+            (SELECT r.role FROM room_members r WHERE r.room = m.room AND r.user_id = $2) \
+     FROM messages m WHERE m.id = $1";
 
 /// Issue 14: the row a sender stored under a `client_id` (a retried edit or
 /// delete is answered with it).
@@ -244,6 +266,8 @@ pub struct EventTarget {
     pub is_message: bool,
     /// Deleted already.
     pub deleted: bool,
+    /// The actor's role in the message's room (`None`: a DM, or not a member).
+    pub actor_role: Option<crate::rooms::rules::Role>,
 }
 
 /// A stored message's id and the size of its content in bytes: what a
@@ -365,7 +389,8 @@ impl Store {
         &self.read_pool
     }
 
-    /// Handshake work: returns the rooms the user belongs to, and makes
+    /// Handshake work: returns the rooms the user belongs to and its mutes
+    /// that hold, and makes
     /// sure the `users` row matches the token's claims. The common case (the
     /// row already matches) is one read-only round trip with no commit to
     /// wait for; only a new or renamed user costs an upsert.
@@ -373,7 +398,7 @@ impl Store {
         &self,
         identity: &Identity,
         max_rooms: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<(Vec<String>, Mutes), StoreError> {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(SESSION).await?;
         let max_rooms = i64::try_from(max_rooms).unwrap_or(i64::MAX);
@@ -397,7 +422,8 @@ impl Store {
                 return Err(e.into());
             }
         }
-        Ok(row.get::<_, Vec<String>>(2))
+        let mutes = access::mutes(row.get(3), row.get(4));
+        Ok((row.get::<_, Vec<String>>(2), mutes))
     }
 
     /// Cluster mode: the last stored id of each of the user's rooms and of
@@ -455,13 +481,18 @@ impl Store {
     }
 
     /// Adds the user to the room's members. `None` when the room does not
-    /// exist; else the room's last stored message id (0: none), read before
-    /// the membership is registered on the shard.
-    pub async fn join_room(&self, user: UserId, room: &str) -> Result<Option<i64>, StoreError> {
+    /// exist, or is private and the user is not a member (the same answer);
+    /// else the room's last stored message id (0: none), read before the
+    /// membership is registered on the shard, and the user's mute.
+    pub async fn join_room(&self, user: UserId, room: &str) -> Result<Option<Joined>, StoreError> {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(JOIN_ROOM).await?;
-        let row = client.query_one(&stmt, &[&user, &room]).await?;
-        Ok((row.get::<_, i64>(0) > 0).then(|| row.get(1)))
+        let row = client.query_opt(&stmt, &[&user, &room]).await?;
+        Ok(row.map(|row| Joined {
+            last: row.get(0),
+            new: row.get(1),
+            mute: row.get::<_, bool>(2).then(|| Mute { until: row.get(3) }),
+        }))
     }
 
     /// True when a `users` row has this id.
@@ -621,7 +652,7 @@ impl Store {
                 Some(c) => client.query_opt(&by_client_id, &[&user, &c]).await,
             }
         };
-        let id_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+        let id_param: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&id, &user];
         let (row, original) = tokio::try_join!(client.query_opt(&target, &id_param), original)?;
         let target = row.map(|r| {
             let room: Option<String> = r.get(1);
@@ -634,6 +665,9 @@ impl Store {
                 },
                 is_message: r.get::<_, i16>(3) == Kind::Message.code(),
                 deleted: r.get(4),
+                actor_role: r
+                    .get::<_, Option<&str>>(5)
+                    .and_then(crate::rooms::rules::Role::parse),
             }
         });
         Ok((target, original.as_ref().map(stored_message)))
@@ -646,7 +680,7 @@ impl Store {
         Ok(client.execute(&stmt, &[&user, &room]).await? > 0)
     }
 
-    /// Creates a room with `creator` as its first member, unless the
+    /// Creates a room with `creator` as its owner, unless the
     /// creator made `max_per_hour` rooms or more in the last hour (0: no
     /// cap). One user's creations are serialized (an advisory lock), so
     /// concurrent requests from its connections cannot pass the cap.
@@ -654,6 +688,7 @@ impl Store {
         &self,
         creator: UserId,
         room: &str,
+        visibility: Visibility,
         max_per_hour: u32,
     ) -> Result<Created, StoreError> {
         let mut client = self.pool.get().await?;
@@ -662,7 +697,9 @@ impl Store {
         tx.execute(&lock, &[&creator]).await?;
         let stmt = tx.prepare_cached(CREATE_ROOM).await?;
         let cap = i64::from(max_per_hour);
-        let row = tx.query_one(&stmt, &[&creator, &room, &cap]).await?;
+        let row = tx
+            .query_one(&stmt, &[&creator, &room, &cap, &visibility.as_str()])
+            .await?;
         tx.commit().await?;
         let (recent, created): (i64, i64) = (row.get(0), row.get(1));
         Ok(if created > 0 {
@@ -887,15 +924,49 @@ pub async fn backfill_username_keys(client: &Client) -> Result<(u64, u64), Store
     }
 }
 
-/// Creates a room; false when it already existed.
+/// Creates a public room without owner; false when it already existed.
 pub async fn create_room(client: &Client, name: &str) -> Result<bool, StoreError> {
-    let n = client
-        .execute(
-            "INSERT INTO rooms (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-            &[&name],
+    Ok(create_room_as(client, name, Visibility::Public, None).await? == AdminCreated::Created)
+}
+
+/// What `chat_server room create` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminCreated {
+    /// The room was created (with its owner as first member, if given).
+    Created,
+    /// A room of that name exists (nothing changed).
+    Exists,
+    /// The owner has no `users` row (it never connected): nothing created.
+    NoSuchOwner,
+}
+
+/// Creates a room with `visibility` and, if given, `owner` as its owner
+/// (an operator's act: no creator is recorded, no hourly cap applies).
+pub async fn create_room_as(
+    client: &Client,
+    name: &str,
+    visibility: Visibility,
+    owner: Option<UserId>,
+) -> Result<AdminCreated, StoreError> {
+    let row = client
+        .query_one(
+            "WITH o AS (SELECT $3::int8 IS NULL OR EXISTS (SELECT 1 FROM users WHERE id = $3) AS ok), \
+                  r AS (INSERT INTO rooms (name, visibility) SELECT $1, $2 FROM o WHERE o.ok \
+                        ON CONFLICT (name) DO NOTHING RETURNING name), \
+                  m AS (INSERT INTO room_members (user_id, room, role) \
+                        SELECT $3, name, 'owner' FROM r WHERE $3::int8 IS NOT NULL) \
+             SELECT (SELECT ok FROM o), count(*) FROM r",
+            &[&name, &visibility.as_str(), &owner],
         )
         .await?;
-    Ok(n == 1)
+    let (ok, created): (bool, i64) = (row.get(0), row.get(1));
+    Ok(if !ok {
+        AdminCreated::NoSuchOwner
+    } else if created > 0 {
+        AdminCreated::Created
+    } else {
+        AdminCreated::Exists
+    })
 }
 
 /// All rooms with their member and message counts, by name.

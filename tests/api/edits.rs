@@ -519,7 +519,7 @@ async fn edits_and_deletes_refused_without_leaking() {
     let refused = ask(&mut b, json!({"type": "delete", "id": mine})).await;
     assert_eq!(
         error_text(&refused),
-        format!("only its author can delete message {mine}")
+        format!("only its author or an owner or moderator of room 'r' can delete message {mine}")
     );
     let refused = ask(&mut a, json!({"type": "edit", "id": mine, "content": ""})).await;
     assert_eq!(error_text(&refused), "content must not be empty");
@@ -829,4 +829,106 @@ async fn a_rejoin_under_edits_and_deletes_gets_every_row_once() {
         assert!(!v.to_string().contains("gone-"), "deleted while away: {v}");
     }
     assert_eq!(stored_with(&server, "gone-").await, 0);
+}
+
+/// The one delete rule (`rooms::rules::may_delete`) with roles: a plain
+/// member cannot delete another's message, a moderator (and an owner) of
+/// the room can; the event names the moderator in `by`, and the content is
+/// gone from storage.
+#[tokio::test]
+async fn owners_and_moderators_delete_any_message_of_their_room() {
+    let server = TestServer::start().await;
+    let mut owner = server.connect_on_shard(1, "owner", 0).await;
+    let mut moderator = server.connect_on_shard(2, "moderator", 1).await;
+    let mut author = server.connect_on_shard(3, "author", 0).await;
+    let created = ask(&mut owner, json!({"type": "create_room", "room": "modded"})).await;
+    assert_eq!(created["type"], "room_created", "{created}");
+    for c in [&mut moderator, &mut author] {
+        c.send(json!({"type": "join", "room": "modded"})).await;
+        c.recv_type("join_ack").await;
+    }
+    let target = send_room(&mut author, "modded", "rude words").await;
+    let is_reply = |v: &Value| matches!(v["type"].as_str(), Some("error" | "message_deleted"));
+
+    // A plain member may not.
+    moderator
+        .send(json!({"type": "delete", "id": target, "ref": "d1"}))
+        .await;
+    let got = recv_until(&mut moderator, is_reply).await;
+    let refused = got.last().unwrap();
+    assert_eq!(refused["ref"], "d1", "{refused}");
+    assert!(
+        error_text(refused).contains("owner or moderator"),
+        "{refused}"
+    );
+
+    // Made a moderator, it may.
+    owner
+        .send(json!({"type": "set_role", "room": "modded", "user": 2, "role": "moderator"}))
+        .await;
+    recv_until(&mut owner, |v| v["type"] == "set_role_ack").await;
+    moderator
+        .send(json!({"type": "delete", "id": target, "ref": "d2"}))
+        .await;
+    let got = recv_until(&mut moderator, is_reply).await;
+    let deleted = got.last().unwrap();
+    assert_eq!(deleted["type"], "message_deleted", "{deleted}");
+    assert_eq!(deleted["data"]["target"], target);
+    assert_eq!(deleted["data"]["by"], 2);
+    let seen = recv_until(&mut author, |v| v["type"] == "message_deleted").await;
+    assert_eq!(seen.last().unwrap()["data"]["by"], 2);
+    assert_eq!(stored_with(&server, "rude words").await, 0);
+
+    // The owner may too.
+    let second = send_room(&mut author, "modded", "more rude words").await;
+    owner
+        .send(json!({"type": "delete", "id": second, "ref": "d3"}))
+        .await;
+    let got = recv_until(&mut owner, is_reply).await;
+    assert_eq!(got.last().unwrap()["type"], "message_deleted");
+    assert_eq!(stored_with(&server, "more rude words").await, 0);
+}
+
+/// A muted member may not edit its messages in the room (an edit is a
+/// message to the room), but may still delete them.
+#[tokio::test]
+async fn a_muted_member_cannot_edit_but_can_delete_its_messages() {
+    let server = TestServer::start().await;
+    let mut owner = server.connect_on_shard(1, "owner", 0).await;
+    let mut author = server.connect_on_shard(2, "author", 1).await;
+    let created = ask(&mut owner, json!({"type": "create_room", "room": "quiet"})).await;
+    assert_eq!(created["type"], "room_created", "{created}");
+    author.join("quiet").await;
+    let id = send_room(&mut author, "quiet", "before the mute").await;
+    owner
+        .send(json!({"type": "mute", "room": "quiet", "user": 2}))
+        .await;
+    recv_until(&mut owner, |v| v["type"] == "mute_ack").await;
+    // The mute reaches the author's shard through its inbox: wait for it.
+    let mut refused = Value::Null;
+    for _ in 0..50 {
+        author
+            .send(json!({"type": "edit", "id": id, "content": "after", "ref": "e"}))
+            .await;
+        let got = recv_until(&mut author, |v| {
+            v["ref"] == "e" || v["type"] == "message_edited"
+        })
+        .await;
+        refused = got.last().unwrap().clone();
+        if refused["type"] == "error" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        error_text(&refused),
+        "you are muted in room 'quiet'",
+        "{refused}"
+    );
+    author
+        .send(json!({"type": "delete", "id": id, "ref": "d"}))
+        .await;
+    let got = recv_until(&mut author, |v| v["ref"] == "d").await;
+    assert_eq!(got.last().unwrap()["type"], "message_deleted", "{got:?}");
+    assert_eq!(stored_with(&server, "before the mute").await, 0);
 }

@@ -244,7 +244,7 @@ impl Client {
     }
 
     /// Next text frame as JSON, skipping ephemeral notices (`presence`,
-    /// `typing`), which arrive whenever other members come and go; fails
+    /// `typing`, `member`), which arrive whenever other members come and go; fails
     /// the test after [`RECV_TIMEOUT`].
     pub async fn recv(&mut self) -> Value {
         loop {
@@ -299,9 +299,16 @@ impl Client {
         }
     }
 
-    /// Asserts no frame at all (notices included) arrives for `wait`.
+    /// Asserts no frame at all (notices included) arrives for `wait`, but
+    /// `member` events (which other members' joins and leaves cause).
     pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(Some(Ok(m))) = tokio::time::timeout(wait, self.ws.next()).await {
+        let until = tokio::time::Instant::now() + wait;
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, self.ws.next()).await {
+            if let Message::Text(t) = &m {
+                if serde_json::from_str::<Value>(t.as_str()).is_ok_and(|v| v["type"] == "member") {
+                    continue;
+                }
+            }
             panic!("expected no frame, got {m:?}");
         }
     }
@@ -325,9 +332,10 @@ impl Client {
     }
 }
 
-/// True for the ephemeral frames other members' comings and goings cause.
+/// True for the ephemeral frames other members' comings and goings cause
+/// (`member` events too: `joined`/`left` arrive whenever others join and leave).
 pub fn is_notice(v: &Value) -> bool {
-    v["type"] == "presence" || v["type"] == "typing"
+    v["type"] == "presence" || v["type"] == "typing" || v["type"] == "member"
 }
 
 impl TestServer {

@@ -102,7 +102,10 @@ async fn create_room_joins_the_creator_and_refuses_duplicates_and_bad_names() {
     a.send(json!({"type": "create_room", "room": "team-1.b_x", "ref": 5}))
         .await;
     let created = a.recv_type("room_created").await;
-    assert_eq!(created["data"], json!({"room": "team-1.b_x"}));
+    assert_eq!(
+        created["data"],
+        json!({"room": "team-1.b_x", "visibility": "public"})
+    );
     assert_eq!(created["ref"], 5);
     // The creator is a member on every connection.
     tokio::time::sleep(Duration::from_millis(100)).await;

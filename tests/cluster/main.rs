@@ -14,6 +14,7 @@ mod harness;
 
 mod nodes;
 
+mod access;
 mod edits;
 mod fanout;
 mod faults;

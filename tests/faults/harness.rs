@@ -523,8 +523,8 @@ impl Client {
         self.ws.send(Message::text(v.to_string())).await.unwrap();
     }
 
-    /// Next text frame as JSON (10 s at most), skipping `presence` and
-    /// `typing` notices, which other members' comings and goings cause.
+    /// Next text frame as JSON (10 s at most), skipping `presence`,
+    /// `typing` and `member` notices, which other members' comings and goings cause.
     pub async fn recv(&mut self) -> Value {
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
@@ -535,7 +535,7 @@ impl Client {
             match msg {
                 Message::Text(t) => {
                     let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                    if v["type"] != "presence" && v["type"] != "typing" {
+                    if v["type"] != "presence" && v["type"] != "typing" && v["type"] != "member" {
                         return v;
                     }
                 }
@@ -611,7 +611,7 @@ impl Reader {
                                 l.errors.push(e.to_owned());
                                 l.error_times.push(Instant::now());
                             }
-                            Some("presence" | "typing") => {}
+                            Some("presence" | "typing" | "member") => {}
                             _ => l.others.push(v),
                         }
                     }

@@ -1,0 +1,229 @@
+//! The WebSocket door to room access (issue 14): `set_role`, `invite`,
+//! `members`, `mute`, `unmute`, and the member events of `join`/`leave`.
+//! The rules are `crate::rooms` (`rooms::act` checks and commits); this
+//! file turns requests into calls and outcomes into frames and shard events.
+
+use chrono::Utc;
+
+use super::{db_error, error, error_frame, later, Outcome, Session};
+use crate::protocol::{
+    encode_access_ack, encode_member, encode_members, Frame, MemberEvent, MemberInfo, Ref, Request,
+    UserId,
+};
+use crate::rooms::{self, Mute, MuteChange};
+use crate::router::Origin;
+use crate::shard::Shard;
+use crate::store::{Applied, Change, Joined};
+
+impl Session {
+    /// Dispatches a room access request (`Request::SetRole`, `Invite`,
+    /// `Members`, `Mute`, `Unmute`; anything else is not one).
+    pub(super) fn room_access(&self, request: Request, r: Option<Ref>) -> Outcome {
+        match request {
+            Request::SetRole { room, user, role } => {
+                self.access(room, user, Change::SetRole(role), r)
+            }
+            Request::Invite { room, user } => self.access(room, user, Change::Invite, r),
+            Request::Members { room, after, limit } => self.members(room, after, limit, r),
+            Request::Mute {
+                room,
+                user,
+                seconds,
+            } => self.access(room, user, Change::Mute(seconds), r),
+            Request::Unmute { room, user } => self.access(room, user, Change::Unmute, r),
+            _ => error(&r, "not a room access request"),
+        }
+    }
+
+    /// `set_role`, `invite`, `mute` and `unmute`: checked and committed by
+    /// `rooms::act`, then announced; answered `<request>_ack`.
+    fn access(&self, room: String, target: UserId, change: Change, r: Option<Ref>) -> Outcome {
+        let shard = self.shard.clone();
+        let (by, origin) = (self.user, self.origin);
+        later(async move {
+            let max = shard.config.max_rooms_per_user;
+            match rooms::act(&shard.store, &room, Some(by), target, change, max).await {
+                Ok(Ok(applied)) => vec![announce(
+                    &shard,
+                    Some(origin),
+                    &room,
+                    Some(by),
+                    target,
+                    change,
+                    applied,
+                    r.as_ref(),
+                )],
+                Ok(Err(refused)) => vec![error_frame(&r, refused.message(&room, target))],
+                Err(e) => db_error(&shard, change.action().name(), &e, &r),
+            }
+        })
+    }
+
+    /// `members`: a page of the room's members, by user id (members only:
+    /// to anyone else a room, private or missing, gets the same error).
+    fn members(
+        &self,
+        room: String,
+        after: Option<UserId>,
+        limit: Option<i64>,
+        r: Option<Ref>,
+    ) -> Outcome {
+        let limit = match self.shard.config.members_limit(limit) {
+            Ok(limit) => limit,
+            Err(e) => return error(&r, e),
+        };
+        if !self.shard.registry.borrow().is_member(self.user, &room) {
+            return error(&r, format!("join room '{room}' before listing its members"));
+        }
+        let shard = self.shard.clone();
+        later(async move {
+            match shard
+                .store
+                .members(&room, after.unwrap_or(0), limit + 1)
+                .await
+            {
+                Ok(mut rows) => {
+                    let more = rows.len() as i64 > limit;
+                    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                    let now = Utc::now();
+                    let list: Vec<MemberInfo> = rows
+                        .into_iter()
+                        .map(|m| {
+                            let mute = m.mute.filter(|m| m.active_at(now));
+                            MemberInfo {
+                                user: m.user,
+                                username: m.username,
+                                role: m.role.as_str(),
+                                muted: mute.is_some(),
+                                muted_until: mute.and_then(|m| m.until),
+                            }
+                        })
+                        .collect();
+                    vec![encode_members(&room, &list, more, r.as_ref())]
+                }
+                Err(e) => db_error(&shard, "members", &e, &r),
+            }
+        })
+    }
+}
+
+/// The refusal of a `message` from a muted member, if the mute holds now.
+pub(super) fn muted(room: &str, mute: Option<Mute>) -> Option<String> {
+    let mute = mute.filter(|m| m.active_at(Utc::now()))?;
+    Some(match mute.until {
+        Some(until) => format!(
+            "you are muted in room '{room}' until {}",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ),
+        None => format!("you are muted in room '{room}'"),
+    })
+}
+
+/// After a `join` the store accepted (the user is registered already):
+/// loads the user's mute here at once and on its other shards, and tells
+/// the room when the membership is new.
+pub(super) fn after_join(shard: &Shard, origin: Origin, user: UserId, room: &str, joined: Joined) {
+    let mute = match joined.mute {
+        Some(m) => MuteChange::Muted(m),
+        None => MuteChange::Unchanged,
+    };
+    shard.registry.borrow_mut().set_mute(user, room, mute);
+    let frame = joined
+        .new
+        .then(|| member_frame(room, user, "joined", Some(user), None, None));
+    if frame.is_some() || mute != MuteChange::Unchanged {
+        shard.member_event(room, user, mute, frame, Some(origin));
+    }
+}
+
+/// After a `leave`: tells the room and the user's other connections.
+pub(super) fn after_leave(shard: &Shard, origin: Origin, user: UserId, room: &str) {
+    let frame = member_frame(room, user, "left", Some(user), None, None);
+    shard.member_event(room, user, MuteChange::Unchanged, Some(frame), Some(origin));
+}
+
+fn member_frame(
+    room: &str,
+    user: UserId,
+    action: &str,
+    by: Option<UserId>,
+    role: Option<&str>,
+    until: Option<chrono::DateTime<Utc>>,
+) -> Frame {
+    encode_member(&MemberEvent {
+        room,
+        user,
+        action,
+        by,
+        role,
+        until,
+    })
+}
+
+/// Makes a committed change take effect (subscriptions, cached mutes) and
+/// tells the room's members and the target's connections; returns the ack.
+#[allow(clippy::too_many_arguments)]
+fn announce(
+    shard: &Shard,
+    origin: Option<Origin>,
+    room: &str,
+    by: Option<UserId>,
+    target: UserId,
+    change: Change,
+    applied: Applied,
+    r: Option<&Ref>,
+) -> Frame {
+    let kind = match change {
+        Change::SetRole(_) => "set_role_ack",
+        Change::Invite => "invite_ack",
+        Change::Mute(_) => "mute_ack",
+        Change::Unmute => "unmute_ack",
+    };
+    let event = |action, role, until| member_frame(room, target, action, by, role, until);
+    let mut until = None;
+    match applied {
+        Applied::Role { changed: false } | Applied::Unmuted { changed: false } => {}
+        Applied::Role { changed: true } => {
+            let role = match change {
+                Change::SetRole(role) => Some(role.as_str()),
+                _ => None,
+            };
+            let frame = event("role", role, None);
+            shard.member_event(room, target, MuteChange::Unchanged, Some(frame), origin);
+        }
+        Applied::Invited { last, mute } => {
+            // Every connection of the invitee follows the room from now on.
+            shard.joined(target, room, Some(last));
+            let mute = mute.map_or(MuteChange::Unchanged, MuteChange::Muted);
+            shard.registry.borrow_mut().set_mute(target, room, mute);
+            shard.member_event(
+                room,
+                target,
+                mute,
+                Some(event("invited", None, None)),
+                origin,
+            );
+        }
+        Applied::Muted(m) => {
+            until = m.until;
+            let change = MuteChange::Muted(m);
+            shard.registry.borrow_mut().set_mute(target, room, change);
+            shard.member_event(
+                room,
+                target,
+                change,
+                Some(event("muted", None, m.until)),
+                origin,
+            );
+        }
+        Applied::Unmuted { changed: true } => {
+            shard
+                .registry
+                .borrow_mut()
+                .set_mute(target, room, MuteChange::Unmuted);
+            let frame = event("unmuted", None, None);
+            shard.member_event(room, target, MuteChange::Unmuted, Some(frame), origin);
+        }
+    }
+    encode_access_ack(kind, room, target, until, r)
+}
