@@ -62,6 +62,8 @@ function watch(page, who) {
     problems.push(`${who} console error: ${m.text()}`);
   });
   page.on('pageerror', (e) => problems.push(`${who} page error: ${e.message}`));
+  // "Delete this message?" and the like: yes.
+  page.on('dialog', (d) => d.accept());
   page.on('requestfailed', (r) => {
     if (!serverDown) problems.push(`${who} request failed: ${r.url()} ${r.failure()?.errorText}`);
   });
@@ -103,6 +105,24 @@ async function say(page, text) {
   await page.press('#composer-input', 'Enter');
 }
 
+/** Fails unless no message of `page` shows `text` (after a moment). */
+async function seesNone(page, text, who) {
+  await page.waitForTimeout(300);
+  const n = await page.locator('#message-list li.msg', { hasText: text }).count();
+  if (n !== 0) problems.push(`${who} still sees "${text}" (${n} times)`);
+}
+
+/** The delivered message of `page` showing `text`. */
+const message = (page, text) => page.locator('#message-list li.msg[data-id]', { hasText: text });
+
+/** Waits until the message with id `id` is a tombstone on `page`. */
+async function seesTombstone(page, id, who) {
+  const li = page.locator(`#message-list li.msg.deleted[data-id="${id}"]`, { hasText: 'message deleted' });
+  await li.waitFor({ timeout: STEP_MS }).catch(() => {
+    throw new Error(`${who} does not show message ${id} as deleted`);
+  });
+}
+
 /** Waits until exactly one delivered (not pending) message shows `text`. */
 async function seesOnce(page, text, who) {
   const delivered = page.locator('#message-list li.msg[data-id]', { hasText: text });
@@ -113,6 +133,105 @@ async function seesOnce(page, text, who) {
   if (n !== 1) problems.push(`${who} sees "${text}" ${n} times`);
   const pending = await page.locator('#message-list li.msg.pending', { hasText: text }).count();
   if (pending !== 0) problems.push(`${who} still shows "${text}" as pending`);
+}
+
+/**
+ * Issue 14: alice creates a private room and invites bob by id; bob sees it
+ * appear and reads it; alice edits and deletes her messages, bob sees the
+ * edit ("(edited)") and the tombstone live; alice makes bob a moderator,
+ * who deletes one of her messages; and after bob reloads the page the
+ * edit and the tombstones are still shown.
+ */
+async function privateRoomScenario(alice, bob) {
+  const room = 'secret-plans';
+  log(`alice creates the private room #${room}`);
+  await alice.fill('#room-input', room);
+  await alice.check('#room-private');
+  await alice.click('#create-room');
+  await alice.locator('#conv-title', { hasText: '# ' + room }).waitFor({ timeout: STEP_MS });
+
+  log('bob cannot join it: to him it does not exist');
+  await bob.fill('#room-input', room);
+  await bob.click('#join-room');
+  await bob.locator('#banner', { hasText: `room '${room}' does not exist` }).waitFor({ timeout: STEP_MS });
+  await bob.click('#banner-close');
+  await bob.click('#room-list button:has-text("general")');
+
+  log('alice sees herself as owner and invites bob by id');
+  await alice.click('#members-toggle');
+  await alice.locator('#member-list li[data-user="1"]', { hasText: 'owner' }).waitFor({ timeout: STEP_MS });
+  await alice.fill('#admin-user', '2');
+  await alice.click('#invite');
+  await alice.locator('#member-list li[data-user="2"]', { hasText: 'member' }).waitFor({ timeout: STEP_MS });
+
+  log('the room appears on bob\'s page; he reads a message there');
+  await bob.locator('#room-list button', { hasText: room }).waitFor({ timeout: STEP_MS });
+  await bob.click(`#room-list button:has-text("${room}")`);
+  await bob.locator('#conv-title', { hasText: '# ' + room }).waitFor({ timeout: STEP_MS });
+  await say(alice, 'the plan: meet at noon');
+  await seesOnce(bob, 'the plan: meet at noon', 'bob');
+  await seesOnce(alice, 'the plan: meet at noon', 'alice');
+
+  log('alice edits her message; bob sees the new text marked (edited)');
+  const planId = await message(alice, 'the plan: meet at noon').getAttribute('data-id');
+  await message(alice, 'the plan: meet at noon').locator('button.edit').click();
+  await alice.locator('#edit-bar').waitFor({ timeout: STEP_MS });
+  await alice.fill('#composer-input', 'the plan: meet at one');
+  await alice.press('#composer-input', 'Enter');
+  for (const [who, page] of [['bob', bob], ['alice', alice]]) {
+    await page.locator(`#message-list li.msg[data-id="${planId}"]`, { hasText: 'the plan: meet at one' })
+      .locator('.edited', { hasText: '(edited)' }).waitFor({ timeout: STEP_MS });
+    await seesNone(page, 'meet at noon', who);
+  }
+
+  log('alice deletes a message; bob sees a tombstone');
+  await say(alice, 'oops, wrong room');
+  await seesOnce(bob, 'oops, wrong room', 'bob');
+  const oopsId = await message(alice, 'oops, wrong room').getAttribute('data-id');
+  await message(alice, 'oops, wrong room').locator('button.delete').click();
+  await seesTombstone(bob, oopsId, 'bob');
+  await seesTombstone(alice, oopsId, 'alice');
+  await seesNone(bob, 'oops, wrong room', 'bob');
+
+  log('bob, a plain member, has no moderation controls and cannot delete alice\'s message');
+  await bob.click('#members-toggle');
+  await bob.locator('#member-list li[data-user="2"]', { hasText: 'member' }).waitFor({ timeout: STEP_MS });
+  if (await bob.locator('#admin-form').isVisible()) problems.push('bob, a member, sees the invite form');
+  if ((await bob.locator('#member-list button.kick, #member-list button.mute').count()) !== 0) {
+    problems.push('bob, a member, sees moderation buttons');
+  }
+  if ((await message(bob, 'the plan: meet at one').locator('button.delete').count()) !== 0) {
+    problems.push('bob, a member, may delete alice\'s message');
+  }
+
+  log('alice makes bob a moderator; he deletes one of her messages');
+  await say(alice, 'a message for the moderator');
+  await seesOnce(bob, 'a message for the moderator', 'bob');
+  await alice.locator('#member-list li[data-user="2"] select.set-role').selectOption('moderator');
+  await bob.locator('#member-list li[data-user="2"]', { hasText: 'moderator' }).waitFor({ timeout: STEP_MS });
+  const modId = await message(bob, 'a message for the moderator').getAttribute('data-id');
+  await message(bob, 'a message for the moderator').locator('button.delete').click();
+  await seesTombstone(alice, modId, 'alice');
+  await seesTombstone(bob, modId, 'bob');
+
+  log('bob reloads the page: the edit and the tombstones are still shown');
+  await bob.reload();
+  await connected(bob);
+  await bob.locator('#conv-title', { hasText: '# ' + room }).waitFor({ timeout: STEP_MS });
+  await bob.locator(`#message-list li.msg[data-id="${planId}"]`, { hasText: 'the plan: meet at one' })
+    .locator('.edited', { hasText: '(edited)' }).waitFor({ timeout: STEP_MS });
+  await seesTombstone(bob, oopsId, 'bob after reloading');
+  await seesTombstone(bob, modId, 'bob after reloading');
+  await seesOnce(bob, 'the plan: meet at one', 'bob after reloading');
+  for (const gone of ['meet at noon', 'oops, wrong room', 'a message for the moderator']) {
+    await seesNone(bob, gone, 'bob after reloading');
+  }
+  await bob.screenshot({ path: path.join(shots, 'private-room-bob.png') });
+  await alice.screenshot({ path: path.join(shots, 'private-room-alice.png') });
+
+  await alice.click('#members-toggle');
+  await alice.click('#room-list button:has-text("general")');
+  await bob.click('#room-list button:has-text("general")');
 }
 
 async function main() {
@@ -198,6 +317,8 @@ async function main() {
     await seesOnce(bob, 'got it', 'bob');
     await alice.click('#room-list button:has-text("general")');
     await bob.click('#room-list button:has-text("general")');
+
+    await privateRoomScenario(alice, bob);
 
     log('the server stops; alice writes while it is down');
     serverDown = true;
