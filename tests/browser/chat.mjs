@@ -6,8 +6,11 @@
 // and a room `general`) and answers this script's control lines on stdout:
 // `STOP` (stop the server; it answers `STOPPED` on stdin) and `START` (start
 // it again on the same port and database; it answers `STARTED`).
-// Fails (exit 1) on any console error or page error, on any missing or
-// duplicated message. Saves screenshots under target/browser/.
+// Besides chatting, DMs and the restart, a private room (issue 14): alice
+// creates it, invites bob by id, edits and deletes messages, makes bob a
+// moderator who deletes one of hers; bob sees it all live and after a
+// reload. Fails (exit 1) on any console error or page error, on any
+// missing or duplicated message. Saves screenshots under target/browser/.
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -146,7 +149,7 @@ async function privateRoomScenario(alice, bob) {
   const room = 'secret-plans';
   log(`alice creates the private room #${room}`);
   await alice.fill('#room-input', room);
-  await alice.check('#room-private');
+  await alice.check('#room-private', { timeout: STEP_MS });
   await alice.click('#create-room');
   await alice.locator('#conv-title', { hasText: '# ' + room }).waitFor({ timeout: STEP_MS });
 

@@ -2,8 +2,9 @@
 //! `chromium`), driven by `tests/browser/chat.mjs` (playwright-core). Two
 //! users sign in (one with a dev token, one by pasting a token), scroll up
 //! through a room's history, create and join a room, chat, exchange a DM,
-//! and keep chatting across a server restart without losing or duplicating
-//! a message. `scripts/test.sh` installs Chromium and the npm packages.
+//! run a private room (invitation, roles, an edit and deletes, seen live
+//! and after a reload), and keep chatting across a server restart without
+//! losing or duplicating a message. `scripts/test.sh` installs Chromium and the npm packages.
 
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
