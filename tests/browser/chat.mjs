@@ -74,6 +74,40 @@ function watch(page, who) {
 
 const log = (msg) => console.error(`chat.mjs: ${msg}`);
 
+/**
+ * Routes a page's WebSockets through the test, so that it can cut the
+ * page off the server (`cut()`: the page's socket stays open but reaches
+ * nothing, and new ones are held the same way) and let it reconnect
+ * (`release()`: the held socket closes, the page reconnects to the server
+ * and recovers with `since`).
+ */
+async function cuttable(page) {
+  let held = null;
+  let live = [];
+  await page.routeWebSocket(/\/ws(\?|$)/, (ws) => {
+    if (held !== null) {
+      held.push(ws);
+      return;
+    }
+    live.push([ws, ws.connectToServer()]);
+  });
+  return {
+    cut() {
+      held = [];
+      for (const [ws, server] of live) {
+        // The page's side stays open: it sees no close, just silence.
+        server.close();
+      }
+      live = [];
+    },
+    release() {
+      const sockets = held || [];
+      held = null;
+      for (const ws of sockets) ws.close({ code: 1000, reason: 'test reconnects' });
+    },
+  };
+}
+
 async function signIn(page, username, userId) {
   await page.goto(base);
   await page.locator('#dev-form').waitFor({ state: 'visible', timeout: STEP_MS });
@@ -145,7 +179,7 @@ async function seesOnce(page, text, who) {
  * who deletes one of her messages; and after bob reloads the page the
  * edit and the tombstones are still shown.
  */
-async function privateRoomScenario(alice, bob) {
+async function privateRoomScenario(alice, bob, bobLink) {
   const room = 'secret-plans';
   log(`alice creates the private room #${room}`);
   await alice.fill('#room-input', room);
@@ -217,16 +251,45 @@ async function privateRoomScenario(alice, bob) {
   await seesTombstone(alice, modId, 'alice');
   await seesTombstone(bob, modId, 'bob');
 
-  log('bob reloads the page: the edit and the tombstones are still shown');
+  log('bob is cut off; alice edits and deletes meanwhile; bob reconnects and recovers');
+  await say(alice, 'to be deleted while bob is away');
+  await seesOnce(bob, 'to be deleted while bob is away', 'bob');
+  const awayId = await message(alice, 'to be deleted while bob is away').getAttribute('data-id');
+  bobLink.cut();
+  await message(alice, 'the plan: meet at one').locator('button.edit').click();
+  await alice.fill('#composer-input', 'the plan: meet at two');
+  await alice.press('#composer-input', 'Enter');
+  await message(alice, 'the plan: meet at two').locator('.edited').waitFor({ timeout: STEP_MS });
+  await message(alice, 'to be deleted while bob is away').locator('button.delete').click();
+  await seesTombstone(alice, awayId, 'alice');
+  await say(alice, 'written while bob was away');
+  await seesOnce(alice, 'written while bob was away', 'alice');
+  await message(alice, 'written while bob was away').locator('button.edit').click();
+  await alice.fill('#composer-input', 'written while bob was away, then edited');
+  await alice.press('#composer-input', 'Enter');
+  await message(alice, 'then edited').locator('.edited').waitFor({ timeout: STEP_MS });
+  await bob.waitForTimeout(300);
+  if ((await message(bob, 'meet at two').count()) !== 0) throw new Error('bob was not cut off');
+  bobLink.release();
+  await bob.locator(`#message-list li.msg[data-id="${planId}"]`, { hasText: 'the plan: meet at two' })
+    .locator('.edited').waitFor({ timeout: STEP_MS });
+  await connected(bob);
+  await seesTombstone(bob, awayId, 'bob after recovering');
+  await message(bob, 'written while bob was away, then edited').locator('.edited').waitFor({ timeout: STEP_MS });
+  await seesOnce(bob, 'written while bob was away, then edited', 'bob after recovering');
+  await seesOnce(bob, 'the plan: meet at two', 'bob after recovering');
+  await seesNone(bob, 'to be deleted while bob is away', 'bob after recovering');
+
+  log('bob reloads the page: the edits and the tombstones are still shown');
   await bob.reload();
   await connected(bob);
   await bob.locator('#conv-title', { hasText: '# ' + room }).waitFor({ timeout: STEP_MS });
-  await bob.locator(`#message-list li.msg[data-id="${planId}"]`, { hasText: 'the plan: meet at one' })
+  await bob.locator(`#message-list li.msg[data-id="${planId}"]`, { hasText: 'the plan: meet at two' })
     .locator('.edited', { hasText: '(edited)' }).waitFor({ timeout: STEP_MS });
-  await seesTombstone(bob, oopsId, 'bob after reloading');
-  await seesTombstone(bob, modId, 'bob after reloading');
-  await seesOnce(bob, 'the plan: meet at one', 'bob after reloading');
-  for (const gone of ['meet at noon', 'oops, wrong room', 'a message for the moderator']) {
+  for (const id of [oopsId, modId, awayId]) await seesTombstone(bob, id, 'bob after reloading');
+  await seesOnce(bob, 'the plan: meet at two', 'bob after reloading');
+  await seesOnce(bob, 'written while bob was away, then edited', 'bob after reloading');
+  for (const gone of ['meet at noon', 'meet at one', 'oops, wrong room', 'a message for the moderator', 'to be deleted while']) {
     await seesNone(bob, gone, 'bob after reloading');
   }
   await bob.screenshot({ path: path.join(shots, 'private-room-bob.png') });
@@ -258,6 +321,7 @@ async function main() {
     const viewport = { width: 1100, height: 680 };
     const alice = await (await browser.newContext({ viewport })).newPage();
     const bob = await (await browser.newContext({ viewport })).newPage();
+    const bobLink = await cuttable(bob);
     watch(alice, 'alice');
     watch(bob, 'bob');
     pages = [['alice', alice], ['bob', bob]];
@@ -321,7 +385,7 @@ async function main() {
     await alice.click('#room-list button:has-text("general")');
     await bob.click('#room-list button:has-text("general")');
 
-    await privateRoomScenario(alice, bob);
+    await privateRoomScenario(alice, bob, bobLink);
 
     log('the server stops; alice writes while it is down');
     serverDown = true;
