@@ -899,6 +899,7 @@ import * as members from './members.js';
     $('conv-sub').textContent = c && c.kind === 'room' && c.online.size ? `${c.online.size} online` : '';
     $('leave-room').hidden = !(c && c.kind === 'room' && S.features.leave);
     $('composer-input').disabled = !c;
+    $('composer-input').placeholder = members.mutedHere(app, c) ? 'You are muted in this room' : 'Write a message';
     $('send').disabled = !c;
     $('edit-bar').hidden = !S.editing;
     $('send').textContent = S.editing ? 'Save' : 'Send';

@@ -41,6 +41,14 @@ export function myRole(app, c) {
   return me ? me.role : null;
 }
 
+/** Whether the user is muted in room conversation `c`, as far as known. */
+export function mutedHere(app, c) {
+  if (!c || c.kind !== 'room' || !c.members) return false;
+  const me = c.members.list.get(app.S.me.id);
+  if (!me || !me.muted) return false;
+  return !me.muted_until || Date.parse(me.muted_until) > Date.now();
+}
+
 /** Whether `actor` (a role) may act on a member with role `target` (not itself). */
 export function mayModerate(actor, target) {
   if (actor === 'owner') return true;

@@ -251,6 +251,22 @@ async function privateRoomScenario(alice, bob, bobLink) {
   await seesTombstone(alice, modId, 'alice');
   await seesTombstone(bob, modId, 'bob');
 
+  log('alice mutes bob: his message is refused until she unmutes him');
+  await alice.locator('#member-list li[data-user="2"] button.mute').click();
+  await alice.locator('#member-list li[data-user="2"] .muted-tag').waitFor({ timeout: STEP_MS });
+  await bob.locator('#member-list li[data-user="2"] .muted-tag').waitFor({ timeout: STEP_MS });
+  await bob.locator('#composer-input[placeholder="You are muted in this room"]').waitFor({ timeout: STEP_MS });
+  await say(bob, 'can I still speak?');
+  await bob.locator('#banner', { hasText: `you are muted in room '${room}'` }).waitFor({ timeout: STEP_MS });
+  await bob.locator('#message-list li.msg.failed', { hasText: 'can I still speak?' }).waitFor({ timeout: STEP_MS });
+  await bob.click('#banner-close');
+  await seesNone(alice, 'can I still speak?', 'alice');
+  await alice.locator('#member-list li[data-user="2"] button.unmute').click();
+  await bob.locator('#composer-input[placeholder="Write a message"]').waitFor({ timeout: STEP_MS });
+  if ((await bob.locator('#member-list li[data-user="2"] .muted-tag').count()) !== 0) problems.push('bob is still shown muted');
+  await say(bob, 'thanks for unmuting me');
+  await seesOnce(alice, 'thanks for unmuting me', 'alice');
+
   log('bob is cut off; alice edits and deletes meanwhile; bob reconnects and recovers');
   await say(alice, 'to be deleted while bob is away');
   await seesOnce(bob, 'to be deleted while bob is away', 'bob');
@@ -382,6 +398,16 @@ async function main() {
     await seesOnce(alice, 'psst, a direct message', 'alice');
     await say(alice, 'got it');
     await seesOnce(bob, 'got it', 'bob');
+
+    log('DMs too: alice edits her reply, bob deletes his message');
+    await message(alice, 'got it').locator('button.edit').click();
+    await alice.fill('#composer-input', 'got it, thanks');
+    await alice.press('#composer-input', 'Enter');
+    await message(bob, 'got it, thanks').locator('.edited').waitFor({ timeout: STEP_MS });
+    const psstId = await message(bob, 'psst, a direct message').getAttribute('data-id');
+    await message(bob, 'psst, a direct message').locator('button.delete').click();
+    await seesTombstone(alice, psstId, 'alice');
+    await seesTombstone(bob, psstId, 'bob');
     await alice.click('#room-list button:has-text("general")');
     await bob.click('#room-list button:has-text("general")');
 
