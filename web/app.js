@@ -57,7 +57,7 @@ import * as members from './members.js';
     renewTimer: null,
     lastTyping: 0,
     typers: new Map(), // user id -> {username, until, room}
-    editing: null, // {conv, id}: the composer edits this message
+    editing: null, // {conv, id, draft}: the composer edits this message (draft: what it held before)
     showMembers: false,
   };
 
@@ -458,7 +458,6 @@ import * as members from './members.js';
         break;
       case 'room_created':
         answered(frame, ['create_room']);
-        conversation('room', d.room).visibility = d.visibility;
         join(d.room);
         select(conversation('room', d.room));
         break;
@@ -675,26 +674,27 @@ import * as members from './members.js';
   /** Puts message `m` of the current conversation into the composer to edit it. */
   function startEdit(m) {
     if (!S.current || !edits.mayEdit(m, S.me.id)) return;
-    S.editing = { conv: S.current, id: m.id };
     const input = $('composer-input');
+    const draft = S.editing ? S.editing.draft : input.value;
+    S.editing = { conv: S.current, id: m.id, draft };
     input.value = m.content;
     input.dispatchEvent(new Event('input'));
     render();
     input.focus();
   }
 
+  /** Leaves edit mode; the composer gets back what it held before. */
   function cancelEdit() {
     if (!S.editing) return;
+    $('composer-input').value = S.editing.draft || '';
     S.editing = null;
-    $('composer-input').value = '';
     render();
   }
 
   function sendEdit(text) {
     const { conv, id } = S.editing;
     const m = conv.messages.get(id);
-    S.editing = null;
-    render();
+    cancelEdit();
     if (!m || m.deleted || m.content === text) return;
     if (!S.open) {
       showError('Not connected: the edit was not sent.');

@@ -137,7 +137,10 @@ export function onMemberEvent(app, d) {
     return;
   }
   const c = S.rooms.get(d.room);
-  if (!c || !c.members || !c.members.loaded) return;
+  if (!c || !c.members) return;
+  // A listing under way may have been read before this change: read again.
+  if (c.members.loading) c.members.again = true;
+  if (!c.members.loaded) return;
   const list = c.members.list;
   switch (d.action) {
     case 'invited':
