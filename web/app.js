@@ -69,6 +69,8 @@ import * as members from './members.js';
     showError: (text) => showError(text),
     join: (room) => join(room),
     leaveLocally: (room) => leaveLocally(room),
+    // Asks the server which rooms the user is in (the answer adds and drops).
+    syncRooms: () => S.features.rooms && send({ type: 'rooms' }, { kind: 'rooms' }),
   };
 
   // ---------- conversations ----------

@@ -4,7 +4,7 @@
 // kick, ban/unban.
 //
 // `app` is the page's core (app.js): {S, send, render, showError, join,
-// leaveLocally}. Every request carries a `ref`; its `<request>_ack` (or
+// leaveLocally, syncRooms}. Every request carries a `ref`; its `<request>_ack` (or
 // error) comes back through app.js's `answered`.
 
 /** Members asked for per `members` page (the server caps it, 200 by default). */
@@ -134,6 +134,9 @@ export function onMemberEvent(app, d) {
     const by = d.by ? S.names.get(d.by) || `user ${d.by}` : 'an operator';
     app.leaveLocally(d.room);
     app.showError(`You were ${d.action} from room '${d.room}' by ${by}${d.reason ? ': ' + d.reason : ''}.`);
+    // A kick is an event of the room's stream: one replayed from before a
+    // new invitation must not drop the room for good, so ask the server.
+    app.syncRooms();
     return;
   }
   const c = S.rooms.get(d.room);
