@@ -140,6 +140,7 @@ export function onMemberEvent(app, d) {
     return;
   }
   const c = S.rooms.get(d.room);
+  if (c && ['left', 'kicked', 'banned'].includes(d.action) && c.online.delete(d.user)) app.render();
   if (!c || !c.members) return;
   // A listing under way may have been read before this change: read again.
   if (c.members.loading) c.members.again = true;
