@@ -45,7 +45,8 @@ pub struct Asset {
 
 const INDEX: &[u8] = include_bytes!("../web/index.html");
 
-/// The web client's files.
+/// The web client's files. `app.js` is an ES module: every module it
+/// imports (`from './x.js'`) must be listed here too (a unit test checks).
 pub const ASSETS: &[Asset] = &[
     Asset {
         path: "/",
@@ -61,6 +62,16 @@ pub const ASSETS: &[Asset] = &[
         path: "/app.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../web/app.js"),
+    },
+    Asset {
+        path: "/edits.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/edits.js"),
+    },
+    Asset {
+        path: "/members.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/members.js"),
     },
     Asset {
         path: "/style.css",
@@ -408,6 +419,24 @@ mod tests {
             "text/javascript; charset=utf-8"
         );
         assert_eq!(asset("/nope").status, 404);
+    }
+
+    #[test]
+    fn every_imported_module_is_served() {
+        let mut imports = 0;
+        for a in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
+            let text = std::str::from_utf8(a.body).unwrap();
+            for line in text.lines().filter(|l| l.starts_with("import ")) {
+                let module = line
+                    .split(['\'', '"'])
+                    .nth(1)
+                    .and_then(|m| m.strip_prefix('.'))
+                    .unwrap_or_else(|| panic!("{}: not a relative import: {line}", a.path));
+                assert_eq!(asset(module).status, 200, "{} imports {module}", a.path);
+                imports += 1;
+            }
+        }
+        assert!(imports >= 2, "app.js imports its modules");
     }
 
     #[test]

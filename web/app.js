@@ -8,8 +8,15 @@
 // - on (re)connect the page asks for its rooms, re-joins each known room
 //   with `since` = last seen id, and syncs DMs from the last DM id; where the
 //   server does not know these requests yet, it falls back to reading the
-//   latest history and merging it by id.
-'use strict';
+//   latest history and merging it by id;
+// - edits and deletes are events of a stream with ids of their own: they
+//   move the stream's last seen id forward and are applied in order
+//   (edits.js); history brings each message in its current state.
+//
+// Modules: app.js (state, connection, frames, rendering), edits.js (edits
+// and deletes), members.js (member list, roles, moderation).
+import * as edits from './edits.js';
+import * as members from './members.js';
 
 (() => {
   const RECONNECT_MIN_MS = 500;
@@ -42,10 +49,28 @@
     nextRef: 1,
     lastDmId: 0,
     names: new Map(), // user id -> username
-    features: { rooms: true, dmSync: true, createRoom: true, read: true, typing: true, leave: true, refresh: true },
+    features: {
+      rooms: true, dmSync: true, createRoom: true, read: true, typing: true, leave: true, refresh: true,
+      edit: true, delete: true, members: true,
+      invite: true, set_role: true, mute: true, unmute: true, kick: true, ban: true, unban: true,
+    },
     renewTimer: null,
     lastTyping: 0,
     typers: new Map(), // user id -> {username, until, room}
+    editing: null, // {conv, id, draft}: the composer edits this message (draft: what it held before)
+    showMembers: false,
+  };
+
+  /** What the modules (members.js) may use of the core. */
+  const app = {
+    S,
+    send: (frame, what) => send(frame, what),
+    render: (opts) => render(opts),
+    showError: (text) => showError(text),
+    join: (room) => join(room),
+    leaveLocally: (room) => leaveLocally(room),
+    // Asks the server which rooms the user is in (the answer adds and drops).
+    syncRooms: () => S.features.rooms && send({ type: 'rooms' }, { kind: 'rooms' }),
   };
 
   // ---------- conversations ----------
@@ -66,9 +91,14 @@
     return name ? `${name} (user ${c.key})` : `user ${c.key}`;
   }
 
-  /** Adds a delivered message; returns true when it was new. */
+  /** Adds a delivered message; returns true when it was new (one already
+   * kept takes the incoming state: edited, or deleted). */
   function addMessage(c, m) {
-    if (c.messages.has(m.id)) return false;
+    const kept = c.messages.get(m.id);
+    if (kept) {
+      edits.mergeMessage(kept, m);
+      return false;
+    }
     c.messages.set(m.id, m);
     if (m.id > c.lastId) c.lastId = m.id;
     if (m.fromUser !== S.me.id && m.username) S.names.set(m.fromUser, m.username);
@@ -363,10 +393,32 @@
         onDelivered(conversation('dm', other), d, frame.ref);
         break;
       }
+      case 'message_edited':
+      case 'message_deleted':
+        onStreamEvent(frame);
+        break;
+      case 'member':
+        if (d) members.onMemberEvent(app, d);
+        break;
+      case 'members':
+        answered(frame, ['members']);
+        members.onMembers(app, d);
+        break;
+      case 'invite_ack':
+      case 'set_role_ack':
+      case 'mute_ack':
+      case 'unmute_ack':
+      case 'kick_ack':
+      case 'ban_ack':
+      case 'unban_ack':
+        answered(frame, [frame.type.replace('_ack', '')]);
+        members.onModerationAck(app, d);
+        break;
       case 'join_ack': {
         answered(frame, ['join']);
         const c = conversation('room', d.room);
         c.joined = true;
+        if (c === S.current) members.loadMembers(app, c);
         if (Array.isArray(d.online)) c.online = new Set(d.online);
         // Without recovery (older server, or a gap too large), read the
         // latest page and merge it by id.
@@ -413,10 +465,7 @@
         break;
       case 'leave_ack':
         answered(frame, ['leave']);
-        S.rooms.delete(d.room);
-        if (S.current && S.current.kind === 'room' && S.current.key === d.room) S.current = null;
-        save();
-        render();
+        leaveLocally(d.room);
         break;
       case 'presence':
         onPresence(d);
@@ -436,6 +485,38 @@
     }
   }
 
+  /** The user is no longer in `room` (left, kicked or banned). */
+  function leaveLocally(room) {
+    const c = S.rooms.get(room);
+    S.rooms.delete(room);
+    if (c && S.current === c) S.current = null;
+    if (c && S.editing && S.editing.conv === c) cancelEdit();
+    save();
+    render();
+  }
+
+  /** `message_edited` / `message_deleted`, live or replayed. */
+  function onStreamEvent(frame) {
+    const d = frame.data;
+    if (!d) return;
+    if (frame.ref !== undefined) answered(frame, []);
+    let c;
+    if (d.room !== undefined) {
+      c = S.rooms.get(d.room);
+    } else {
+      if (d.id > S.lastDmId) S.lastDmId = d.id;
+      const actor = frame.type === 'message_edited' ? d.fromUser : d.by;
+      c = S.dms.get(actor === S.me.id ? d.to : actor);
+    }
+    if (!c) return;
+    // Replays go on from the newest id seen, events included.
+    if (d.id > c.lastId) c.lastId = d.id;
+    const changed = frame.type === 'message_edited' ? edits.applyEdited(c, d) : edits.applyDeleted(c, d);
+    if (frame.type === 'message_deleted' && S.editing && S.editing.conv === c && S.editing.id === d.target) cancelEdit();
+    save();
+    if (changed && c === S.current) render();
+  }
+
   function onDelivered(c, m, ref) {
     // Our own copy acknowledges a pending send: by ref (= client_id), else
     // by content.
@@ -450,7 +531,7 @@
     }
     if (ackedBy) S.pending.delete(ackedBy);
     const fresh = addMessage(c, m);
-    if (fresh && c !== S.current && m.fromUser !== S.me.id && m.id > (c.countedUpTo || 0)) c.unread += 1;
+    if (fresh && !m.deleted && c !== S.current && m.fromUser !== S.me.id && m.id > (c.countedUpTo || 0)) c.unread += 1;
     if (fresh && c === S.current) markRead(c);
     S.typers.delete(m.fromUser);
     save();
@@ -525,10 +606,22 @@
           S.features.leave = false;
           showError('This server does not support leaving rooms yet.');
           return;
+        case 'members':
+          S.features.members = false;
+          if (what && what.kind === 'members') members.onMembersFailed(app, what.room);
+          render();
+          return;
         default:
+          if (unknown[1] in S.features) {
+            S.features[unknown[1]] = false;
+            showError(`This server does not support ${unknown[1]} yet.`);
+            render();
+            return;
+          }
           break;
       }
     }
+    if (what && what.kind === 'members') members.onMembersFailed(app, what.room);
     const ref = frame.ref !== undefined ? String(frame.ref) : null;
     if (ref && S.pending.has(ref)) {
       const p = S.pending.get(ref);
@@ -564,6 +657,10 @@
   function sendMessage(text) {
     const c = S.current;
     if (!c || !text) return;
+    if (S.editing) {
+      sendEdit(text);
+      return;
+    }
     const client_id = newClientId();
     const frame = c.kind === 'room'
       ? { type: 'message', room: c.key, content: text, client_id, ref: client_id }
@@ -576,6 +673,48 @@
     render({ toBottom: true });
   }
 
+  /** Puts message `m` of the current conversation into the composer to edit it. */
+  function startEdit(m) {
+    if (!S.current || !edits.mayEdit(m, S.me.id)) return;
+    const input = $('composer-input');
+    const draft = S.editing ? S.editing.draft : input.value;
+    S.editing = { conv: S.current, id: m.id, draft };
+    input.value = m.content;
+    input.dispatchEvent(new Event('input'));
+    render();
+    input.focus();
+  }
+
+  /** Leaves edit mode; the composer gets back what it held before. */
+  function cancelEdit() {
+    if (!S.editing) return;
+    $('composer-input').value = S.editing.draft || '';
+    S.editing = null;
+    render();
+  }
+
+  function sendEdit(text) {
+    const { conv, id } = S.editing;
+    const m = conv.messages.get(id);
+    cancelEdit();
+    if (!m || m.deleted || m.content === text) return;
+    if (!S.open) {
+      showError('Not connected: the edit was not sent.');
+      return;
+    }
+    const client_id = newClientId();
+    send({ type: 'edit', id, content: text, client_id }, { kind: 'edit' });
+  }
+
+  function deleteMessage(m) {
+    if (!S.open) {
+      showError('Not connected: try again in a moment.');
+      return;
+    }
+    if (!window.confirm('Delete this message for everyone?')) return;
+    send({ type: 'delete', id: m.id, client_id: newClientId() }, { kind: 'delete' });
+  }
+
   function markRead(c) {
     if (c.kind !== 'room' || !S.features.read || !c.lastId || c.readUpTo === c.lastId) return;
     if (!document.hasFocus() && document.visibilityState !== 'visible') return;
@@ -584,10 +723,12 @@
   }
 
   function select(c) {
+    if (S.editing && S.editing.conv !== c) cancelEdit();
     S.current = c;
     c.unread = 0;
     c.countedUpTo = 0;
     if (c.messages.size === 0 && S.open && (c.kind === 'dm' || c.joined)) loadLatest(c);
+    if (c.kind === 'room') members.loadMembers(app, c);
     markRead(c);
     save();
     render({ toBottom: true });
@@ -608,6 +749,7 @@
     S.pending.clear();
     S.refs.clear();
     S.current = null;
+    S.editing = null;
     S.lastDmId = 0;
     save();
     setStatus('offline', 'signed out');
@@ -691,9 +833,25 @@
       t.textContent = time(m.timestamp);
       meta.append(t);
     }
+    const edited = edits.editedMark(m, time);
+    if (edited) meta.append(edited);
+    if (!state && S.open) {
+      const controls = edits.messageControls(m, S.me.id, members.myRole(app, S.current), {
+        edit: S.features.edit ? startEdit : null,
+        delete: S.features.delete ? deleteMessage : null,
+      });
+      if (controls) meta.append(controls);
+    }
     const text = document.createElement('div');
-    text.className = 'text';
-    text.textContent = m.content;
+    if (m.deleted) {
+      li.classList.add('deleted');
+      text.className = 'text tombstone';
+      text.textContent = edits.TOMBSTONE_TEXT;
+    } else {
+      text.className = 'text';
+      text.textContent = m.content;
+    }
+    if (S.editing && S.editing.conv === S.current && S.editing.id === m.id) li.classList.add('editing');
     li.append(meta, text);
     if (state) {
       const note = document.createElement('div');
@@ -743,7 +901,11 @@
     $('conv-sub').textContent = c && c.kind === 'room' && c.online.size ? `${c.online.size} online` : '';
     $('leave-room').hidden = !(c && c.kind === 'room' && S.features.leave);
     $('composer-input').disabled = !c;
+    $('composer-input').placeholder = members.mutedHere(app, c) ? 'You are muted in this room' : 'Write a message';
     $('send').disabled = !c;
+    $('edit-bar').hidden = !S.editing;
+    $('send').textContent = S.editing ? 'Save' : 'Send';
+    members.renderMembers(app);
     const list = $('message-list');
     if (!c) {
       list.replaceChildren();
@@ -821,7 +983,10 @@
         return;
       }
       $('room-input').value = '';
-      send({ type: 'create_room', room }, { kind: 'create_room', room });
+      const frame = { type: 'create_room', room };
+      if ($('room-private').checked) frame.visibility = 'private';
+      $('room-private').checked = false;
+      send(frame, { kind: 'create_room', room });
     });
 
     $('dm-form').addEventListener('submit', (e) => {
@@ -844,7 +1009,10 @@
     $('composer').addEventListener('submit', (e) => {
       e.preventDefault();
       const text = input.value.trim();
-      if (!text) return;
+      if (!text) {
+        cancelEdit();
+        return;
+      }
       input.value = '';
       autosize();
       sendMessage(text);
@@ -853,8 +1021,13 @@
       if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
         e.preventDefault();
         $('composer').requestSubmit();
+      } else if (e.key === 'Escape' && S.editing) {
+        e.preventDefault();
+        cancelEdit();
       }
     });
+    $('cancel-edit').addEventListener('click', cancelEdit);
+    members.wireMembers(app);
     const autosize = () => {
       input.style.height = 'auto';
       input.style.height = Math.min(input.scrollHeight + 2, 144) + 'px';
@@ -862,7 +1035,7 @@
     input.addEventListener('input', () => {
       autosize();
       const c = S.current;
-      if (c && c.kind === 'room' && S.features.typing && Date.now() - S.lastTyping > TYPING_EVERY_MS) {
+      if (c && c.kind === 'room' && !S.editing && S.features.typing && Date.now() - S.lastTyping > TYPING_EVERY_MS) {
         S.lastTyping = Date.now();
         send({ type: 'typing', room: c.key });
       }

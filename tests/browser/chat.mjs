@@ -6,8 +6,11 @@
 // and a room `general`) and answers this script's control lines on stdout:
 // `STOP` (stop the server; it answers `STOPPED` on stdin) and `START` (start
 // it again on the same port and database; it answers `STARTED`).
-// Fails (exit 1) on any console error or page error, on any missing or
-// duplicated message. Saves screenshots under target/browser/.
+// Besides chatting, DMs and the restart, a private room (issue 14): alice
+// creates it, invites bob by id, edits and deletes messages, makes bob a
+// moderator who deletes one of hers; bob sees it all live and after a
+// reload. Fails (exit 1) on any console error or page error, on any
+// missing or duplicated message. Saves screenshots under target/browser/.
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -62,12 +65,48 @@ function watch(page, who) {
     problems.push(`${who} console error: ${m.text()}`);
   });
   page.on('pageerror', (e) => problems.push(`${who} page error: ${e.message}`));
+  // "Delete this message?" and the like: yes.
+  page.on('dialog', (d) => d.accept());
   page.on('requestfailed', (r) => {
     if (!serverDown) problems.push(`${who} request failed: ${r.url()} ${r.failure()?.errorText}`);
   });
 }
 
 const log = (msg) => console.error(`chat.mjs: ${msg}`);
+
+/**
+ * Routes a page's WebSockets through the test, so that it can cut the
+ * page off the server (`cut()`: the page's socket stays open but reaches
+ * nothing, and new ones are held the same way) and let it reconnect
+ * (`release()`: the held socket closes, the page reconnects to the server
+ * and recovers with `since`).
+ */
+async function cuttable(page) {
+  let held = null;
+  let live = [];
+  await page.routeWebSocket(/\/ws(\?|$)/, (ws) => {
+    if (held !== null) {
+      held.push(ws);
+      return;
+    }
+    live.push([ws, ws.connectToServer()]);
+  });
+  return {
+    cut() {
+      held = [];
+      for (const [ws, server] of live) {
+        // The page's side stays open: it sees no close, just silence.
+        server.close();
+      }
+      live = [];
+    },
+    release() {
+      const sockets = held || [];
+      held = null;
+      for (const ws of sockets) ws.close({ code: 1000, reason: 'test reconnects' });
+    },
+  };
+}
 
 async function signIn(page, username, userId) {
   await page.goto(base);
@@ -103,6 +142,24 @@ async function say(page, text) {
   await page.press('#composer-input', 'Enter');
 }
 
+/** Fails unless no message of `page` shows `text` (after a moment). */
+async function seesNone(page, text, who) {
+  await page.waitForTimeout(300);
+  const n = await page.locator('#message-list li.msg', { hasText: text }).count();
+  if (n !== 0) problems.push(`${who} still sees "${text}" (${n} times)`);
+}
+
+/** The delivered message of `page` showing `text`. */
+const message = (page, text) => page.locator('#message-list li.msg[data-id]', { hasText: text });
+
+/** Waits until the message with id `id` is a tombstone on `page`. */
+async function seesTombstone(page, id, who) {
+  const li = page.locator(`#message-list li.msg.deleted[data-id="${id}"]`, { hasText: 'message deleted' });
+  await li.waitFor({ timeout: STEP_MS }).catch(() => {
+    throw new Error(`${who} does not show message ${id} as deleted`);
+  });
+}
+
 /** Waits until exactly one delivered (not pending) message shows `text`. */
 async function seesOnce(page, text, who) {
   const delivered = page.locator('#message-list li.msg[data-id]', { hasText: text });
@@ -113,6 +170,150 @@ async function seesOnce(page, text, who) {
   if (n !== 1) problems.push(`${who} sees "${text}" ${n} times`);
   const pending = await page.locator('#message-list li.msg.pending', { hasText: text }).count();
   if (pending !== 0) problems.push(`${who} still shows "${text}" as pending`);
+}
+
+/**
+ * Issue 14: alice creates a private room and invites bob by id; bob sees it
+ * appear and reads it; alice edits and deletes her messages, bob sees the
+ * edit ("(edited)") and the tombstone live; alice makes bob a moderator,
+ * who deletes one of her messages; and after bob reloads the page the
+ * edit and the tombstones are still shown.
+ */
+async function privateRoomScenario(alice, bob, bobLink) {
+  const room = 'secret-plans';
+  log(`alice creates the private room #${room}`);
+  await alice.fill('#room-input', room);
+  await alice.check('#room-private', { timeout: STEP_MS });
+  await alice.click('#create-room');
+  await alice.locator('#conv-title', { hasText: '# ' + room }).waitFor({ timeout: STEP_MS });
+
+  log('bob cannot join it: to him it does not exist');
+  await bob.fill('#room-input', room);
+  await bob.click('#join-room');
+  await bob.locator('#banner', { hasText: `room '${room}' does not exist` }).waitFor({ timeout: STEP_MS });
+  await bob.click('#banner-close');
+  await bob.click('#room-list button:has-text("general")');
+
+  log('alice sees herself as owner and invites bob by id');
+  await alice.click('#members-toggle');
+  await alice.locator('#member-list li[data-user="1"]', { hasText: 'owner' }).waitFor({ timeout: STEP_MS });
+  await alice.fill('#admin-user', '2');
+  await alice.click('#invite');
+  await alice.locator('#member-list li[data-user="2"]', { hasText: 'member' }).waitFor({ timeout: STEP_MS });
+
+  log('the room appears on bob\'s page; he reads a message there');
+  await bob.locator('#room-list button', { hasText: room }).waitFor({ timeout: STEP_MS });
+  await bob.click(`#room-list button:has-text("${room}")`);
+  await bob.locator('#conv-title', { hasText: '# ' + room }).waitFor({ timeout: STEP_MS });
+  await say(alice, 'the plan: meet at noon');
+  await seesOnce(bob, 'the plan: meet at noon', 'bob');
+  await seesOnce(alice, 'the plan: meet at noon', 'alice');
+
+  log('alice edits her message; bob sees the new text marked (edited)');
+  const planId = await message(alice, 'the plan: meet at noon').getAttribute('data-id');
+  await message(alice, 'the plan: meet at noon').locator('button.edit').click();
+  await alice.locator('#edit-bar').waitFor({ timeout: STEP_MS });
+  await alice.fill('#composer-input', 'the plan: meet at one');
+  await alice.press('#composer-input', 'Enter');
+  for (const [who, page] of [['bob', bob], ['alice', alice]]) {
+    await page.locator(`#message-list li.msg[data-id="${planId}"]`, { hasText: 'the plan: meet at one' })
+      .locator('.edited', { hasText: '(edited)' }).waitFor({ timeout: STEP_MS });
+    await seesNone(page, 'meet at noon', who);
+  }
+
+  log('alice deletes a message; bob sees a tombstone');
+  await say(alice, 'oops, wrong room');
+  await seesOnce(bob, 'oops, wrong room', 'bob');
+  const oopsId = await message(alice, 'oops, wrong room').getAttribute('data-id');
+  await message(alice, 'oops, wrong room').locator('button.delete').click();
+  await seesTombstone(bob, oopsId, 'bob');
+  await seesTombstone(alice, oopsId, 'alice');
+  await seesNone(bob, 'oops, wrong room', 'bob');
+
+  log('bob, a plain member, has no moderation controls and cannot delete alice\'s message');
+  await bob.click('#members-toggle');
+  await bob.locator('#member-list li[data-user="2"]', { hasText: 'member' }).waitFor({ timeout: STEP_MS });
+  if (await bob.locator('#admin-form').isVisible()) problems.push('bob, a member, sees the invite form');
+  if ((await bob.locator('#member-list button.kick, #member-list button.mute').count()) !== 0) {
+    problems.push('bob, a member, sees moderation buttons');
+  }
+  if ((await message(bob, 'the plan: meet at one').locator('button.delete').count()) !== 0) {
+    problems.push('bob, a member, may delete alice\'s message');
+  }
+
+  log('alice makes bob a moderator; he deletes one of her messages');
+  await say(alice, 'a message for the moderator');
+  await seesOnce(bob, 'a message for the moderator', 'bob');
+  await alice.locator('#member-list li[data-user="2"] select.set-role').selectOption('moderator');
+  await bob.locator('#member-list li[data-user="2"]', { hasText: 'moderator' }).waitFor({ timeout: STEP_MS });
+  const modId = await message(bob, 'a message for the moderator').getAttribute('data-id');
+  await message(bob, 'a message for the moderator').locator('button.delete').click();
+  await seesTombstone(alice, modId, 'alice');
+  await seesTombstone(bob, modId, 'bob');
+
+  log('alice mutes bob: his message is refused until she unmutes him');
+  await alice.locator('#member-list li[data-user="2"] button.mute').click();
+  await alice.locator('#member-list li[data-user="2"] .muted-tag').waitFor({ timeout: STEP_MS });
+  await bob.locator('#member-list li[data-user="2"] .muted-tag').waitFor({ timeout: STEP_MS });
+  await bob.locator('#composer-input[placeholder="You are muted in this room"]').waitFor({ timeout: STEP_MS });
+  await say(bob, 'can I still speak?');
+  await bob.locator('#banner', { hasText: `you are muted in room '${room}'` }).waitFor({ timeout: STEP_MS });
+  await bob.locator('#message-list li.msg.failed', { hasText: 'can I still speak?' }).waitFor({ timeout: STEP_MS });
+  await bob.click('#banner-close');
+  await seesNone(alice, 'can I still speak?', 'alice');
+  await alice.locator('#member-list li[data-user="2"] button.unmute').click();
+  await bob.locator('#composer-input[placeholder="Write a message"]').waitFor({ timeout: STEP_MS });
+  if ((await bob.locator('#member-list li[data-user="2"] .muted-tag').count()) !== 0) problems.push('bob is still shown muted');
+  await say(bob, 'thanks for unmuting me');
+  await seesOnce(alice, 'thanks for unmuting me', 'alice');
+
+  log('bob is cut off; alice edits and deletes meanwhile; bob reconnects and recovers');
+  await say(alice, 'to be deleted while bob is away');
+  await seesOnce(bob, 'to be deleted while bob is away', 'bob');
+  const awayId = await message(alice, 'to be deleted while bob is away').getAttribute('data-id');
+  bobLink.cut();
+  await message(alice, 'the plan: meet at one').locator('button.edit').click();
+  await alice.fill('#composer-input', 'the plan: meet at two');
+  await alice.press('#composer-input', 'Enter');
+  await message(alice, 'the plan: meet at two').locator('.edited').waitFor({ timeout: STEP_MS });
+  await message(alice, 'to be deleted while bob is away').locator('button.delete').click();
+  await seesTombstone(alice, awayId, 'alice');
+  await say(alice, 'written while bob was away');
+  await seesOnce(alice, 'written while bob was away', 'alice');
+  await message(alice, 'written while bob was away').locator('button.edit').click();
+  await alice.fill('#composer-input', 'written while bob was away, then edited');
+  await alice.press('#composer-input', 'Enter');
+  await message(alice, 'then edited').locator('.edited').waitFor({ timeout: STEP_MS });
+  await bob.waitForTimeout(300);
+  if ((await message(bob, 'meet at two').count()) !== 0) throw new Error('bob was not cut off');
+  bobLink.release();
+  await bob.locator(`#message-list li.msg[data-id="${planId}"]`, { hasText: 'the plan: meet at two' })
+    .locator('.edited').waitFor({ timeout: STEP_MS });
+  await connected(bob);
+  await seesTombstone(bob, awayId, 'bob after recovering');
+  await message(bob, 'written while bob was away, then edited').locator('.edited').waitFor({ timeout: STEP_MS });
+  await seesOnce(bob, 'written while bob was away, then edited', 'bob after recovering');
+  await seesOnce(bob, 'the plan: meet at two', 'bob after recovering');
+  await seesNone(bob, 'to be deleted while bob is away', 'bob after recovering');
+
+  log('bob reloads the page: the edits and the tombstones are still shown');
+  await bob.reload();
+  await connected(bob);
+  await bob.locator('#conv-title', { hasText: '# ' + room }).waitFor({ timeout: STEP_MS });
+  await bob.locator(`#message-list li.msg[data-id="${planId}"]`, { hasText: 'the plan: meet at two' })
+    .locator('.edited', { hasText: '(edited)' }).waitFor({ timeout: STEP_MS });
+  for (const id of [oopsId, modId, awayId]) await seesTombstone(bob, id, 'bob after reloading');
+  await seesOnce(bob, 'the plan: meet at two', 'bob after reloading');
+  await seesOnce(bob, 'written while bob was away, then edited', 'bob after reloading');
+  for (const gone of ['meet at noon', 'meet at one', 'oops, wrong room', 'a message for the moderator', 'to be deleted while']) {
+    await seesNone(bob, gone, 'bob after reloading');
+  }
+  await bob.screenshot({ path: path.join(shots, 'private-room-bob.png') });
+  await alice.screenshot({ path: path.join(shots, 'private-room-alice.png') });
+
+  await alice.click('#members-toggle');
+  await alice.click('#room-list button:has-text("general")');
+  await bob.click('#room-list button:has-text("general")');
 }
 
 async function main() {
@@ -136,6 +337,7 @@ async function main() {
     const viewport = { width: 1100, height: 680 };
     const alice = await (await browser.newContext({ viewport })).newPage();
     const bob = await (await browser.newContext({ viewport })).newPage();
+    const bobLink = await cuttable(bob);
     watch(alice, 'alice');
     watch(bob, 'bob');
     pages = [['alice', alice], ['bob', bob]];
@@ -196,8 +398,20 @@ async function main() {
     await seesOnce(alice, 'psst, a direct message', 'alice');
     await say(alice, 'got it');
     await seesOnce(bob, 'got it', 'bob');
+
+    log('DMs too: alice edits her reply, bob deletes his message');
+    await message(alice, 'got it').locator('button.edit').click();
+    await alice.fill('#composer-input', 'got it, thanks');
+    await alice.press('#composer-input', 'Enter');
+    await message(bob, 'got it, thanks').locator('.edited').waitFor({ timeout: STEP_MS });
+    const psstId = await message(bob, 'psst, a direct message').getAttribute('data-id');
+    await message(bob, 'psst, a direct message').locator('button.delete').click();
+    await seesTombstone(alice, psstId, 'alice');
+    await seesTombstone(bob, psstId, 'bob');
     await alice.click('#room-list button:has-text("general")');
     await bob.click('#room-list button:has-text("general")');
+
+    await privateRoomScenario(alice, bob, bobLink);
 
     log('the server stops; alice writes while it is down');
     serverDown = true;

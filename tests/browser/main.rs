@@ -2,8 +2,12 @@
 //! `chromium`), driven by `tests/browser/chat.mjs` (playwright-core). Two
 //! users sign in (one with a dev token, one by pasting a token), scroll up
 //! through a room's history, create and join a room, chat, exchange a DM,
-//! and keep chatting across a server restart without losing or duplicating
-//! a message. `scripts/test.sh` installs Chromium and the npm packages.
+//! run a private room (invitation, roles, a mute, edits and deletes, seen
+//! live, after a cut-off connection recovers with `since`, and after a
+//! reload), and keep chatting across a server restart without losing or
+//! duplicating a message. `scripts/test.sh` installs Chromium and the npm
+//! packages. Also runs the unit tests of the page's modules
+//! (`modules.test.mjs`, Node.js only).
 
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
@@ -50,6 +54,25 @@ fn screenshot_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
         .join("browser")
+}
+
+/// The page's modules (`web/edits.js`, `web/members.js`) under
+/// `node --test`: edits and deletes applied in id order give the current
+/// state; who may edit, delete and moderate.
+#[test]
+fn page_modules_unit_tests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let out = std::process::Command::new("node")
+        .args(["--test", "modules.test.mjs"])
+        .current_dir(&dir)
+        .output()
+        .expect("node not found: install Node.js (scripts/test.sh needs it for the browser test)");
+    assert!(
+        out.status.success(),
+        "node --test modules.test.mjs failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
