@@ -173,6 +173,18 @@ impl Serialize for MessageData<'_> {
                 timestamp: &m.timestamp,
             }
             .serialize(s),
+            // Issue 14: a kick or ban is the `member` event of its row; a
+            // ban's end travels in `edited_at` (see `StoredMessage`).
+            Kind::Member { user, ban, .. } => super::member::MemberEvent {
+                room: room.unwrap_or_default(),
+                user,
+                action: if ban { "banned" } else { "kicked" },
+                by: Some(m.from_user),
+                role: None,
+                until: m.edited_at,
+                reason: (!m.content.is_empty()).then_some(m.content.as_str()),
+            }
+            .serialize(s),
         }
     }
 }
@@ -201,6 +213,7 @@ pub fn encode_message_for(m: &StoredMessage, reference: Option<&Ref>) -> Frame {
         (Kind::Message, Target::User(_)) => "dm",
         (Kind::Edit { .. }, _) => "message_edited",
         (Kind::Delete { .. }, _) => "message_deleted",
+        (Kind::Member { .. }, _) => "member",
     };
     to_frame(kind, reference, MessageData(m))
 }

@@ -134,7 +134,10 @@ impl Session {
             | Request::Invite { .. }
             | Request::Members { .. }
             | Request::Mute { .. }
-            | Request::Unmute { .. }) => self.room_access(request, r),
+            | Request::Unmute { .. }
+            | Request::Kick { .. }
+            | Request::Ban { .. }
+            | Request::Unban { .. }) => self.room_access(request, r),
         }
     }
 
@@ -193,6 +196,10 @@ impl Session {
         later_reply(async move {
             if !member {
                 match shard.store.join_room(user, &room).await {
+                    Ok(Some(joined)) if joined.banned => {
+                        let why = rooms::banned(&room, joined.ban_until);
+                        return frames(error_frame(&r, why));
+                    }
                     Ok(Some(joined)) => {
                         shard.joined(user, &room, Some(joined.last));
                         rooms::after_join(&shard, origin, user, &room, joined);
@@ -464,7 +471,7 @@ impl Session {
         check_content(content, max)
     }
 
-    fn persist_request(
+    pub(super) fn persist_request(
         &self,
         target: Target,
         content: String,
@@ -571,7 +578,7 @@ fn limit_past(max: usize) -> i64 {
     i64::try_from(max).unwrap_or(i64::MAX - 1) + 1
 }
 
-fn submit(shard: &Shard, request: PersistRequest) -> Result<(), Frame> {
+pub(super) fn submit(shard: &Shard, request: PersistRequest) -> Result<(), Frame> {
     let reference = request.reference.clone();
     shard
         .writers

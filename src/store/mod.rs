@@ -113,13 +113,17 @@ const SET_KEYS: &str = "UPDATE users u SET username_key = k.key \
 /// anyone else a private room is not there (no row). Returns the room's
 /// last id, whether the membership is new, and the user's mute there.
 const JOIN_ROOM: &str = "WITH r AS (SELECT name, visibility FROM rooms WHERE name = $2), \
+     b AS (SELECT until FROM room_bans WHERE room = $2 AND user_id = $1 \
+           AND (until IS NULL OR until > now())), \
      ins AS (INSERT INTO room_members (user_id, room) SELECT $1, name FROM r \
-             WHERE visibility = 'public' ON CONFLICT DO NOTHING RETURNING 1), \
+             WHERE visibility = 'public' AND NOT EXISTS (SELECT 1 FROM b) \
+             ON CONFLICT DO NOTHING RETURNING 1), \
      mu AS (SELECT until FROM room_mutes WHERE room = $2 AND user_id = $1 \
             AND (until IS NULL OR until > now())) \
      SELECT COALESCE((SELECT max(m.id) FROM messages m WHERE m.room = $2), 0)::int8, \
-            EXISTS (SELECT 1 FROM ins), EXISTS (SELECT 1 FROM mu), (SELECT until FROM mu) \
-     FROM r WHERE r.visibility = 'public' \
+            EXISTS (SELECT 1 FROM ins), EXISTS (SELECT 1 FROM mu), (SELECT until FROM mu), \
+            EXISTS (SELECT 1 FROM b), (SELECT until FROM b) \
+     FROM r WHERE r.visibility = 'public' OR EXISTS (SELECT 1 FROM b) \
         OR EXISTS (SELECT 1 FROM room_members x WHERE x.user_id = $1 AND x.room = $2)";
 /// Cluster mode: the last stored id of each listed room (0: none).
 pub const ROOM_LAST: &str = "SELECT r::text, \
@@ -492,6 +496,8 @@ impl Store {
             last: row.get(0),
             new: row.get(1),
             mute: row.get::<_, bool>(2).then(|| Mute { until: row.get(3) }),
+            banned: row.get(4),
+            ban_until: row.get(5),
         }))
     }
 
