@@ -17,5 +17,6 @@ mod nodes;
 mod access;
 mod edits;
 mod fanout;
+mod kick;
 mod faults;
 mod writer;
