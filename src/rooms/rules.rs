@@ -428,7 +428,11 @@ mod tests {
     fn kick_ban_unban_follow_the_mute_rule() {
         for action in [Action::Kick, Action::Ban, Action::Unban] {
             for t in ROLES {
-                assert_eq!(check(OWNER, action, on(Some(t))), Ok(()), "{action:?} {t:?}");
+                assert_eq!(
+                    check(OWNER, action, on(Some(t))),
+                    Ok(()),
+                    "{action:?} {t:?}"
+                );
             }
             assert_eq!(check(MODERATOR, action, on(Some(Role::Member))), Ok(()));
             for t in [Role::Moderator, Role::Owner] {
@@ -453,7 +457,10 @@ mod tests {
                 role: Some(Role::Owner),
                 is_self: true,
             };
-            assert_eq!(check(OWNER, action, me), Err(Refusal::OnSelf(action.name())));
+            assert_eq!(
+                check(OWNER, action, me),
+                Err(Refusal::OnSelf(action.name()))
+            );
             assert_eq!(
                 check(Authority::Outsider, action, on(Some(Role::Member))),
                 Err(Refusal::NotAMember)
@@ -464,7 +471,11 @@ mod tests {
             Err(Refusal::TargetNotAMember),
             "a kick needs a member"
         );
-        assert_eq!(check(MODERATOR, Action::Ban, on(None)), Ok(()), "bans need none");
+        assert_eq!(
+            check(MODERATOR, Action::Ban, on(None)),
+            Ok(()),
+            "bans need none"
+        );
         assert_eq!(check(MODERATOR, Action::Unban, on(None)), Ok(()));
     }
 

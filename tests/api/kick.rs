@@ -75,7 +75,11 @@ struct Seen {
 }
 
 /// Reads `c` until `stop` has been set and nothing arrived for a while.
-async fn watch(mut c: Client, room: &'static str, stop: tokio::sync::watch::Receiver<bool>) -> Seen {
+async fn watch(
+    mut c: Client,
+    room: &'static str,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Seen {
     let mut seen = Seen::default();
     loop {
         let frame = tokio::time::timeout(Duration::from_millis(300), c.recv_any()).await;
@@ -132,7 +136,9 @@ async fn no_message_above_the_kick_reaches_the_kicked_user_on_either_shard() {
     invite(&mut owner, ROOM, 2).await;
     let mut senders = Vec::new();
     for (user, shard) in [(3, 0), (4, 1), (5, 0), (6, 1)] {
-        let mut c = server.connect_on_shard(user, &format!("sender{user}"), shard).await;
+        let mut c = server
+            .connect_on_shard(user, &format!("sender{user}"), shard)
+            .await;
         invite(&mut owner, ROOM, user).await;
         // Its shard applied the invitation: its messages are accepted.
         member_event(&mut c, "invited").await;
@@ -200,7 +206,11 @@ async fn no_message_above_the_kick_reaches_the_kicked_user_on_either_shard() {
         .await
         .unwrap();
     assert_eq!(
-        (event.get::<_, i16>(0), event.get::<_, Option<i64>>(1), event.get::<_, i64>(2)),
+        (
+            event.get::<_, i16>(0),
+            event.get::<_, Option<i64>>(1),
+            event.get::<_, i64>(2)
+        ),
         (3, Some(2), 1),
         "the kick is a row of the room's stream"
     );
@@ -222,7 +232,9 @@ async fn no_message_above_the_kick_reaches_the_kicked_user_on_either_shard() {
     assert!(above > 0, "the flood went on after the kick");
     for w in watchers {
         let seen = w.await.unwrap();
-        let kick = seen.kick.expect("the kicked user is told, on every connection");
+        let kick = seen
+            .kick
+            .expect("the kicked user is told, on every connection");
         assert_eq!(
             kick,
             json!({"room": ROOM, "user": 2, "action": "kicked", "by": 1, "reason": "spam"})
@@ -263,7 +275,10 @@ async fn a_kicked_user_is_refused_the_room_and_may_join_a_public_one_again() {
     )
     .await;
     let e = member_event(&mut kicked, "kicked").await;
-    assert_eq!(e, json!({"room": "den", "user": 2, "action": "kicked", "by": 1}));
+    assert_eq!(
+        e,
+        json!({"room": "den", "user": 2, "action": "kicked", "by": 1})
+    );
     // A private room the user was kicked from is one it cannot see.
     for request in [
         json!({"type": "room_history", "room": "den"}),
@@ -275,7 +290,10 @@ async fn a_kicked_user_is_refused_the_room_and_may_join_a_public_one_again() {
         let kicked_text = refusal(&mut kicked, request.clone()).await;
         let text = request.to_string().replace("den", "nowhere");
         let missing = refusal(&mut kicked, serde_json::from_str(&text).unwrap()).await;
-        assert_eq!(kicked_text.replace("den", "R"), missing.replace("nowhere", "R"));
+        assert_eq!(
+            kicked_text.replace("den", "R"),
+            missing.replace("nowhere", "R")
+        );
     }
     // A kick is not a ban: the public room can be joined again.
     acked(
@@ -366,7 +384,10 @@ async fn a_ban_refuses_join_until_it_expires_or_is_lifted() {
     )
     .await;
     let e = member_event(&mut user, "unbanned").await;
-    assert_eq!(e, json!({"room": "pub", "user": 2, "action": "unbanned", "by": 1}));
+    assert_eq!(
+        e,
+        json!({"room": "pub", "user": 2, "action": "unbanned", "by": 1})
+    );
     user.join("pub").await;
     acked(
         &mut owner,
@@ -458,7 +479,10 @@ async fn owners_kick_anyone_but_themselves_moderators_plain_members_only() {
         json!({"type": "unban", "room": "club", "user": 1}),
     )
     .await;
-    assert_eq!(text, "unban on an owner needs the owner role in room 'club'");
+    assert_eq!(
+        text,
+        "unban on an owner needs the owner role in room 'club'"
+    );
     let mut outsider = server.connect_on_shard(5, "out", 1).await;
     let text = refusal(
         &mut outsider,
@@ -480,7 +504,9 @@ async fn owners_kick_anyone_but_themselves_moderators_plain_members_only() {
     )
     .await;
     drop(other_mod);
-    let refused = server.count("SELECT count(*) FROM messages WHERE kind IN (3, 4)").await;
+    let refused = server
+        .count("SELECT count(*) FROM messages WHERE kind IN (3, 4)")
+        .await;
     assert_eq!(refused, 2, "refusals write no event");
     let audit = server
         .count(

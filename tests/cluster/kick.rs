@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{send_message, Client, Sink, SharedDb, SERIAL};
+use crate::harness::{send_message, Client, SharedDb, Sink, SERIAL};
 use crate::nodes::{finish, nats_url, start_node};
 
 /// Sends `request` with `ref` and returns the reply carrying it.
@@ -26,7 +26,10 @@ async fn ask(c: &mut Client, mut request: Value, r: i64) -> Value {
 async fn paced(mut sink: Sink, room: &'static str, count: usize) -> (usize, Sink) {
     let mut written = 0;
     for i in 0..count {
-        if send_message(&mut sink, room, &format!("m{i}")).await.is_err() {
+        if send_message(&mut sink, room, &format!("m{i}"))
+            .await
+            .is_err()
+        {
             break;
         }
         written += 1;
@@ -79,10 +82,18 @@ async fn no_message_above_the_kick_reaches_the_kicked_user_on_either_node() {
     while count("SELECT count(*) FROM messages WHERE room = 'ring' AND kind = 0").await
         < PER_SENDER as i64
     {
-        assert!(std::time::Instant::now() < deadline, "the flood did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flood did not start"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let ack = ask(&mut owner, json!({"type": "kick", "room": ROOM, "user": 2}), 2).await;
+    let ack = ask(
+        &mut owner,
+        json!({"type": "kick", "room": ROOM, "user": 2}),
+        2,
+    )
+    .await;
     assert_eq!(ack["type"], "kick_ack", "{ack}");
     let mut readers = Vec::new();
     for (b, reader) in bursts {

@@ -17,6 +17,6 @@ mod nodes;
 mod access;
 mod edits;
 mod fanout;
-mod kick;
 mod faults;
+mod kick;
 mod writer;

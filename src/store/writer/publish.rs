@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use tracing::warn;
 
 use super::batch::Fate;
+use super::sql::ban_until;
 use super::{PersistRequest, Writer};
 use crate::cluster::Committed;
-use super::sql::ban_until;
 use crate::protocol::{
     encode_access_ack, encode_error_for, encode_message, encode_message_for, Kind, StoredMessage,
     Target,

@@ -185,16 +185,15 @@ impl BatchInserter {
             }
         });
         let (by_client_id_text, event_fate_text) = (by_client_id_sql(), event_fate_sql());
-        let (insert, next_ids, by_client_id, event, event_fate, member_standing, member_event) =
-            tokio::try_join!(
-                client.prepare(INSERT),
-                client.prepare(NEXT_IDS),
-                client.prepare(&by_client_id_text),
-                client.prepare(EVENT),
-                client.prepare(&event_fate_text),
-                client.prepare(MEMBER_STANDING),
-                client.prepare(MEMBER_EVENT)
-            )?;
+        let (insert, next_ids, by_client_id, event, event_fate, member_standing, member_event) = tokio::try_join!(
+            client.prepare(INSERT),
+            client.prepare(NEXT_IDS),
+            client.prepare(&by_client_id_text),
+            client.prepare(EVENT),
+            client.prepare(&event_fate_text),
+            client.prepare(MEMBER_STANDING),
+            client.prepare(MEMBER_EVENT)
+        )?;
         Ok(BatchInserter {
             client,
             insert,
@@ -289,7 +288,8 @@ impl BatchInserter {
             batch,
             ids,
             at,
-        ).await?;
+        )
+        .await?;
         for (i, fate) in events {
             fates_out[i] = fate;
         }
@@ -356,15 +356,16 @@ impl BatchInserter {
             let applied = apply_events(
                 &tx,
                 EventStatements {
-                event: &self.event,
-                event_fate: &self.event_fate,
-                member_standing: &self.member_standing,
-                member_event: &self.member_event,
-            },
+                    event: &self.event,
+                    event_fate: &self.event_fate,
+                    member_standing: &self.member_standing,
+                    member_event: &self.member_event,
+                },
                 batch,
                 &ids,
                 at,
-            ).await?;
+            )
+            .await?;
             for (i, fate) in applied {
                 if fate == Fate::Stored {
                     inserted.insert(ids[i]);
