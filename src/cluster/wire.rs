@@ -346,12 +346,12 @@ mod tests {
             },
             prev: [42, 42],
         };
-        let Remote::Message(d) = decode(encode_committed(&kick).unwrap()).unwrap() else {
+        let Remote::Message(k) = decode(encode_committed(&kick).unwrap()).unwrap() else {
             panic!("not a message");
         };
-        match d.event {
+        match k.event {
             ShardEvent::Room { room, id, kick, .. } => {
-                assert_eq!((&*room, id, kick, d.prev), ("r", 43, Some(7), [42, 42]));
+                assert_eq!((&*room, id, kick, k.prev), ("r", 43, Some(7), [42, 42]));
             }
             e => panic!("{e:?}"),
         }
