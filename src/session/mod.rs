@@ -217,7 +217,7 @@ impl Session {
             };
             match since {
                 None => frames(encode_join_ack(&room, ack, r.as_ref())),
-                Some(since) => replay_room(shard.clone(), conn, &room, since, ack, r).await,
+                Some(since) => replay_room(shard.clone(), (user, conn), &room, since, ack, r).await,
             }
         })
     }
@@ -372,8 +372,9 @@ impl Session {
             return error(&r, format!("join room '{room}' before reading its history"));
         }
         let shard = self.shard.clone();
+        let user = self.user;
         later_reply(async move {
-            match shard.store.room_index(&room, window).await {
+            match shard.store.room_index(&room, user, window).await {
                 Ok(rows) => history(shard, HistoryKind::Room, rows, r).await,
                 Err(e) => Reply::Frames(db_error(&shard, "room_history", &e, &r)),
             }
@@ -513,7 +514,7 @@ impl Session {
 /// Only ids and sizes are read here; the messages follow page by page.
 async fn replay_room(
     shard: Rc<Shard>,
-    conn: u64,
+    (user, conn): (UserId, u64),
     room: &str,
     since: i64,
     ack: JoinAck<'_>,
@@ -523,7 +524,7 @@ async fn replay_room(
     // Messages and edit/delete events alike: each is a row of the stream.
     let missed = match shard
         .store
-        .room_since_index(room, since, limit_past(max))
+        .room_since_index(room, user, since, limit_past(max))
         .await
     {
         Ok(m) => m,

@@ -567,3 +567,91 @@ async fn kick_events_are_not_history_nor_unread_and_replays_carry_them_as_member
     );
     reader.expect_nothing(Duration::from_millis(200)).await;
 }
+
+/// The reads a shard plans for a history or a replay are empty for a user
+/// who is not a member in the same snapshot: a kicked user's connection on
+/// a shard that has not applied the kick yet (its registry still says
+/// member) gets no row of the room, let alone one above the kick.
+#[tokio::test]
+async fn history_and_replay_reads_hold_nothing_for_a_kicked_user() {
+    use chat_server::store::{Store, Window};
+    let server = TestServer::start().await;
+    let mut owner = server.connect_on_shard(1, "owner", 0).await;
+    create(&mut owner, "vault", "private").await;
+    let mut kicked = server.connect_on_shard(2, "kicked", 1).await;
+    invite(&mut owner, "vault", 2).await;
+    member_event(&mut kicked, "invited").await;
+    let sent = ask(
+        &mut owner,
+        json!({"type": "message", "room": "vault", "content": "before"}),
+    )
+    .await;
+    assert_eq!(sent["type"], "message", "{sent}");
+    let store = Store::new(&server.db_url, 1).unwrap();
+    let window = |after| Window {
+        limit: 10,
+        before: None,
+        after,
+    };
+    for user in [1, 2] {
+        assert_eq!(
+            store
+                .room_index("vault", user, window(None))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .room_since_index("vault", user, 0, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    acked(
+        &mut owner,
+        json!({"type": "kick", "room": "vault", "user": 2}),
+        "kick_ack",
+    )
+    .await;
+    ask(
+        &mut owner,
+        json!({"type": "message", "room": "vault", "content": "after"}),
+    )
+    .await;
+    assert!(store
+        .room_index("vault", 2, window(None))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .room_index("vault", 2, window(Some(0)))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .room_since_index("vault", 2, 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .room_index("vault", 1, window(None))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        store
+            .room_since_index("vault", 1, 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        3,
+        "two messages and the kick"
+    );
+}
