@@ -530,6 +530,35 @@ mod tests {
             encode_message(&delete).as_str(),
             r#"{"type":"message_deleted","data":{"id":51,"target":42,"to":9,"by":7,"timestamp":"2025-01-01T12:00:00.000000Z"}}"#
         );
+        let ban = StoredMessage {
+            id: 52,
+            kind: Kind::Member {
+                user: 3,
+                ban: true,
+                seconds: None,
+            },
+            content: "spam".into(),
+            edited_at: Some(at),
+            ..sample(Target::Room("general".into()))
+        };
+        assert_eq!(
+            encode_message(&ban).as_str(),
+            r#"{"type":"member","data":{"room":"general","user":3,"action":"banned","by":7,"until":"2025-01-01T12:00:05.000000Z","reason":"spam"}}"#
+        );
+        let kick = StoredMessage {
+            kind: Kind::Member {
+                user: 3,
+                ban: false,
+                seconds: None,
+            },
+            content: String::new(),
+            edited_at: None,
+            ..ban.clone()
+        };
+        assert_eq!(
+            encode_message(&kick).as_str(),
+            r#"{"type":"member","data":{"room":"general","user":3,"action":"kicked","by":7}}"#
+        );
         let edited = StoredMessage {
             edited_at: Some(at),
             ..sample(Target::Room("g".into()))

@@ -237,9 +237,29 @@ mod tests {
             Kind::Message,
             Kind::Edit { target: 7 },
             Kind::Delete { target: 9 },
+            Kind::Member {
+                user: 4,
+                ban: false,
+                seconds: None,
+            },
+            Kind::Member {
+                user: 4,
+                ban: true,
+                seconds: None,
+            },
         ] {
             assert_eq!(Kind::from_columns(kind.code(), kind.target()), kind);
         }
+        // A ban's length is not a column (its end is the row's `edited_at`).
+        let ban = Kind::Member {
+            user: 4,
+            ban: true,
+            seconds: Some(60),
+        };
+        assert_eq!(
+            (ban.code(), ban.target(), ban.target_message()),
+            (4, Some(4), None)
+        );
         assert_eq!(Kind::from_columns(0, None), Kind::Message);
         assert_eq!(
             Kind::from_columns(1, None),
