@@ -122,6 +122,7 @@ fn bench_handoff(c: &mut Criterion) {
         frame: Frame::from(
             r#"{"type":"message","data":{"id":1,"fromUser":42,"username":"alice","content":"hi","timestamp":"2025-06-01T12:00:00.000000Z","room":"general"}}"#,
         ),
+        kick: None,
     };
     let mut g = c.benchmark_group("handoff");
     g.throughput(Throughput::Elements(EVENTS));

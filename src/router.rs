@@ -76,6 +76,12 @@ pub enum ShardEvent {
         own: Option<Arc<OwnCopy>>,
         /// Origin shard and enqueue time, for the delivery latency metric.
         sent: Sent,
+        /// Issue 14: the event is a kick or ban of this user: after
+        /// delivering `frame` (the user's last frame of the room), the
+        /// shard drops the user's subscriptions to the room, before it
+        /// applies any later event of its inbox (so no higher id reaches
+        /// the user).
+        kick: Option<UserId>,
     },
     /// A committed DM: write `frame` to every local connection of both users.
     Users {

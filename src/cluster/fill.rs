@@ -148,6 +148,10 @@ fn stored_event(stream: &Stream, m: &StoredMessage) -> ShardEvent {
             frame,
             own: None,
             sent: Sent::remote(),
+            kick: match m.kind {
+                crate::protocol::Kind::Member { user, .. } => Some(user),
+                _ => None,
+            },
         },
         Stream::User(u) => user_stream_event(*u, m.id, frame, None, Sent::remote()),
     }

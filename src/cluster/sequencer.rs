@@ -130,6 +130,7 @@ mod tests {
             frame: Frame::from(format!("{id}")),
             own: None,
             sent: crate::router::Sent::remote(),
+            kick: None,
         }
     }
 
@@ -172,6 +173,7 @@ mod tests {
             frame: Frame::from("held"),
             own: None,
             sent: crate::router::Sent::remote(),
+            kick: None,
         };
         assert!(s.offer(30, 20, held).is_empty());
         assert!(s.offer(50, 40, ev(50)).is_empty());

@@ -30,6 +30,9 @@ const NOTICE: u8 = 3;
 const MEMBERSHIP: u8 = 4;
 const PROBE: u8 = 5;
 const ONLINE: u8 = 6;
+/// Issue 14: a room event that kicks or bans a user: [`ROOM`]'s layout
+/// with the user's id after `prev`.
+const ROOM_KICK: u8 = 7;
 
 /// Why a NATS payload was not understood.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -64,12 +67,19 @@ pub enum Remote {
 pub fn encode_committed(c: &Committed) -> Option<Bytes> {
     match &c.event {
         ShardEvent::Room {
-            room, id, frame, ..
+            room,
+            id,
+            frame,
+            kick,
+            ..
         } => {
-            let mut b = BytesMut::with_capacity(19 + room.len() + frame.len());
-            b.put_u8(ROOM);
+            let mut b = BytesMut::with_capacity(27 + room.len() + frame.len());
+            b.put_u8(if kick.is_some() { ROOM_KICK } else { ROOM });
             b.put_i64(*id);
             b.put_i64(c.prev[0]);
+            if let Some(user) = kick {
+                b.put_i64(*user);
+            }
             put_name(&mut b, room);
             b.put_slice(frame.as_bytes());
             Some(b.freeze())
@@ -188,9 +198,14 @@ fn put_name(b: &mut BytesMut, name: &str) {
 pub fn decode(payload: Bytes) -> Result<Remote, WireError> {
     let mut r = Reader { b: payload, at: 0 };
     match r.u8()? {
-        ROOM => {
+        kind @ (ROOM | ROOM_KICK) => {
             let id = r.i64()?;
             let prev = r.i64()?;
+            let kick = if kind == ROOM_KICK {
+                Some(r.i64()?)
+            } else {
+                None
+            };
             let room = r.name()?;
             let frame = r.rest()?;
             Ok(Remote::Message(Committed {
@@ -200,6 +215,7 @@ pub fn decode(payload: Bytes) -> Result<Remote, WireError> {
                     frame,
                     own: None,
                     sent: Sent::remote(),
+                    kick,
                 },
                 prev: [prev, prev],
             }))
@@ -301,6 +317,7 @@ mod tests {
                 frame: Frame::from("{\"type\":\"message\"}"),
                 own: None,
                 sent: Sent::remote(),
+                kick: None,
             },
             prev: [40, 40],
         };
@@ -315,6 +332,26 @@ mod tests {
                     (&*room, id, frame.as_str()),
                     ("général", 42, "{\"type\":\"message\"}")
                 );
+            }
+            e => panic!("{e:?}"),
+        }
+        let kick = Committed {
+            event: ShardEvent::Room {
+                room: Arc::from("r"),
+                id: 43,
+                frame: Frame::from("{\"type\":\"member\"}"),
+                own: None,
+                sent: Sent::remote(),
+                kick: Some(7),
+            },
+            prev: [42, 42],
+        };
+        let Remote::Message(k) = decode(encode_committed(&kick).unwrap()).unwrap() else {
+            panic!("not a message");
+        };
+        match k.event {
+            ShardEvent::Room { room, id, kick, .. } => {
+                assert_eq!((&*room, id, kick, k.prev), ("r", 43, Some(7), [42, 42]));
             }
             e => panic!("{e:?}"),
         }

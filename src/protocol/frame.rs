@@ -173,6 +173,18 @@ impl Serialize for MessageData<'_> {
                 timestamp: &m.timestamp,
             }
             .serialize(s),
+            // Issue 14: a kick or ban is the `member` event of its row; a
+            // ban's end travels in `edited_at` (see `StoredMessage`).
+            Kind::Member { user, ban, .. } => super::member::MemberEvent {
+                room: room.unwrap_or_default(),
+                user,
+                action: if ban { "banned" } else { "kicked" },
+                by: Some(m.from_user),
+                role: None,
+                until: m.edited_at,
+                reason: (!m.content.is_empty()).then_some(m.content.as_str()),
+            }
+            .serialize(s),
         }
     }
 }
@@ -201,6 +213,7 @@ pub fn encode_message_for(m: &StoredMessage, reference: Option<&Ref>) -> Frame {
         (Kind::Message, Target::User(_)) => "dm",
         (Kind::Edit { .. }, _) => "message_edited",
         (Kind::Delete { .. }, _) => "message_deleted",
+        (Kind::Member { .. }, _) => "member",
     };
     to_frame(kind, reference, MessageData(m))
 }
@@ -516,6 +529,35 @@ mod tests {
         assert_eq!(
             encode_message(&delete).as_str(),
             r#"{"type":"message_deleted","data":{"id":51,"target":42,"to":9,"by":7,"timestamp":"2025-01-01T12:00:00.000000Z"}}"#
+        );
+        let ban = StoredMessage {
+            id: 52,
+            kind: Kind::Member {
+                user: 3,
+                ban: true,
+                seconds: None,
+            },
+            content: "spam".into(),
+            edited_at: Some(at),
+            ..sample(Target::Room("general".into()))
+        };
+        assert_eq!(
+            encode_message(&ban).as_str(),
+            r#"{"type":"member","data":{"room":"general","user":3,"action":"banned","by":7,"until":"2025-01-01T12:00:05.000000Z","reason":"spam"}}"#
+        );
+        let kick = StoredMessage {
+            kind: Kind::Member {
+                user: 3,
+                ban: false,
+                seconds: None,
+            },
+            content: String::new(),
+            edited_at: None,
+            ..ban.clone()
+        };
+        assert_eq!(
+            encode_message(&kick).as_str(),
+            r#"{"type":"member","data":{"room":"general","user":3,"action":"kicked","by":7}}"#
         );
         let edited = StoredMessage {
             edited_at: Some(at),

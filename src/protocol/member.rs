@@ -22,19 +22,23 @@ pub struct MemberEvent<'a> {
     pub room: &'a str,
     /// The affected user.
     pub user: UserId,
-    /// `invited`, `joined`, `left`, `muted`, `unmuted` or `role`.
+    /// `invited`, `joined`, `left`, `kicked`, `banned`, `unbanned`,
+    /// `muted`, `unmuted` or `role`.
     pub action: &'a str,
     /// Who did it (`null`: an operator; the user itself for `joined`/`left`).
     pub by: Option<UserId>,
     /// The new role (`role` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'a str>,
-    /// When a mute ends (`muted` with `seconds` only).
+    /// When a mute or ban ends (`muted`, `banned` with `seconds` only).
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "rfc3339_opt"
     )]
     pub until: Option<DateTime<Utc>>,
+    /// Why (`kicked`, `banned` with a `reason` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
 }
 
 /// Encodes `{"type":"member","data":{"room","user","action","by",..}}`.
@@ -118,6 +122,7 @@ mod tests {
             room: "r",
             user: 2,
             action: "joined",
+            reason: None,
             by: Some(2),
             role: None,
             until: None,

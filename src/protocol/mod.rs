@@ -129,6 +129,17 @@ pub enum Kind {
         /// The deleted message's id.
         target: i64,
     },
+    /// Issue 14: a kick or ban of `user` from the room by the row's sender
+    /// (a `member` frame), ordered in the room's stream: every shard drops
+    /// the user's subscriptions when it applies it.
+    Member {
+        /// The kicked or banned user.
+        user: UserId,
+        /// A ban (refuses `join` until it ends), not a plain kick.
+        ban: bool,
+        /// A ban's length (`None`: until `unban`; a stored row reads `None`).
+        seconds: Option<i64>,
+    },
 }
 
 impl Kind {
@@ -138,6 +149,8 @@ impl Kind {
             Kind::Message => 0,
             Kind::Edit { .. } => 1,
             Kind::Delete { .. } => 2,
+            Kind::Member { ban: false, .. } => 3,
+            Kind::Member { ban: true, .. } => 4,
         }
     }
 
@@ -146,6 +159,16 @@ impl Kind {
         match self {
             Kind::Message => None,
             Kind::Edit { target } | Kind::Delete { target } => Some(target),
+            Kind::Member { user, .. } => Some(user),
+        }
+    }
+
+    /// The message id an edit or delete applies to (`None`: a message, or
+    /// a kick or ban, whose `target` is a user).
+    pub fn target_message(self) -> Option<i64> {
+        match self {
+            Kind::Edit { target } | Kind::Delete { target } => Some(target),
+            Kind::Message | Kind::Member { .. } => None,
         }
     }
 
@@ -155,6 +178,11 @@ impl Kind {
         match (code, target) {
             (1, Some(target)) => Kind::Edit { target },
             (2, Some(target)) => Kind::Delete { target },
+            (3 | 4, Some(user)) => Kind::Member {
+                user,
+                ban: code == 4,
+                seconds: None,
+            },
             _ => Kind::Message,
         }
     }
@@ -179,7 +207,9 @@ pub struct StoredMessage {
     pub target: Target,
     /// A message, an edit or a delete.
     pub kind: Kind,
-    /// A message: when it was last edited (`None`: never).
+    /// A message: when it was last edited (`None`: never). A ban event
+    /// (issue 14): when the ban ends (`None`: until `unban`); the column
+    /// `messages.edited_at` of its row holds the same.
     pub edited_at: Option<DateTime<Utc>>,
     /// A message: deleted (a tombstone, its content erased); an edit: its
     /// message was deleted since (its content erased).
@@ -207,9 +237,29 @@ mod tests {
             Kind::Message,
             Kind::Edit { target: 7 },
             Kind::Delete { target: 9 },
+            Kind::Member {
+                user: 4,
+                ban: false,
+                seconds: None,
+            },
+            Kind::Member {
+                user: 4,
+                ban: true,
+                seconds: None,
+            },
         ] {
             assert_eq!(Kind::from_columns(kind.code(), kind.target()), kind);
         }
+        // A ban's length is not a column (its end is the row's `edited_at`).
+        let ban = Kind::Member {
+            user: 4,
+            ban: true,
+            seconds: Some(60),
+        };
+        assert_eq!(
+            (ban.code(), ban.target(), ban.target_message()),
+            (4, Some(4), None)
+        );
         assert_eq!(Kind::from_columns(0, None), Kind::Message);
         assert_eq!(
             Kind::from_columns(1, None),

@@ -94,6 +94,23 @@ pub enum Request {
     },
     /// Lift a mute: `{"type":"unmute","room","user"}`.
     Unmute { room: String, user: UserId },
+    /// End a membership, ordered in the room's stream:
+    /// `{"type":"kick","room","user","reason"?}`.
+    Kick {
+        room: String,
+        user: UserId,
+        reason: Option<String>,
+    },
+    /// End a membership and refuse `join` for `seconds` (none: until
+    /// `unban`): `{"type":"ban","room","user","seconds"?,"reason"?}`.
+    Ban {
+        room: String,
+        user: UserId,
+        seconds: Option<i64>,
+        reason: Option<String>,
+    },
+    /// Lift a ban: `{"type":"unban","room","user"}`.
+    Unban { room: String, user: UserId },
     // --- end issue 14: room access ---
 }
 
@@ -174,6 +191,8 @@ struct RawRequest<'a> {
     #[serde(borrow)]
     visibility: Option<Cow<'a, str>>,
     seconds: Option<i64>,
+    #[serde(borrow)]
+    reason: Option<Cow<'a, str>>,
 }
 
 /// Decodes one text frame into a request.
@@ -379,6 +398,26 @@ fn request(raw: RawRequest<'_>) -> Result<Request, DecodeError> {
             },
         }),
         "unmute" => Ok(Request::Unmute {
+            room: room(raw.room)?,
+            user: user(raw.user, "user")?,
+        }),
+        "kick" => Ok(Request::Kick {
+            room: room(raw.room)?,
+            user: user(raw.user, "user")?,
+            reason: raw.reason.map(Cow::into_owned),
+        }),
+        "ban" => Ok(Request::Ban {
+            room: room(raw.room)?,
+            user: user(raw.user, "user")?,
+            seconds: match raw.seconds {
+                Some(s) if !(1..=MAX_MUTE_SECONDS).contains(&s) => {
+                    return Err(DecodeError::InvalidSeconds)
+                }
+                s => s,
+            },
+            reason: raw.reason.map(Cow::into_owned),
+        }),
+        "unban" => Ok(Request::Unban {
             room: room(raw.room)?,
             user: user(raw.user, "user")?,
         }),
@@ -841,6 +880,25 @@ mod properties {
                     seconds
                 }),
             (room(), 1..=MAX_USER_ID).prop_map(|(room, user)| Request::Unmute { room, user }),
+            (
+                room(),
+                1..=MAX_USER_ID,
+                proptest::option::of("[a-z é]{0,12}")
+            )
+                .prop_map(|(room, user, reason)| Request::Kick { room, user, reason }),
+            (
+                room(),
+                1..=MAX_USER_ID,
+                proptest::option::of(1..=MAX_MUTE_SECONDS),
+                proptest::option::of("[a-z é]{0,12}")
+            )
+                .prop_map(|(room, user, seconds, reason)| Request::Ban {
+                    room,
+                    user,
+                    seconds,
+                    reason
+                }),
+            (room(), 1..=MAX_USER_ID).prop_map(|(room, user)| Request::Unban { room, user }),
         ]
     }
 
@@ -898,6 +956,18 @@ mod properties {
                 seconds,
             } => json!({"type": "mute", "room": room, "user": user, "seconds": seconds}),
             Request::Unmute { room, user } => json!({"type": "unmute", "room": room, "user": user}),
+            Request::Kick { room, user, reason } => {
+                json!({"type": "kick", "room": room, "user": user, "reason": reason})
+            }
+            Request::Ban {
+                room,
+                user,
+                seconds,
+                reason,
+            } => json!({
+                "type": "ban", "room": room, "user": user, "seconds": seconds, "reason": reason
+            }),
+            Request::Unban { room, user } => json!({"type": "unban", "room": room, "user": user}),
         }
     }
 

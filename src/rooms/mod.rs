@@ -126,8 +126,9 @@ pub async fn act(
         .await
 }
 
-/// The decision of [`act`] on what the transaction read.
-fn decide(
+/// The decision of [`act`] on what the transaction read (also the
+/// writer's, for a kick or ban it commits in the room's stream).
+pub(crate) fn decide(
     s: &Standing,
     by: Option<UserId>,
     target: UserId,
@@ -144,6 +145,9 @@ fn decide(
         is_self: by == Some(target),
     };
     rules::check(authority, action, t)?;
+    if matches!(action, Action::Ban) && !s.target_exists {
+        return Err(Refused::NoSuchUser);
+    }
     if action == Action::Invite {
         if !s.target_exists {
             return Err(Refused::NoSuchUser);

@@ -83,6 +83,13 @@ pub enum Action {
     Mute,
     /// Lift a mute.
     Unmute,
+    /// End a member's membership (ordered in the room's stream).
+    Kick,
+    /// End the target's membership (if any) and refuse its `join` for a
+    /// while (or until unbanned); a non-member may be banned too.
+    Ban,
+    /// Lift a ban.
+    Unban,
 }
 
 impl Action {
@@ -93,6 +100,9 @@ impl Action {
             Action::Invite => "invite",
             Action::Mute => "mute",
             Action::Unmute => "unmute",
+            Action::Kick => "kick",
+            Action::Ban => "ban",
+            Action::Unban => "unban",
         }
     }
 }
@@ -177,7 +187,7 @@ pub fn check(actor: Authority, action: Action, target: Target) -> Result<(), Ref
     };
     match (action, target.role) {
         (Action::Invite, Some(_)) => return Err(Refusal::AlreadyAMember),
-        (Action::SetRole(_) | Action::Mute | Action::Unmute, None) => {
+        (Action::SetRole(_) | Action::Mute | Action::Unmute | Action::Kick, None) => {
             return Err(Refusal::TargetNotAMember)
         }
         _ => {}
@@ -205,7 +215,12 @@ pub fn check(actor: Authority, action: Action, target: Target) -> Result<(), Ref
 fn needed(action: Action, target: Option<Role>) -> (Role, Option<Role>) {
     let own = match action {
         Action::SetRole(_) => Role::Owner,
-        Action::Invite | Action::Mute | Action::Unmute => Role::Moderator,
+        Action::Invite
+        | Action::Mute
+        | Action::Unmute
+        | Action::Kick
+        | Action::Ban
+        | Action::Unban => Role::Moderator,
     };
     // Moderators act on plain members only; anyone above needs an owner.
     match target {
@@ -407,6 +422,61 @@ mod tests {
             check(OWNER, Action::SetRole(Role::Moderator), on(None)),
             Err(Refusal::TargetNotAMember)
         );
+    }
+
+    #[test]
+    fn kick_ban_unban_follow_the_mute_rule() {
+        for action in [Action::Kick, Action::Ban, Action::Unban] {
+            for t in ROLES {
+                assert_eq!(
+                    check(OWNER, action, on(Some(t))),
+                    Ok(()),
+                    "{action:?} {t:?}"
+                );
+            }
+            assert_eq!(check(MODERATOR, action, on(Some(Role::Member))), Ok(()));
+            for t in [Role::Moderator, Role::Owner] {
+                assert_eq!(
+                    check(MODERATOR, action, on(Some(t))),
+                    Err(Refusal::NeedsRole {
+                        action: action.name(),
+                        role: Role::Owner,
+                        on: Some(t)
+                    })
+                );
+            }
+            assert_eq!(
+                check(MEMBER, action, on(Some(Role::Member))),
+                Err(Refusal::NeedsRole {
+                    action: action.name(),
+                    role: Role::Moderator,
+                    on: None
+                })
+            );
+            let me = Target {
+                role: Some(Role::Owner),
+                is_self: true,
+            };
+            assert_eq!(
+                check(OWNER, action, me),
+                Err(Refusal::OnSelf(action.name()))
+            );
+            assert_eq!(
+                check(Authority::Outsider, action, on(Some(Role::Member))),
+                Err(Refusal::NotAMember)
+            );
+        }
+        assert_eq!(
+            check(OWNER, Action::Kick, on(None)),
+            Err(Refusal::TargetNotAMember),
+            "a kick needs a member"
+        );
+        assert_eq!(
+            check(MODERATOR, Action::Ban, on(None)),
+            Ok(()),
+            "bans need none"
+        );
+        assert_eq!(check(MODERATOR, Action::Unban, on(None)), Ok(()));
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl Session {
         client_id: Option<String>,
         r: Option<Ref>,
     ) -> Outcome {
-        let Some(id) = kind.target() else {
+        let Some(id) = kind.target_message() else {
             return error(&r, "not an edit or delete");
         };
         if let Err(e) = self.user_rate() {

@@ -134,7 +134,10 @@ impl Session {
             | Request::Invite { .. }
             | Request::Members { .. }
             | Request::Mute { .. }
-            | Request::Unmute { .. }) => self.room_access(request, r),
+            | Request::Unmute { .. }
+            | Request::Kick { .. }
+            | Request::Ban { .. }
+            | Request::Unban { .. }) => self.room_access(request, r),
         }
     }
 
@@ -193,6 +196,10 @@ impl Session {
         later_reply(async move {
             if !member {
                 match shard.store.join_room(user, &room).await {
+                    Ok(Some(joined)) if joined.banned => {
+                        let why = rooms::banned(&room, joined.ban_until);
+                        return frames(error_frame(&r, why));
+                    }
                     Ok(Some(joined)) => {
                         shard.joined(user, &room, Some(joined.last));
                         rooms::after_join(&shard, origin, user, &room, joined);
@@ -210,7 +217,7 @@ impl Session {
             };
             match since {
                 None => frames(encode_join_ack(&room, ack, r.as_ref())),
-                Some(since) => replay_room(shard.clone(), conn, &room, since, ack, r).await,
+                Some(since) => replay_room(shard.clone(), (user, conn), &room, since, ack, r).await,
             }
         })
     }
@@ -365,8 +372,9 @@ impl Session {
             return error(&r, format!("join room '{room}' before reading its history"));
         }
         let shard = self.shard.clone();
+        let user = self.user;
         later_reply(async move {
-            match shard.store.room_index(&room, window).await {
+            match shard.store.room_index(&room, user, window).await {
                 Ok(rows) => history(shard, HistoryKind::Room, rows, r).await,
                 Err(e) => Reply::Frames(db_error(&shard, "room_history", &e, &r)),
             }
@@ -464,7 +472,7 @@ impl Session {
         check_content(content, max)
     }
 
-    fn persist_request(
+    pub(super) fn persist_request(
         &self,
         target: Target,
         content: String,
@@ -506,7 +514,7 @@ impl Session {
 /// Only ids and sizes are read here; the messages follow page by page.
 async fn replay_room(
     shard: Rc<Shard>,
-    conn: u64,
+    (user, conn): (UserId, u64),
     room: &str,
     since: i64,
     ack: JoinAck<'_>,
@@ -516,7 +524,7 @@ async fn replay_room(
     // Messages and edit/delete events alike: each is a row of the stream.
     let missed = match shard
         .store
-        .room_since_index(room, since, limit_past(max))
+        .room_since_index(room, user, since, limit_past(max))
         .await
     {
         Ok(m) => m,
@@ -571,7 +579,7 @@ fn limit_past(max: usize) -> i64 {
     i64::try_from(max).unwrap_or(i64::MAX - 1) + 1
 }
 
-fn submit(shard: &Shard, request: PersistRequest) -> Result<(), Frame> {
+pub(super) fn submit(shard: &Shard, request: PersistRequest) -> Result<(), Frame> {
     let reference = request.reference.clone();
     shard
         .writers

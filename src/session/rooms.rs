@@ -7,8 +7,8 @@ use chrono::Utc;
 
 use super::{db_error, error, error_frame, later, Outcome, Session};
 use crate::protocol::{
-    encode_access_ack, encode_member, encode_members, Frame, MemberEvent, MemberInfo, Ref, Request,
-    UserId,
+    encode_access_ack, encode_member, encode_members, Frame, Kind, MemberEvent, MemberInfo, Ref,
+    Request, Target, UserId,
 };
 use crate::rooms::{self, Mute, MuteChange};
 use crate::router::Origin;
@@ -31,6 +31,14 @@ impl Session {
                 seconds,
             } => self.access(room, user, Change::Mute(seconds), r),
             Request::Unmute { room, user } => self.access(room, user, Change::Unmute, r),
+            Request::Kick { room, user, reason } => self.kick(room, user, false, None, reason, r),
+            Request::Ban {
+                room,
+                user,
+                seconds,
+                reason,
+            } => self.kick(room, user, true, seconds, reason, r),
+            Request::Unban { room, user } => self.access(room, user, Change::Unban, r),
             _ => error(&r, "not a room access request"),
         }
     }
@@ -57,6 +65,46 @@ impl Session {
                 Err(e) => db_error(&shard, change.action().name(), &e, &r),
             }
         })
+    }
+
+    /// `kick` and `ban`: queued on the room's writer, which checks the
+    /// rules (`rooms::decide`, on the memberships it locks) and commits the
+    /// event in the room's stream with the membership's end, the ban and
+    /// the audit row; every shard then applies it in id order
+    /// (`Shard::apply`). The requester's copy of the event is its
+    /// `kick_ack` / `ban_ack`; a refusal comes back as an error.
+    fn kick(
+        &self,
+        room: String,
+        target: UserId,
+        ban: bool,
+        seconds: Option<i64>,
+        reason: Option<String>,
+        r: Option<Ref>,
+    ) -> Outcome {
+        if let Some(reason) = &reason {
+            if let Err(e) = super::check_content(reason, self.shard.config.max_content) {
+                return error(&r, format!("reason: {e}"));
+            }
+        }
+        let Some(name) = self.shard.registry.borrow().member_room(self.user, &room) else {
+            return error(&r, rooms::Refusal::NotAMember.message(&room, target));
+        };
+        let mut request = self.persist_request(
+            Target::Room(name),
+            reason.unwrap_or_default(),
+            None,
+            r.clone(),
+        );
+        request.kind = Kind::Member {
+            user: target,
+            ban,
+            seconds,
+        };
+        match super::submit(&self.shard, request) {
+            Ok(()) => Outcome::Queued,
+            Err(frame) => Outcome::Reply(frame),
+        }
     }
 
     /// `members`: a page of the room's members, by user id (members only:
@@ -119,6 +167,17 @@ pub(super) fn muted(room: &str, mute: Option<Mute>) -> Option<String> {
     })
 }
 
+/// The refusal of a `join` while a ban holds (ending at `until`).
+pub(super) fn banned(room: &str, until: Option<chrono::DateTime<Utc>>) -> String {
+    match until {
+        Some(until) => format!(
+            "you are banned from room '{room}' until {}",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ),
+        None => format!("you are banned from room '{room}'"),
+    }
+}
+
 /// After a `join` the store accepted (the user is registered already):
 /// loads the user's mute here at once and on its other shards, and tells
 /// the room when the membership is new.
@@ -157,6 +216,7 @@ fn member_frame(
         by,
         role,
         until,
+        reason: None,
     })
 }
 
@@ -178,11 +238,18 @@ fn announce(
         Change::Invite => "invite_ack",
         Change::Mute(_) => "mute_ack",
         Change::Unmute => "unmute_ack",
+        Change::Unban => "unban_ack",
     };
     let event = |action, role, until| member_frame(room, target, action, by, role, until);
     let mut until = None;
     match applied {
-        Applied::Role { changed: false } | Applied::Unmuted { changed: false } => {}
+        Applied::Role { changed: false }
+        | Applied::Unmuted { changed: false }
+        | Applied::Unbanned { changed: false } => {}
+        Applied::Unbanned { changed: true } => {
+            let frame = event("unbanned", None, None);
+            shard.member_event(room, target, MuteChange::Unchanged, Some(frame), origin);
+        }
         Applied::Role { changed: true } => {
             let role = match change {
                 Change::SetRole(role) => Some(role.as_str()),

@@ -277,9 +277,19 @@ impl Shard {
                 frame,
                 own,
                 sent,
+                kick,
             } => {
                 registry.deliver_room(&room, id, &frame, self.own_copy(&own));
                 self.record_delivery_latency(sent);
+                // Issue 14: a kick or ban is ordered in the room's stream:
+                // the user's connections here got it as their last frame
+                // of the room and follow the room no longer, before this
+                // inbox's next event (a higher id) is applied.
+                if let Some(user) = kick {
+                    if registry.leave(user, &room) {
+                        self.presence.left(user, &room);
+                    }
+                }
             }
             ShardEvent::Users {
                 users,

@@ -20,6 +20,9 @@ pub enum Change {
     Mute(Option<i64>),
     /// Lift the member's mute.
     Unmute,
+    /// Lift the user's ban (issue 14; kicks and bans themselves are
+    /// committed by the room's writer, in the room's stream).
+    Unban,
 }
 
 impl Change {
@@ -30,6 +33,7 @@ impl Change {
             Change::Invite => Action::Invite,
             Change::Mute(_) => Action::Mute,
             Change::Unmute => Action::Unmute,
+            Change::Unban => Action::Unban,
         }
     }
 }
@@ -74,6 +78,11 @@ pub enum Applied {
         /// False when no mute held (nothing written).
         changed: bool,
     },
+    /// The ban was lifted (`changed`: one held).
+    Unbanned {
+        /// False when no ban held (nothing written).
+        changed: bool,
+    },
 }
 
 /// One member of a room, as `members` lists it.
@@ -99,6 +108,10 @@ pub struct Joined {
     pub new: bool,
     /// The user's mute in the room, if one holds.
     pub mute: Option<Mute>,
+    /// Issue 14: a ban holds (the join was refused, nothing written).
+    pub banned: bool,
+    /// When that ban ends (`None`: until `unban`).
+    pub ban_until: Option<DateTime<Utc>>,
 }
 
 /// A connecting user's active mutes, room by room.
@@ -126,6 +139,8 @@ const MUTE: &str = "INSERT INTO room_mutes (room, user_id, until, muted_by) \
        SET until = EXCLUDED.until, muted_by = EXCLUDED.muted_by, muted_at = now() \
      RETURNING until";
 const UNMUTE: &str = "DELETE FROM room_mutes WHERE room = $1 AND user_id = $2 \
+     RETURNING (until IS NULL OR until > now())";
+const UNBAN: &str = "DELETE FROM room_bans WHERE room = $1 AND user_id = $2 \
      RETURNING (until IS NULL OR until > now())";
 const AUDIT: &str = "INSERT INTO moderation_log (room, actor, action, target, role, until) \
      VALUES ($1, $2, $3, $4, $5, $6)";
@@ -218,6 +233,17 @@ impl Store {
                 (
                     Applied::Unmuted { changed: held },
                     held.then_some(("unmuted", None)),
+                )
+            }
+            Change::Unban => {
+                let stmt = tx.prepare_cached(UNBAN).await?;
+                let held = tx
+                    .query_opt(&stmt, &[&room, &target])
+                    .await?
+                    .is_some_and(|r| r.get::<_, bool>(0));
+                (
+                    Applied::Unbanned { changed: held },
+                    held.then_some(("unbanned", None)),
                 )
             }
         };

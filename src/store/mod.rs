@@ -113,13 +113,17 @@ const SET_KEYS: &str = "UPDATE users u SET username_key = k.key \
 /// anyone else a private room is not there (no row). Returns the room's
 /// last id, whether the membership is new, and the user's mute there.
 const JOIN_ROOM: &str = "WITH r AS (SELECT name, visibility FROM rooms WHERE name = $2), \
+     b AS (SELECT until FROM room_bans WHERE room = $2 AND user_id = $1 \
+           AND (until IS NULL OR until > now())), \
      ins AS (INSERT INTO room_members (user_id, room) SELECT $1, name FROM r \
-             WHERE visibility = 'public' ON CONFLICT DO NOTHING RETURNING 1), \
+             WHERE visibility = 'public' AND NOT EXISTS (SELECT 1 FROM b) \
+             ON CONFLICT DO NOTHING RETURNING 1), \
      mu AS (SELECT until FROM room_mutes WHERE room = $2 AND user_id = $1 \
             AND (until IS NULL OR until > now())) \
      SELECT COALESCE((SELECT max(m.id) FROM messages m WHERE m.room = $2), 0)::int8, \
-            EXISTS (SELECT 1 FROM ins), EXISTS (SELECT 1 FROM mu), (SELECT until FROM mu) \
-     FROM r WHERE r.visibility = 'public' \
+            EXISTS (SELECT 1 FROM ins), EXISTS (SELECT 1 FROM mu), (SELECT until FROM mu), \
+            EXISTS (SELECT 1 FROM b), (SELECT until FROM b) \
+     FROM r WHERE r.visibility = 'public' OR EXISTS (SELECT 1 FROM b) \
         OR EXISTS (SELECT 1 FROM room_members x WHERE x.user_id = $1 AND x.room = $2)";
 /// Cluster mode: the last stored id of each listed room (0: none).
 pub const ROOM_LAST: &str = "SELECT r::text, \
@@ -231,6 +235,25 @@ fn index_sql(kind: HistoryQuery) -> String {
     }
 }
 
+/// Issue 14: [`index_sql`] of a room window, empty unless user `$n` (the
+/// parameter after the window's) is a member of room `$1` in the same
+/// snapshot. A kick ends the membership in the transaction that commits
+/// its event, and the room's later ids commit after it (one writer, in
+/// id order), so a snapshot that still shows the membership shows no id
+/// above the kick: a history or replay planned for a kicked user never
+/// holds one, whatever its shard's registry still says.
+fn member_index_sql(kind: HistoryQuery) -> String {
+    let member = match kind {
+        HistoryQuery::RoomBefore => 4,
+        _ => 5,
+    };
+    format!(
+        "SELECT id, n FROM ({}) w WHERE EXISTS (SELECT 1 FROM room_members x \
+         WHERE x.room = $1 AND x.user_id = ${member}::int8) ORDER BY id",
+        index_sql(kind)
+    )
+}
+
 /// The messages of a page of a reply, by id, oldest first.
 fn messages_by_id_sql() -> String {
     format!(
@@ -308,6 +331,7 @@ async fn window_rows(
     (before_form, after_form): (HistoryQuery, HistoryQuery),
     stream: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     window: Window,
+    tail: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<Row>, StoreError> {
     let before = window.before.unwrap_or(i64::MAX);
     let after = window.after;
@@ -321,6 +345,7 @@ async fn window_rows(
     };
     params.push(&before);
     params.push(&window.limit);
+    params.extend_from_slice(tail);
     let stmt = client.prepare_cached(&sql(form)).await?;
     Ok(client.query(&stmt, &params).await?)
 }
@@ -492,6 +517,8 @@ impl Store {
             last: row.get(0),
             new: row.get(1),
             mute: row.get::<_, bool>(2).then(|| Mute { until: row.get(3) }),
+            banned: row.get(4),
+            ban_until: row.get(5),
         }))
     }
 
@@ -522,6 +549,7 @@ impl Store {
                 before: None,
                 after: Some(since),
             },
+            &[],
         )
         .await?;
         Ok(rows.iter().map(stored_message).collect())
@@ -529,17 +557,19 @@ impl Store {
 
     /// The ids and content sizes of the first `limit` rows of a room's
     /// stream with ids above `since`, oldest first, events included: what
-    /// a `join` with `since` replays.
+    /// a `join` with `since` replays to `member` (nothing if it is not a
+    /// member when the rows are read: see [`member_index_sql`]).
     pub async fn room_since_index(
         &self,
         room: &str,
+        member: UserId,
         since: i64,
         limit: i64,
     ) -> Result<Vec<RowSize>, StoreError> {
         let client = self.reader().get().await?;
         let rows = window_rows(
             &client,
-            index_sql,
+            member_index_sql,
             (HistoryQuery::RoomSince, HistoryQuery::RoomSince),
             &[&room],
             Window {
@@ -547,6 +577,7 @@ impl Store {
                 before: None,
                 after: Some(since),
             },
+            &[&member],
         )
         .await?;
         Ok(rows.iter().map(row_size).collect())
@@ -569,15 +600,22 @@ impl Store {
     }
 
     /// The ids and content sizes of a window of a room's history (its
-    /// messages, no events), oldest first.
-    pub async fn room_index(&self, room: &str, window: Window) -> Result<Vec<RowSize>, StoreError> {
+    /// messages, no events), oldest first, as `member` may read it (nothing
+    /// if it is not a member when the rows are read: see [`member_index_sql`]).
+    pub async fn room_index(
+        &self,
+        room: &str,
+        member: UserId,
+        window: Window,
+    ) -> Result<Vec<RowSize>, StoreError> {
         let client = self.reader().get().await?;
         let rows = window_rows(
             &client,
-            index_sql,
+            member_index_sql,
             (HistoryQuery::RoomBefore, HistoryQuery::RoomAfter),
             &[&room],
             window,
+            &[&member],
         )
         .await?;
         Ok(rows.iter().map(row_size).collect())
@@ -599,6 +637,7 @@ impl Store {
             (HistoryQuery::DmBefore, HistoryQuery::DmAfter),
             &[&low, &high],
             window,
+            &[],
         )
         .await?;
         Ok(rows.iter().map(row_size).collect())

@@ -10,6 +10,7 @@ mod edits;
 mod errors;
 mod history;
 mod identity;
+mod kick;
 mod limits;
 mod load;
 mod presence;

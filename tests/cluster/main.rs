@@ -18,4 +18,5 @@ mod access;
 mod edits;
 mod fanout;
 mod faults;
+mod kick;
 mod writer;

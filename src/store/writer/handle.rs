@@ -31,7 +31,9 @@ pub struct PersistRequest {
     /// A message, or (issue 14) an edit or delete of a message of the same
     /// stream (`target`), committed by the stream's writer in id order with
     /// its messages. An edit's `content` is the new content; a delete's is
-    /// empty.
+    /// empty. A kick or ban (issue 14, `Kind::Member`) is checked by
+    /// `rooms::rules` and applied by the writer in its batch's transaction;
+    /// its `content` is the reason (empty: none).
     pub kind: Kind,
 }
 
@@ -43,6 +45,7 @@ pub fn refused_deleted(kind: Kind) -> String {
         Kind::Edit { target } => format!("message {target} is deleted and cannot be edited"),
         Kind::Delete { target } => format!("message {target} is already deleted"),
         Kind::Message => "message already stored".to_owned(),
+        Kind::Member { user, .. } => format!("user {user} is not a member of the room"),
     }
 }
 

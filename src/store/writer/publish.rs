@@ -9,10 +9,12 @@ use chrono::{DateTime, Utc};
 use tracing::warn;
 
 use super::batch::Fate;
+use super::sql::ban_until;
 use super::{PersistRequest, Writer};
 use crate::cluster::Committed;
 use crate::protocol::{
-    encode_error_for, encode_message, encode_message_for, StoredMessage, Target,
+    encode_access_ack, encode_error_for, encode_message, encode_message_for, Kind, StoredMessage,
+    Target,
 };
 use crate::router::{Origin, OwnCopy, Sent, ShardEvent};
 
@@ -81,6 +83,12 @@ impl Writer {
                 shard: req.origin.shard,
                 at: req.enqueued,
             };
+            // Issue 14: a kick or ban is its `member` frame (a ban's end in
+            // `edited_at`); its requester gets its ack instead, ref or not.
+            let (kick, until) = match req.kind {
+                Kind::Member { user, seconds, .. } => (Some(user), ban_until(at, seconds)),
+                _ => (None, None),
+            };
             let stored = StoredMessage {
                 id,
                 from_user: req.from,
@@ -90,16 +98,28 @@ impl Writer {
                 target: req.target,
                 // An edit or delete is encoded as its event frame.
                 kind: req.kind,
-                edited_at: None,
+                edited_at: until,
                 deleted: false,
             };
             let frame = encode_message(&stored);
-            let own = req.reference.map(|r| {
-                Arc::new(OwnCopy {
+            let own = match (req.kind, &stored.target) {
+                (Kind::Member { user, ban, .. }, Target::Room(room)) => Some(Arc::new(OwnCopy {
                     origin: req.origin,
-                    frame: encode_message_for(&stored, Some(&r)),
-                })
-            });
+                    frame: encode_access_ack(
+                        if ban { "ban_ack" } else { "kick_ack" },
+                        room,
+                        user,
+                        until,
+                        req.reference.as_ref(),
+                    ),
+                })),
+                _ => req.reference.map(|r| {
+                    Arc::new(OwnCopy {
+                        origin: req.origin,
+                        frame: encode_message_for(&stored, Some(&r)),
+                    })
+                }),
+            };
             let event = match stored.target {
                 Target::Room(room) => ShardEvent::Room {
                     room,
@@ -107,6 +127,7 @@ impl Writer {
                     frame,
                     own,
                     sent,
+                    kick,
                 },
                 Target::User(to) => ShardEvent::Users {
                     users: [stored.from_user, to],

@@ -16,6 +16,8 @@ use tracing::debug;
 use super::batch::{columns, fates, has_events, predecessors, streams, Fate};
 use super::{refused_deleted, PersistRequest};
 use crate::protocol::{Kind, Target, UserId};
+use crate::rooms::{Action, Role};
+use crate::store::Standing;
 use crate::store::{stored_message, COLUMNS, DM_LAST, ROOM_LAST};
 
 /// One PostgreSQL connection with the writer's statements prepared: the
@@ -30,6 +32,10 @@ pub struct BatchInserter {
     event: Statement,
     /// Issue 14: [`event_fate_sql`], what became of an edit or delete not inserted.
     event_fate: Statement,
+    /// Issue 14: [`MEMBER_STANDING`], the standing a kick or ban is checked on.
+    member_standing: Statement,
+    /// Issue 14: [`MEMBER_EVENT`], one kick or ban.
+    member_event: Statement,
 }
 
 /// What a cluster-mode batch transaction decided, kept until its commit is
@@ -121,6 +127,38 @@ fn event_fate_sql() -> String {
          ORDER BY m.id = $1::int8 DESC LIMIT 1"
     )
 }
+/// Issue 14: the actor's (`$3`) and target's (`$4`) roles in room `$1`,
+/// their memberships locked in user-id order (`$2`, sorted: the order
+/// `Store::moderate` locks in, so no deadlock), and whether the target has
+/// a `users` row.
+const MEMBER_STANDING: &str = "WITH l AS ( \
+        SELECT user_id, role FROM room_members \
+        WHERE room = $1::text AND user_id = ANY($2::int8[]) ORDER BY user_id FOR UPDATE) \
+     SELECT (SELECT role FROM l WHERE user_id = $3::int8), \
+            (SELECT role FROM l WHERE user_id = $4::int8), \
+            EXISTS (SELECT 1 FROM users WHERE id = $4::int8)";
+/// Issue 14: a kick (`$7` = 3) or ban (`$7` = 4) of user `$3` from room
+/// `$2` by `$4`, as event row `$1` of the room's stream at `$6` (reason
+/// `$5`, empty: none; a ban's end `$8`, also kept in the row's
+/// `edited_at`): ends the membership, writes the ban and the audit row
+/// with the event's id, in the batch's transaction.
+const MEMBER_EVENT: &str = "WITH del AS ( \
+        DELETE FROM room_members WHERE room = $2::text AND user_id = $3::int8), \
+     ins AS ( \
+        INSERT INTO messages \
+               (id, from_user, room, content, \"timestamp\", kind, target, edited_at) \
+        VALUES ($1::int8, $4::int8, $2::text, $5::text, $6::timestamptz, $7::int2, $3::int8, \
+                $8::timestamptz)), \
+     ban AS ( \
+        INSERT INTO room_bans (room, user_id, until, banned_by, reason, event_id) \
+        SELECT $2::text, $3::int8, $8::timestamptz, $4::int8, NULLIF($5::text, ''), $1::int8 \
+        WHERE $7::int2 = 4 \
+        ON CONFLICT (room, user_id) DO UPDATE SET until = EXCLUDED.until, \
+            banned_by = EXCLUDED.banned_by, reason = EXCLUDED.reason, \
+            event_id = EXCLUDED.event_id, banned_at = now()) \
+     INSERT INTO moderation_log (room, actor, action, target, reason, until, event_id) \
+     VALUES ($2::text, $4::int8, CASE WHEN $7::int2 = 4 THEN 'banned' ELSE 'kicked' END, \
+             $3::int8, NULLIF($5::text, ''), $8::timestamptz, $1::int8)";
 /// `$1` fresh ids from the sequence.
 const NEXT_IDS: &str = "SELECT nextval('messages_id_seq')::int8 FROM generate_series(1, $1::int8)";
 /// Cluster mode: the batch transaction's id, kept to resolve a lost commit answer.
@@ -147,12 +185,14 @@ impl BatchInserter {
             }
         });
         let (by_client_id_text, event_fate_text) = (by_client_id_sql(), event_fate_sql());
-        let (insert, next_ids, by_client_id, event, event_fate) = tokio::try_join!(
+        let (insert, next_ids, by_client_id, event, event_fate, member_standing, member_event) = tokio::try_join!(
             client.prepare(INSERT),
             client.prepare(NEXT_IDS),
             client.prepare(&by_client_id_text),
             client.prepare(EVENT),
-            client.prepare(&event_fate_text)
+            client.prepare(&event_fate_text),
+            client.prepare(MEMBER_STANDING),
+            client.prepare(MEMBER_EVENT)
         )?;
         Ok(BatchInserter {
             client,
@@ -161,6 +201,8 @@ impl BatchInserter {
             by_client_id,
             event,
             event_fate,
+            member_standing,
+            member_event,
         })
     }
 
@@ -235,7 +277,19 @@ impl BatchInserter {
                 fates_out = fates_by_client_id(&tx, &self.by_client_id, batch, ids).await?;
             }
         }
-        let events = apply_events(&tx, &self.event, &self.event_fate, batch, ids, at).await?;
+        let events = apply_events(
+            &tx,
+            EventStatements {
+                event: &self.event,
+                event_fate: &self.event_fate,
+                member_standing: &self.member_standing,
+                member_event: &self.member_event,
+            },
+            batch,
+            ids,
+            at,
+        )
+        .await?;
         for (i, fate) in events {
             fates_out[i] = fate;
         }
@@ -299,7 +353,19 @@ impl BatchInserter {
             if fates_out.is_empty() {
                 fates_out = vec![Fate::Stored; batch.len()];
             }
-            let applied = apply_events(&tx, &self.event, &self.event_fate, batch, &ids, at).await?;
+            let applied = apply_events(
+                &tx,
+                EventStatements {
+                    event: &self.event,
+                    event_fate: &self.event_fate,
+                    member_standing: &self.member_standing,
+                    member_event: &self.member_event,
+                },
+                batch,
+                &ids,
+                at,
+            )
+            .await?;
             for (i, fate) in applied {
                 if fate == Fate::Stored {
                     inserted.insert(ids[i]);
@@ -412,15 +478,22 @@ async fn fates_by_client_id(
 /// refused (its target was deleted first).
 async fn apply_events(
     tx: &Transaction<'_>,
-    event: &Statement,
-    event_fate: &Statement,
+    st: EventStatements<'_>,
     batch: &[PersistRequest],
     ids: &[i64],
     at: DateTime<Utc>,
 ) -> Result<Vec<(usize, Fate)>, tokio_postgres::Error> {
+    let EventStatements {
+        event, event_fate, ..
+    } = st;
     let mut out = Vec::new();
     for (i, (r, id)) in batch.iter().zip(ids).enumerate() {
-        let Some(target) = r.kind.target() else {
+        if let Kind::Member { user, ban, seconds } = r.kind {
+            let fate = apply_member(tx, st, r, *id, user, ban, seconds, at).await?;
+            out.push((i, fate));
+            continue;
+        }
+        let Some(target) = r.kind.target_message() else {
             continue;
         };
         let (to, room): (Option<UserId>, Option<&str>) = match &r.target {
@@ -456,4 +529,82 @@ async fn apply_events(
         out.push((i, fate));
     }
     Ok(out)
+}
+
+/// The statements of the issue-14 events, prepared on the writer's connection.
+#[derive(Clone, Copy)]
+struct EventStatements<'a> {
+    event: &'a Statement,
+    event_fate: &'a Statement,
+    member_standing: &'a Statement,
+    member_event: &'a Statement,
+}
+
+/// Issue 14: applies one kick or ban (`ban`) of `user` by `r.from` as
+/// event row `id`, inside the batch's transaction: the actor's and
+/// target's memberships are locked and read, `rooms::decide` applies the
+/// rules (the same function every door's changes go through), and only
+/// then is the membership ended, the ban and the audit row written
+/// ([`MEMBER_EVENT`]). A retry of a batch that committed finds its row.
+#[allow(clippy::too_many_arguments)]
+async fn apply_member(
+    tx: &Transaction<'_>,
+    st: EventStatements<'_>,
+    r: &PersistRequest,
+    id: i64,
+    user: UserId,
+    ban: bool,
+    seconds: Option<i64>,
+    at: DateTime<Utc>,
+) -> Result<Fate, tokio_postgres::Error> {
+    let Target::Room(room) = &r.target else {
+        return Ok(Fate::Refused("a kick or ban needs a room".to_owned()));
+    };
+    let none: Option<&str> = None;
+    if tx
+        .query_opt(st.event_fate, &[&id, &r.from, &none])
+        .await?
+        .is_some()
+    {
+        return Ok(Fate::Stored); // an earlier attempt of this batch committed it
+    }
+    let mut users = vec![r.from, user];
+    users.sort_unstable();
+    users.dedup();
+    let row = tx
+        .query_one(st.member_standing, &[&&**room, &users, &r.from, &user])
+        .await?;
+    let role = |i: usize| row.get::<_, Option<&str>>(i).and_then(Role::parse);
+    let standing = Standing {
+        room_exists: true,
+        actor: role(0),
+        target: role(1),
+        target_exists: row.get(2),
+        target_rooms: 0,
+    };
+    let action = if ban { Action::Ban } else { Action::Kick };
+    if let Err(refused) = crate::rooms::decide(&standing, Some(r.from), user, action, usize::MAX) {
+        return Ok(Fate::Refused(refused.message(room, user)));
+    }
+    let until = ban_until(at, seconds);
+    tx.execute(
+        st.member_event,
+        &[
+            &id,
+            &&**room,
+            &user,
+            &r.from,
+            &r.content,
+            &at,
+            &r.kind.code(),
+            &until,
+        ],
+    )
+    .await?;
+    Ok(Fate::Stored)
+}
+
+/// When a ban of `seconds` committed at `at` ends (`None`: no end).
+pub(crate) fn ban_until(at: DateTime<Utc>, seconds: Option<i64>) -> Option<DateTime<Utc>> {
+    seconds.map(|s| at + chrono::Duration::seconds(s))
 }
