@@ -84,6 +84,9 @@ pub enum Refused {
     NoSuchRoom,
     /// The invitee is in `--max-rooms-per-user` rooms already.
     TooManyRooms(usize),
+    /// The invitee is banned from the room: an invitation does not lift a
+    /// ban (`unban` does).
+    Banned,
 }
 
 impl From<Refusal> for Refused {
@@ -101,6 +104,9 @@ impl Refused {
             Refused::NoSuchRoom => format!("room '{room}' does not exist"),
             Refused::TooManyRooms(max) => {
                 format!("user {target} is in too many rooms (at most {max} per user)")
+            }
+            Refused::Banned => {
+                format!("user {target} is banned from room '{room}'; unban them first")
             }
         }
     }

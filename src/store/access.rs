@@ -125,8 +125,13 @@ const LOCK_MEMBERS: &str = "SELECT user_id, role FROM room_members \
      WHERE room = $1 AND user_id = ANY($2) ORDER BY user_id FOR UPDATE";
 const SET_ROLE: &str = "UPDATE room_members SET role = $3 \
      WHERE room = $1 AND user_id = $2 AND role <> $3";
-const INVITE: &str =
-    "INSERT INTO room_members (user_id, room) VALUES ($2, $1) ON CONFLICT DO NOTHING";
+/// Makes $2 a member of $1 unless already one; an active ban holds (the
+/// second column says so, and nothing is inserted).
+const INVITE: &str = "WITH b AS (SELECT 1 FROM room_bans WHERE room = $1 AND user_id = $2 \
+           AND (until IS NULL OR until > now())), \
+     ins AS (INSERT INTO room_members (user_id, room) SELECT $2, $1 \
+             WHERE NOT EXISTS (SELECT 1 FROM b) ON CONFLICT DO NOTHING RETURNING 1) \
+     SELECT EXISTS (SELECT 1 FROM ins), EXISTS (SELECT 1 FROM b)";
 const AFTER_INVITE: &str =
     "SELECT COALESCE((SELECT max(id) FROM messages WHERE room = $1), 0)::int8, \
             EXISTS (SELECT 1 FROM room_mutes WHERE room = $1 AND user_id = $2 \
@@ -201,7 +206,12 @@ impl Store {
             }
             Change::Invite => {
                 let stmt = tx.prepare_cached(INVITE).await?;
-                if tx.execute(&stmt, &[&room, &target]).await? == 0 {
+                let row = tx.query_one(&stmt, &[&room, &target]).await?;
+                let (inserted, banned): (bool, bool) = (row.get(0), row.get(1));
+                if banned {
+                    return Ok(Err(Refused::Banned));
+                }
+                if !inserted {
                     // Another invitation or a join won the race.
                     return Ok(Err(Refused::Rule(crate::rooms::Refusal::AlreadyAMember)));
                 }

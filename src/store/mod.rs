@@ -110,8 +110,10 @@ const SET_KEYS: &str = "UPDATE users u SET username_key = k.key \
      WHERE u.id = k.id AND u.username_key IS NULL \
        AND NOT EXISTS (SELECT 1 FROM users o WHERE o.username_key = k.key)";
 /// Joins a public room, or a private one the user belongs to already; to
-/// anyone else a private room is not there (no row). Returns the room's
-/// last id, whether the membership is new, and the user's mute there.
+/// anyone else a private room is not there (no row; a banned former member
+/// is no member, so the room is not there for it either). Returns the
+/// room's last id, whether the membership is new, the user's mute there,
+/// and whether an active ban refused the join (public rooms only).
 const JOIN_ROOM: &str = "WITH r AS (SELECT name, visibility FROM rooms WHERE name = $2), \
      b AS (SELECT until FROM room_bans WHERE room = $2 AND user_id = $1 \
            AND (until IS NULL OR until > now())), \
@@ -123,7 +125,7 @@ const JOIN_ROOM: &str = "WITH r AS (SELECT name, visibility FROM rooms WHERE nam
      SELECT COALESCE((SELECT max(m.id) FROM messages m WHERE m.room = $2), 0)::int8, \
             EXISTS (SELECT 1 FROM ins), EXISTS (SELECT 1 FROM mu), (SELECT until FROM mu), \
             EXISTS (SELECT 1 FROM b), (SELECT until FROM b) \
-     FROM r WHERE r.visibility = 'public' OR EXISTS (SELECT 1 FROM b) \
+     FROM r WHERE r.visibility = 'public' \
         OR EXISTS (SELECT 1 FROM room_members x WHERE x.user_id = $1 AND x.room = $2)";
 /// Cluster mode: the last stored id of each listed room (0: none).
 pub const ROOM_LAST: &str = "SELECT r::text, \

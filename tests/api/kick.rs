@@ -655,3 +655,44 @@ async fn history_and_replay_reads_hold_nothing_for_a_kicked_user() {
         "two messages and the kick"
     );
 }
+
+/// A ban holds against an invitation (only `unban` lifts it), and a user
+/// banned from a private room is told what anyone outside it is told: the
+/// room does not exist.
+#[tokio::test]
+async fn an_invitation_does_not_lift_a_ban_and_a_private_room_stays_hidden_from_the_banned() {
+    let server = TestServer::start().await;
+    let mut owner = server.connect_on_shard(1, "owner", 0).await;
+    let mut user = server.connect_on_shard(2, "user", 1).await;
+    create(&mut owner, "vault", "private").await;
+    invite(&mut owner, "vault", 2).await;
+    member_event(&mut user, "invited").await;
+    acked(
+        &mut owner,
+        json!({"type": "ban", "room": "vault", "user": 2}),
+        "ban_ack",
+    )
+    .await;
+    member_event(&mut user, "banned").await;
+    let missing = refusal(&mut user, json!({"type": "join", "room": "no-such-room"})).await;
+    let hidden = refusal(&mut user, json!({"type": "join", "room": "vault"})).await;
+    assert_eq!(
+        hidden,
+        missing.replace("no-such-room", "vault"),
+        "a banned user must not tell a private room from a missing one"
+    );
+    let text = refusal(
+        &mut owner,
+        json!({"type": "invite", "room": "vault", "user": 2}),
+    )
+    .await;
+    assert_eq!(text, "user 2 is banned from room 'vault'; unban them first");
+    acked(
+        &mut owner,
+        json!({"type": "unban", "room": "vault", "user": 2}),
+        "unban_ack",
+    )
+    .await;
+    invite(&mut owner, "vault", 2).await;
+    user.join("vault").await;
+}

@@ -311,6 +311,45 @@ async function privateRoomScenario(alice, bob, bobLink) {
   await bob.screenshot({ path: path.join(shots, 'private-room-bob.png') });
   await alice.screenshot({ path: path.join(shots, 'private-room-alice.png') });
 
+  log('alice kicks bob: the room leaves his page, and he gets nothing more of it');
+  await bob.click('#room-list button:has-text("general")');
+  await alice.locator('#member-list li[data-user="2"] button.kick').click();
+  await alice.locator('#member-list li[data-user="2"]').waitFor({ state: 'detached', timeout: STEP_MS });
+  await bob.locator('#banner', { hasText: `You were kicked from room '${room}'` }).waitFor({ timeout: STEP_MS });
+  await bob.click('#banner-close');
+  await bob.locator('#room-list button', { hasText: room }).waitFor({ state: 'detached', timeout: STEP_MS });
+  await say(alice, 'after the kick');
+  await seesOnce(alice, 'after the kick', 'alice');
+  await bob.fill('#room-input', room);
+  await bob.click('#join-room');
+  await bob.locator('#banner', { hasText: `room '${room}' does not exist` }).waitFor({ timeout: STEP_MS });
+  await bob.click('#banner-close');
+  await bob.click('#room-list button:has-text("general")');
+  if ((await bob.locator('#message-list li.msg', { hasText: 'after the kick' }).count()) !== 0) problems.push('bob got a message after his kick');
+
+  log('alice invites bob again, bans him, then unbans him');
+  await alice.fill('#admin-user', '2');
+  await alice.click('#invite');
+  await bob.locator('#room-list button', { hasText: room }).waitFor({ timeout: STEP_MS });
+  await alice.locator('#member-list li[data-user="2"] button.ban').click();
+  await bob.locator('#banner', { hasText: `You were banned from room '${room}'` }).waitFor({ timeout: STEP_MS });
+  await bob.click('#banner-close');
+  await bob.locator('#room-list button', { hasText: room }).waitFor({ state: 'detached', timeout: STEP_MS });
+  await bob.fill('#room-input', room);
+  await bob.click('#join-room');
+  await bob.locator('#banner').waitFor({ timeout: STEP_MS });
+  log('join while banned: ' + await bob.locator('#banner').innerText());
+  await bob.click('#banner-close');
+  await bob.click('#room-list button:has-text("general")');
+  await alice.fill('#admin-user', '2');
+  await alice.click('#unban');
+  await alice.waitForTimeout(500);
+  await alice.fill('#admin-user', '2');
+  await alice.click('#invite');
+  await bob.locator('#room-list button', { hasText: room }).waitFor({ timeout: STEP_MS });
+  await bob.screenshot({ path: path.join(shots, 'kick-bob.png') });
+  await alice.screenshot({ path: path.join(shots, 'kick-alice.png') });
+
   await alice.click('#members-toggle');
   await alice.click('#room-list button:has-text("general")');
   await bob.click('#room-list button:has-text("general")');
