@@ -77,13 +77,25 @@ async fn page_and_assets_are_served_with_their_headers() {
     let csp = page.header("content-security-policy").expect("a CSP");
     assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
     assert_eq!(page.header("cache-control"), Some("no-cache"));
-    assert!(page.text().contains(r#"<script src="/app.js""#));
+    assert!(page
+        .text()
+        .contains(r#"<script type="module" src="/app.js""#));
 
     for (path, kind, needle) in [
         (
             "/app.js",
             "text/javascript; charset=utf-8",
             "new WebSocket(",
+        ),
+        (
+            "/edits.js",
+            "text/javascript; charset=utf-8",
+            "export function",
+        ),
+        (
+            "/members.js",
+            "text/javascript; charset=utf-8",
+            "export function",
         ),
         ("/style.css", "text/css; charset=utf-8", ".composer"),
         ("/favicon.svg", "image/svg+xml", "<svg"),
