@@ -593,11 +593,7 @@ impl Store {
         since: i64,
         limit: i64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let client = self.reader().get().await?;
-        let stmt = client
-            .prepare_cached(&history_sql(HistoryQuery::DmSince))
-            .await?;
-        let rows = client.query(&stmt, &[&user, &since, &limit]).await?;
+        let rows = self.dm_since_rows(history_sql, user, since, limit).await?;
         Ok(rows.iter().map(stored_message).collect())
     }
 
@@ -654,12 +650,22 @@ impl Store {
         since: i64,
         limit: i64,
     ) -> Result<Vec<RowSize>, StoreError> {
-        let client = self.reader().get().await?;
-        let stmt = client
-            .prepare_cached(&index_sql(HistoryQuery::DmSince))
-            .await?;
-        let rows = client.query(&stmt, &[&user, &since, &limit]).await?;
+        let rows = self.dm_since_rows(index_sql, user, since, limit).await?;
         Ok(rows.iter().map(row_size).collect())
+    }
+
+    /// The rows of `sql`'s [`HistoryQuery::DmSince`] form: `user`'s DMs
+    /// (both directions) with ids above `since`, at most `limit`.
+    async fn dm_since_rows(
+        &self,
+        sql: fn(HistoryQuery) -> String,
+        user: UserId,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.reader().get().await?;
+        let stmt = client.prepare_cached(&sql(HistoryQuery::DmSince)).await?;
+        Ok(client.query(&stmt, &[&user, &since, &limit]).await?)
     }
 
     /// The messages with these ids, oldest first: one page of a reply.

@@ -28,54 +28,23 @@ async fn member_event(c: &mut Client, action: &str) -> Value {
     }
 }
 
-/// Sends `request` with a `ref` and returns the reply with that ref.
-async fn ask(c: &mut Client, mut request: Value) -> Value {
-    request["ref"] = json!("q");
-    c.send(request).await;
-    loop {
-        let v = c.recv_any().await;
-        if v["ref"] == "q" {
-            return v;
-        }
-    }
-}
-
-/// The error text the reply to `request` carries (panics on any other reply).
-async fn refusal(c: &mut Client, request: Value) -> String {
-    let v = ask(c, request.clone()).await;
-    assert_eq!(v["type"], "error", "{request} → {v}");
-    v["data"]["message"].as_str().unwrap().to_owned()
-}
-
-/// Asserts `request` is answered `<kind>` with `room` and `user`.
-async fn acked(c: &mut Client, request: Value, kind: &str) -> Value {
-    let v = ask(c, request.clone()).await;
-    assert_eq!(v["type"], kind, "{request} → {v}");
-    assert_eq!(v["data"]["room"], request["room"], "{v}");
-    assert_eq!(v["data"]["user"], request["user"], "{v}");
-    v
-}
-
 async fn create(c: &mut Client, room: &str, visibility: Option<&str>) -> Value {
     let mut request = json!({"type": "create_room", "room": room});
     if let Some(v) = visibility {
         request["visibility"] = json!(v);
     }
-    let v = ask(c, request).await;
+    let v = c.ask(request).await;
     assert_eq!(v["type"], "room_created", "{v}");
     v
 }
 
 async fn say(c: &mut Client, room: &str, content: &str) -> Value {
-    ask(
-        c,
-        json!({"type": "message", "room": room, "content": content}),
-    )
-    .await
+    c.ask(json!({"type": "message", "room": room, "content": content}))
+        .await
 }
 
 async fn rooms_of(c: &mut Client) -> Vec<String> {
-    let v = ask(c, json!({"type": "rooms"})).await;
+    let v = c.ask(json!({"type": "rooms"})).await;
     v["data"]
         .as_array()
         .unwrap()
@@ -113,8 +82,8 @@ async fn a_non_member_cannot_tell_a_private_room_from_a_missing_one() {
                 let text = request.to_string().replace("ROOM", room);
                 serde_json::from_str::<Value>(&text).unwrap()
             };
-            let private = refusal(&mut outsider, ask_about("secret")).await;
-            let missing = refusal(&mut outsider, ask_about("nowhere")).await;
+            let private = outsider.refusal(ask_about("secret")).await;
+            let missing = outsider.refusal(ask_about("nowhere")).await;
             assert_eq!(
                 private.replace("secret", "R"),
                 missing.replace("nowhere", "R"),
@@ -126,7 +95,9 @@ async fn a_non_member_cannot_tell_a_private_room_from_a_missing_one() {
         outsider.join("open").await;
         outsider.close().await;
     }
-    public = ask(&mut owner, json!({"type": "members", "room": "secret"})).await;
+    public = owner
+        .ask(json!({"type": "members", "room": "secret"}))
+        .await;
     assert_eq!(public["data"]["members"].as_array().unwrap().len(), 1);
     let n = server
         .count("SELECT count(*) FROM room_members WHERE room = 'secret'")
@@ -143,12 +114,12 @@ async fn an_invitation_reaches_every_connection_of_the_invitee_on_both_shards() 
     let mut guest1 = server.connect_on_shard(2, "guest", 1).await;
     let mut other = server.connect_on_shard(3, "other", 1).await;
 
-    acked(
-        &mut owner,
-        json!({"type": "invite", "room": "team", "user": 2}),
-        "invite_ack",
-    )
-    .await;
+    owner
+        .acked(
+            json!({"type": "invite", "room": "team", "user": 2}),
+            "invite_ack",
+        )
+        .await;
     for g in [&mut guest0, &mut guest1] {
         let e = member_event(g, "invited").await;
         assert_eq!(
@@ -163,7 +134,9 @@ async fn an_invitation_reaches_every_connection_of_the_invitee_on_both_shards() 
         assert_eq!(next(g, "message").await["data"]["id"], id);
     }
     assert_eq!(rooms_of(&mut guest1).await, vec!["team".to_owned()]);
-    let history = ask(&mut guest1, json!({"type": "room_history", "room": "team"})).await;
+    let history = guest1
+        .ask(json!({"type": "room_history", "room": "team"}))
+        .await;
     assert_eq!(history["data"][0]["id"], id, "{history}");
     guest0.join("team").await;
     // The invitee's messages reach the owner; an outsider sees nothing.
@@ -178,17 +151,13 @@ async fn an_invitation_reaches_every_connection_of_the_invitee_on_both_shards() 
     let mut guest_again = server.connect(2, "guest").await;
     assert_eq!(rooms_of(&mut guest_again).await, vec!["team".to_owned()]);
     // Inviting a member again is refused; so is inviting a user that never connected.
-    let again = refusal(
-        &mut owner,
-        json!({"type": "invite", "room": "team", "user": 2}),
-    )
-    .await;
+    let again = owner
+        .refusal(json!({"type": "invite", "room": "team", "user": 2}))
+        .await;
     assert_eq!(again, "user 2 is already a member of room 'team'");
-    let ghost = refusal(
-        &mut owner,
-        json!({"type": "invite", "room": "team", "user": 99}),
-    )
-    .await;
+    let ghost = owner
+        .refusal(json!({"type": "invite", "room": "team", "user": 99}))
+        .await;
     assert_eq!(ghost, "user 99 does not exist");
     let audit = server
         .count(
@@ -213,12 +182,12 @@ async fn roles_owners_act_on_anyone_but_themselves_moderators_on_members_members
     for c in [&mut moder, &mut alice, &mut bob] {
         c.join("r").await;
     }
-    acked(
-        &mut owner,
-        json!({"type": "set_role", "room": "r", "user": 2, "role": "moderator"}),
-        "set_role_ack",
-    )
-    .await;
+    owner
+        .acked(
+            json!({"type": "set_role", "room": "r", "user": 2, "role": "moderator"}),
+            "set_role_ack",
+        )
+        .await;
     for c in [&mut moder, &mut bob] {
         let e = member_event(c, "role").await;
         assert_eq!(
@@ -274,41 +243,33 @@ async fn roles_owners_act_on_anyone_but_themselves_moderators_on_members_members
         ),
     ];
     for (who, request, expected) in cases {
-        let got = refusal(&mut p[who], request.clone()).await;
+        let got = p[who].refusal(request.clone()).await;
         assert_eq!(got, expected, "{request}");
     }
-    acked(
-        &mut p[1],
-        json!({"type": "mute", "room": "r", "user": 4}),
-        "mute_ack",
-    )
-    .await;
-    acked(
-        &mut p[1],
+    p[1].acked(json!({"type": "mute", "room": "r", "user": 4}), "mute_ack")
+        .await;
+    p[1].acked(
         json!({"type": "unmute", "room": "r", "user": 4}),
         "unmute_ack",
     )
     .await;
     // Several owners: the second may act on the first.
-    acked(
-        &mut p[0],
+    p[0].acked(
         json!({"type": "set_role", "room": "r", "user": 3, "role": "owner"}),
         "set_role_ack",
     )
     .await;
-    acked(
-        &mut p[2],
+    p[2].acked(
         json!({"type": "mute", "room": "r", "user": 1, "seconds": 60}),
         "mute_ack",
     )
     .await;
-    acked(
-        &mut p[2],
+    p[2].acked(
         json!({"type": "set_role", "room": "r", "user": 2, "role": "member"}),
         "set_role_ack",
     )
     .await;
-    let list = ask(&mut p[3], json!({"type": "members", "room": "r"})).await;
+    let list = p[3].ask(json!({"type": "members", "room": "r"})).await;
     let roles: Vec<(i64, String)> = list["data"]["members"]
         .as_array()
         .unwrap()
@@ -372,12 +333,12 @@ async fn a_mute_refuses_messages_on_every_connection_until_it_expires_or_is_lift
     let mut a1 = server.connect_on_shard(2, "a", 1).await;
     a0.join("r").await;
 
-    let ack = acked(
-        &mut owner,
-        json!({"type": "mute", "room": "r", "user": 2, "seconds": 1}),
-        "mute_ack",
-    )
-    .await;
+    let ack = owner
+        .acked(
+            json!({"type": "mute", "room": "r", "user": 2, "seconds": 1}),
+            "mute_ack",
+        )
+        .await;
     let until = ack["data"]["until"].as_str().unwrap().to_owned();
     for a in [&mut a0, &mut a1] {
         let e = member_event(a, "muted").await;
@@ -400,12 +361,9 @@ async fn a_mute_refuses_messages_on_every_connection_until_it_expires_or_is_lift
     }
 
     // Until unmuted: survives a reconnect, and a leave and a rejoin.
-    acked(
-        &mut owner,
-        json!({"type": "mute", "room": "r", "user": 2}),
-        "mute_ack",
-    )
-    .await;
+    owner
+        .acked(json!({"type": "mute", "room": "r", "user": 2}), "mute_ack")
+        .await;
     let e = member_event(&mut a1, "muted").await;
     assert!(e.get("until").is_none(), "{e}");
     a1.close().await;
@@ -415,19 +373,19 @@ async fn a_mute_refuses_messages_on_every_connection_until_it_expires_or_is_lift
         "you are muted in room 'r'"
     );
     assert_eq!(
-        ask(&mut a0, json!({"type": "leave", "room": "r"})).await["type"],
+        a0.ask(json!({"type": "leave", "room": "r"})).await["type"],
         "leave_ack"
     );
     a0.join("r").await;
     for a in [&mut a0, &mut a1] {
         assert_eq!(say(a, "r", "rejoined").await["type"], "error");
     }
-    acked(
-        &mut owner,
-        json!({"type": "unmute", "room": "r", "user": 2}),
-        "unmute_ack",
-    )
-    .await;
+    owner
+        .acked(
+            json!({"type": "unmute", "room": "r", "user": 2}),
+            "unmute_ack",
+        )
+        .await;
     member_event(&mut a1, "unmuted").await;
     for a in [&mut a0, &mut a1] {
         assert_eq!(say(a, "r", "free").await["type"], "message");
@@ -462,7 +420,7 @@ async fn joins_and_leaves_are_member_events_beside_presence() {
     // Joining again is no change: no event.
     a0.join("r").await;
     assert_eq!(
-        ask(&mut a0, json!({"type": "leave", "room": "r"})).await["type"],
+        a0.ask(json!({"type": "leave", "room": "r"})).await["type"],
         "leave_ack"
     );
     let e = member_event(&mut owner, "left").await;
@@ -493,7 +451,7 @@ async fn members_are_paged_by_user_id_under_the_cap() {
         if let Some(a) = after {
             request["after"] = json!(a);
         }
-        let page = ask(c, request).await;
+        let page = c.ask(request).await;
         assert_eq!(page["type"], "members", "{page}");
         let members = page["data"]["members"].as_array().unwrap().clone();
         assert!(members.len() <= 2, "{page}");
@@ -511,17 +469,19 @@ async fn members_are_paged_by_user_id_under_the_cap() {
     }
     let expected: Vec<(i64, String)> = (1..=5).map(|u| (u, format!("u{u}"))).collect();
     assert_eq!(seen, expected);
-    let one = ask(
-        c,
-        json!({"type": "members", "room": "r", "after": 1, "limit": 1}),
-    )
-    .await;
+    let one = c
+        .ask(json!({"type": "members", "room": "r", "after": 1, "limit": 1}))
+        .await;
     assert_eq!(one["data"]["members"][0]["user"], 2);
     assert_eq!(one["data"]["more"], true);
-    let bad = refusal(c, json!({"type": "members", "room": "r", "limit": 0})).await;
+    let bad = c
+        .refusal(json!({"type": "members", "room": "r", "limit": 0}))
+        .await;
     assert_eq!(bad, "limit must be a positive integer");
     let mut outsider = server.connect(9, "out").await;
-    let no = refusal(&mut outsider, json!({"type": "members", "room": "r"})).await;
+    let no = outsider
+        .refusal(json!({"type": "members", "room": "r"}))
+        .await;
     assert_eq!(no, "join room 'r' before listing its members");
 }
 
@@ -560,16 +520,17 @@ async fn the_room_create_command_makes_private_rooms_with_an_owner() {
 
     let mut boss = server.connect(5, "boss").await;
     assert_eq!(rooms_of(&mut boss).await, vec!["vault".to_owned()]);
-    let list = ask(&mut boss, json!({"type": "members", "room": "vault"})).await;
+    let list = boss.ask(json!({"type": "members", "room": "vault"})).await;
     assert_eq!(
         list["data"]["members"],
         json!([{"user": 5, "username": "boss", "role": "owner"}])
     );
     let mut outsider = server.connect(6, "six").await;
-    let e = refusal(&mut outsider, json!({"type": "join", "room": "vault"})).await;
+    let e = outsider
+        .refusal(json!({"type": "join", "room": "vault"}))
+        .await;
     assert_eq!(e, "room 'vault' does not exist");
-    acked(
-        &mut boss,
+    boss.acked(
         json!({"type": "invite", "room": "vault", "user": 6}),
         "invite_ack",
     )

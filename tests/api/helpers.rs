@@ -255,6 +255,35 @@ impl Client {
         }
     }
 
+    /// Sends `request` with a `ref` and returns the reply with that ref
+    /// (every other frame is skipped).
+    pub async fn ask(&mut self, mut request: Value) -> Value {
+        request["ref"] = json!("q");
+        self.send(request).await;
+        loop {
+            let v = self.recv_any().await;
+            if v["ref"] == "q" {
+                return v;
+            }
+        }
+    }
+
+    /// The error text of the reply to `request` (panics on any other reply).
+    pub async fn refusal(&mut self, request: Value) -> String {
+        let v = self.ask(request.clone()).await;
+        assert_eq!(v["type"], "error", "{request} → {v}");
+        v["data"]["message"].as_str().unwrap().to_owned()
+    }
+
+    /// Asserts `request` is answered `<kind>` with its `room` and `user`.
+    pub async fn acked(&mut self, request: Value, kind: &str) -> Value {
+        let v = self.ask(request.clone()).await;
+        assert_eq!(v["type"], kind, "{request} → {v}");
+        assert_eq!(v["data"]["room"], request["room"], "{v}");
+        assert_eq!(v["data"]["user"], request["user"], "{v}");
+        v
+    }
+
     /// Next text frame as JSON, notices included.
     pub async fn recv_any(&mut self) -> Value {
         loop {

@@ -9,34 +9,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{Client, TestServer};
 
-/// Sends `request` with a `ref` and returns the reply with that ref.
-async fn ask(c: &mut Client, mut request: Value) -> Value {
-    request["ref"] = json!("q");
-    c.send(request).await;
-    loop {
-        let v = c.recv_any().await;
-        if v["ref"] == "q" {
-            return v;
-        }
-    }
-}
-
-/// The error text the reply to `request` carries (panics on any other reply).
-async fn refusal(c: &mut Client, request: Value) -> String {
-    let v = ask(c, request.clone()).await;
-    assert_eq!(v["type"], "error", "{request} → {v}");
-    v["data"]["message"].as_str().unwrap().to_owned()
-}
-
-/// Asserts `request` is answered `<kind>` with its `room` and `user`.
-async fn acked(c: &mut Client, request: Value, kind: &str) -> Value {
-    let v = ask(c, request.clone()).await;
-    assert_eq!(v["type"], kind, "{request} → {v}");
-    assert_eq!(v["data"]["room"], request["room"], "{v}");
-    assert_eq!(v["data"]["user"], request["user"], "{v}");
-    v
-}
-
 /// Next `member` event with `action`, skipping every other frame.
 async fn member_event(c: &mut Client, action: &str) -> Value {
     loop {
@@ -48,21 +20,19 @@ async fn member_event(c: &mut Client, action: &str) -> Value {
 }
 
 async fn create(c: &mut Client, room: &str, visibility: &str) {
-    let v = ask(
-        c,
-        json!({"type": "create_room", "room": room, "visibility": visibility}),
-    )
-    .await;
+    let v = c
+        .ask(json!({"type": "create_room", "room": room, "visibility": visibility}))
+        .await;
     assert_eq!(v["type"], "room_created", "{v}");
 }
 
 async fn invite(owner: &mut Client, room: &str, user: i64) {
-    acked(
-        owner,
-        json!({"type": "invite", "room": room, "user": user}),
-        "invite_ack",
-    )
-    .await;
+    owner
+        .acked(
+            json!({"type": "invite", "room": room, "user": user}),
+            "invite_ack",
+        )
+        .await;
 }
 
 /// What one connection of the kicked user received of the room: every
@@ -175,12 +145,12 @@ async fn no_message_above_the_kick_reaches_the_kicked_user_on_either_shard() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let ack = acked(
-        &mut owner,
-        json!({"type": "kick", "room": ROOM, "user": 2, "reason": "spam"}),
-        "kick_ack",
-    )
-    .await;
+    let ack = owner
+        .acked(
+            json!({"type": "kick", "room": ROOM, "user": 2, "reason": "spam"}),
+            "kick_ack",
+        )
+        .await;
     assert_eq!(ack["ref"], "q", "{ack}");
     for f in floods {
         f.await.unwrap();
@@ -268,12 +238,12 @@ async fn a_kicked_user_is_refused_the_room_and_may_join_a_public_one_again() {
     invite(&mut owner, "den", 2).await;
     member_event(&mut kicked, "invited").await;
     kicked.join("hall").await;
-    acked(
-        &mut owner,
-        json!({"type": "kick", "room": "den", "user": 2}),
-        "kick_ack",
-    )
-    .await;
+    owner
+        .acked(
+            json!({"type": "kick", "room": "den", "user": 2}),
+            "kick_ack",
+        )
+        .await;
     let e = member_event(&mut kicked, "kicked").await;
     assert_eq!(
         e,
@@ -287,41 +257,35 @@ async fn a_kicked_user_is_refused_the_room_and_may_join_a_public_one_again() {
         json!({"type": "join", "room": "den"}),
         json!({"type": "members", "room": "den"}),
     ] {
-        let kicked_text = refusal(&mut kicked, request.clone()).await;
+        let kicked_text = kicked.refusal(request.clone()).await;
         let text = request.to_string().replace("den", "nowhere");
-        let missing = refusal(&mut kicked, serde_json::from_str(&text).unwrap()).await;
+        let missing = kicked.refusal(serde_json::from_str(&text).unwrap()).await;
         assert_eq!(
             kicked_text.replace("den", "R"),
             missing.replace("nowhere", "R")
         );
     }
     // A kick is not a ban: the public room can be joined again.
-    acked(
-        &mut owner,
-        json!({"type": "kick", "room": "hall", "user": 2}),
-        "kick_ack",
-    )
-    .await;
+    owner
+        .acked(
+            json!({"type": "kick", "room": "hall", "user": 2}),
+            "kick_ack",
+        )
+        .await;
     member_event(&mut kicked, "kicked").await;
-    let refused = refusal(
-        &mut kicked,
-        json!({"type": "message", "room": "hall", "content": "x"}),
-    )
-    .await;
+    let refused = kicked
+        .refusal(json!({"type": "message", "room": "hall", "content": "x"}))
+        .await;
     assert!(refused.contains("hall"), "{refused}");
     kicked.join("hall").await;
-    let again = ask(
-        &mut kicked,
-        json!({"type": "message", "room": "hall", "content": "back"}),
-    )
-    .await;
+    let again = kicked
+        .ask(json!({"type": "message", "room": "hall", "content": "back"}))
+        .await;
     assert_eq!(again["type"], "message", "{again}");
     // Kicking a non-member is refused; nothing is written.
-    let text = refusal(
-        &mut owner,
-        json!({"type": "kick", "room": "den", "user": 2}),
-    )
-    .await;
+    let text = owner
+        .refusal(json!({"type": "kick", "room": "den", "user": 2}))
+        .await;
     assert_eq!(text, "user 2 is not a member of room 'den'");
     let rows = server
         .count("SELECT count(*) FROM messages WHERE kind = 3 AND room = 'den'")
@@ -339,19 +303,19 @@ async fn a_ban_refuses_join_until_it_expires_or_is_lifted() {
     user.join("pub").await;
     watcher.join("pub").await;
     // A short ban: join is refused, then works after expiry.
-    let ack = acked(
-        &mut owner,
-        json!({"type": "ban", "room": "pub", "user": 2, "seconds": 1, "reason": "cool off"}),
-        "ban_ack",
-    )
-    .await;
+    let ack = owner
+        .acked(
+            json!({"type": "ban", "room": "pub", "user": 2, "seconds": 1, "reason": "cool off"}),
+            "ban_ack",
+        )
+        .await;
     assert!(ack["data"]["until"].is_string(), "{ack}");
     let e = member_event(&mut user, "banned").await;
     assert_eq!(e["by"], 1);
     assert_eq!(e["reason"], "cool off");
     assert_eq!(e["until"], ack["data"]["until"]);
     assert_eq!(member_event(&mut watcher, "banned").await, e);
-    let text = refusal(&mut user, json!({"type": "join", "room": "pub"})).await;
+    let text = user.refusal(json!({"type": "join", "room": "pub"})).await;
     assert!(
         text.starts_with("you are banned from room 'pub' until "),
         "{text}"
@@ -368,48 +332,40 @@ async fn a_ban_refuses_join_until_it_expires_or_is_lifted() {
     user.join("pub").await;
 
     // A ban without seconds holds until unban; a non-member may be banned.
-    acked(
-        &mut owner,
-        json!({"type": "ban", "room": "pub", "user": 2}),
-        "ban_ack",
-    )
-    .await;
+    owner
+        .acked(json!({"type": "ban", "room": "pub", "user": 2}), "ban_ack")
+        .await;
     member_event(&mut user, "banned").await;
-    let text = refusal(&mut user, json!({"type": "join", "room": "pub"})).await;
+    let text = user.refusal(json!({"type": "join", "room": "pub"})).await;
     assert_eq!(text, "you are banned from room 'pub'");
-    acked(
-        &mut owner,
-        json!({"type": "unban", "room": "pub", "user": 2}),
-        "unban_ack",
-    )
-    .await;
+    owner
+        .acked(
+            json!({"type": "unban", "room": "pub", "user": 2}),
+            "unban_ack",
+        )
+        .await;
     let e = member_event(&mut user, "unbanned").await;
     assert_eq!(
         e,
         json!({"room": "pub", "user": 2, "action": "unbanned", "by": 1})
     );
     user.join("pub").await;
-    acked(
-        &mut owner,
-        json!({"type": "ban", "room": "pub", "user": 3}),
-        "ban_ack",
-    )
-    .await;
-    acked(
-        &mut owner,
-        json!({"type": "ban", "room": "pub", "user": 3, "seconds": 60}),
-        "ban_ack",
-    )
-    .await;
+    owner
+        .acked(json!({"type": "ban", "room": "pub", "user": 3}), "ban_ack")
+        .await;
+    owner
+        .acked(
+            json!({"type": "ban", "room": "pub", "user": 3, "seconds": 60}),
+            "ban_ack",
+        )
+        .await;
     let bans = server
         .count("SELECT count(*) FROM room_bans WHERE room = 'pub' AND user_id = 3 AND until IS NOT NULL")
         .await;
     assert_eq!(bans, 1, "a second ban replaces the first");
-    let ghost = refusal(
-        &mut owner,
-        json!({"type": "ban", "room": "pub", "user": 99}),
-    )
-    .await;
+    let ghost = owner
+        .refusal(json!({"type": "ban", "room": "pub", "user": 99}))
+        .await;
     assert_eq!(ghost, "user 99 does not exist");
     let logged = server
         .count(
@@ -432,77 +388,65 @@ async fn owners_kick_anyone_but_themselves_moderators_plain_members_only() {
         invite(&mut owner, "club", u).await;
     }
     for u in [2, 4] {
-        acked(
-            &mut owner,
-            json!({"type": "set_role", "room": "club", "user": u, "role": "moderator"}),
-            "set_role_ack",
-        )
-        .await;
+        owner
+            .acked(
+                json!({"type": "set_role", "room": "club", "user": u, "role": "moderator"}),
+                "set_role_ack",
+            )
+            .await;
     }
     for action in ["kick", "ban"] {
-        let text = refusal(
-            &mut member,
-            json!({"type": action, "room": "club", "user": 2}),
-        )
-        .await;
+        let text = member
+            .refusal(json!({"type": action, "room": "club", "user": 2}))
+            .await;
         assert_eq!(
             text,
             format!("{action} on a moderator needs the owner role in room 'club'")
         );
-        let text = refusal(
-            &mut member,
-            json!({"type": action, "room": "club", "user": 1}),
-        )
-        .await;
+        let text = member
+            .refusal(json!({"type": action, "room": "club", "user": 1}))
+            .await;
         assert_eq!(
             text,
             format!("{action} on an owner needs the owner role in room 'club'")
         );
-        let text = refusal(
-            &mut moderator,
-            json!({"type": action, "room": "club", "user": 4}),
-        )
-        .await;
+        let text = moderator
+            .refusal(json!({"type": action, "room": "club", "user": 4}))
+            .await;
         assert_eq!(
             text,
             format!("{action} on a moderator needs the owner role in room 'club'")
         );
-        let text = refusal(
-            &mut owner,
-            json!({"type": action, "room": "club", "user": 1}),
-        )
-        .await;
+        let text = owner
+            .refusal(json!({"type": action, "room": "club", "user": 1}))
+            .await;
         assert_eq!(text, format!("{action} cannot target yourself"));
     }
-    let text = refusal(
-        &mut moderator,
-        json!({"type": "unban", "room": "club", "user": 1}),
-    )
-    .await;
+    let text = moderator
+        .refusal(json!({"type": "unban", "room": "club", "user": 1}))
+        .await;
     assert_eq!(
         text,
         "unban on an owner needs the owner role in room 'club'"
     );
     let mut outsider = server.connect_on_shard(5, "out", 1).await;
-    let text = refusal(
-        &mut outsider,
-        json!({"type": "kick", "room": "club", "user": 3}),
-    )
-    .await;
+    let text = outsider
+        .refusal(json!({"type": "kick", "room": "club", "user": 3}))
+        .await;
     assert_eq!(text, "not a member of room 'club'");
     // A moderator kicks a plain member; an owner kicks a moderator.
-    acked(
-        &mut moderator,
-        json!({"type": "kick", "room": "club", "user": 3}),
-        "kick_ack",
-    )
-    .await;
-    acked(
-        &mut owner,
-        json!({"type": "kick", "room": "club", "user": 4}),
-        "kick_ack",
-    )
-    .await;
+    moderator
+        .acked(
+            json!({"type": "kick", "room": "club", "user": 3}),
+            "kick_ack",
+        )
+        .await;
+    owner
+        .acked(
+            json!({"type": "kick", "room": "club", "user": 4}),
+            "kick_ack",
+        )
+        .await;
     drop(other_mod);
     let refused = server
         .count("SELECT count(*) FROM messages WHERE kind IN (3, 4)")
@@ -525,24 +469,24 @@ async fn kick_events_are_not_history_nor_unread_and_replays_carry_them_as_member
     let mut gone = server.connect_on_shard(2, "gone", 1).await;
     reader.join("log").await;
     gone.join("log").await;
-    let first = ask(
-        &mut owner,
-        json!({"type": "message", "room": "log", "content": "before"}),
-    )
-    .await;
+    let first = owner
+        .ask(json!({"type": "message", "room": "log", "content": "before"}))
+        .await;
     let first = first["data"]["id"].as_i64().unwrap();
-    acked(
-        &mut owner,
-        json!({"type": "kick", "room": "log", "user": 2}),
-        "kick_ack",
-    )
-    .await;
+    owner
+        .acked(
+            json!({"type": "kick", "room": "log", "user": 2}),
+            "kick_ack",
+        )
+        .await;
     member_event(&mut reader, "kicked").await; // live, as a member
-    let history = ask(&mut reader, json!({"type": "room_history", "room": "log"})).await;
+    let history = reader
+        .ask(json!({"type": "room_history", "room": "log"}))
+        .await;
     let entries = history["data"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{history}");
     assert_eq!(entries[0]["id"], first);
-    let rooms = ask(&mut reader, json!({"type": "rooms"})).await;
+    let rooms = reader.ask(json!({"type": "rooms"})).await;
     let log = rooms["data"]
         .as_array()
         .unwrap()
@@ -581,11 +525,9 @@ async fn history_and_replay_reads_hold_nothing_for_a_kicked_user() {
     let mut kicked = server.connect_on_shard(2, "kicked", 1).await;
     invite(&mut owner, "vault", 2).await;
     member_event(&mut kicked, "invited").await;
-    let sent = ask(
-        &mut owner,
-        json!({"type": "message", "room": "vault", "content": "before"}),
-    )
-    .await;
+    let sent = owner
+        .ask(json!({"type": "message", "room": "vault", "content": "before"}))
+        .await;
     assert_eq!(sent["type"], "message", "{sent}");
     let store = Store::new(&server.db_url, 1).unwrap();
     let window = |after| Window {
@@ -611,17 +553,15 @@ async fn history_and_replay_reads_hold_nothing_for_a_kicked_user() {
             1
         );
     }
-    acked(
-        &mut owner,
-        json!({"type": "kick", "room": "vault", "user": 2}),
-        "kick_ack",
-    )
-    .await;
-    ask(
-        &mut owner,
-        json!({"type": "message", "room": "vault", "content": "after"}),
-    )
-    .await;
+    owner
+        .acked(
+            json!({"type": "kick", "room": "vault", "user": 2}),
+            "kick_ack",
+        )
+        .await;
+    owner
+        .ask(json!({"type": "message", "room": "vault", "content": "after"}))
+        .await;
     assert!(store
         .room_index("vault", 2, window(None))
         .await
@@ -667,32 +607,32 @@ async fn an_invitation_does_not_lift_a_ban_and_a_private_room_stays_hidden_from_
     create(&mut owner, "vault", "private").await;
     invite(&mut owner, "vault", 2).await;
     member_event(&mut user, "invited").await;
-    acked(
-        &mut owner,
-        json!({"type": "ban", "room": "vault", "user": 2}),
-        "ban_ack",
-    )
-    .await;
+    owner
+        .acked(
+            json!({"type": "ban", "room": "vault", "user": 2}),
+            "ban_ack",
+        )
+        .await;
     member_event(&mut user, "banned").await;
-    let missing = refusal(&mut user, json!({"type": "join", "room": "no-such-room"})).await;
-    let hidden = refusal(&mut user, json!({"type": "join", "room": "vault"})).await;
+    let missing = user
+        .refusal(json!({"type": "join", "room": "no-such-room"}))
+        .await;
+    let hidden = user.refusal(json!({"type": "join", "room": "vault"})).await;
     assert_eq!(
         hidden,
         missing.replace("no-such-room", "vault"),
         "a banned user must not tell a private room from a missing one"
     );
-    let text = refusal(
-        &mut owner,
-        json!({"type": "invite", "room": "vault", "user": 2}),
-    )
-    .await;
+    let text = owner
+        .refusal(json!({"type": "invite", "room": "vault", "user": 2}))
+        .await;
     assert_eq!(text, "user 2 is banned from room 'vault'; unban them first");
-    acked(
-        &mut owner,
-        json!({"type": "unban", "room": "vault", "user": 2}),
-        "unban_ack",
-    )
-    .await;
+    owner
+        .acked(
+            json!({"type": "unban", "room": "vault", "user": 2}),
+            "unban_ack",
+        )
+        .await;
     invite(&mut owner, "vault", 2).await;
     user.join("vault").await;
 }
