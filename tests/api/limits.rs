@@ -276,21 +276,27 @@ async fn idle_clients_are_pinged_then_closed() {
     // A client that reads (and so answers pings) stays open past the timeout.
     let mut alive = server.connect(2, "alive").await;
     let started = Instant::now();
-    let (code, quiet_pings) = raw_close_code(&mut quiet, Duration::from_secs(8)).await;
+    // `alive` is read (so its pings are answered) all the while `quiet`
+    // waits for its close, and past the idle timeout.
+    let reading = async {
+        let mut pings = 0;
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, alive.ws.next()).await {
+            match m {
+                Message::Ping(_) => pings += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        pings
+    };
+    let ((code, quiet_pings), pings) =
+        tokio::join!(raw_close_code(&mut quiet, Duration::from_secs(8)), reading);
     assert_eq!(code, 1001);
     assert!(
         quiet_pings >= 2,
         "pinged before being closed: {quiet_pings}"
     );
     assert!(started.elapsed() >= Duration::from_millis(2500));
-    let mut pings = 0;
-    let until = tokio::time::Instant::now() + Duration::from_secs(2);
-    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, alive.ws.next()).await {
-        match m {
-            Message::Ping(_) => pings += 1,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
     assert!(pings >= 3, "pings: {pings}");
     alive.send(json!({"type": "dm_history", "with": 1})).await;
     alive.recv_type("dm_history").await;
