@@ -136,6 +136,7 @@ fn batch(n: usize) -> Vec<PersistRequest> {
             reference: None,
             client_id: None,
             kind: Kind::Message,
+            reply: None,
         })
         .collect()
 }

@@ -386,6 +386,54 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_TOKEN_LIFETIME_SECS", default_value_t = 86_400,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_token_lifetime_secs: u64,
+
+    // --- issue 15: the server API and the event feed ---
+    /// Address of the server API (`/v1`, for the application's backend),
+    /// off when unset. Requires CHAT_API_KEYS.
+    #[arg(long, env = "CHAT_API_BIND")]
+    pub api_bind: Option<SocketAddr>,
+
+    /// Bearer keys of the server API (comma-separated: several keys are
+    /// accepted at once, so one can be rotated). Environment only.
+    #[arg(skip)]
+    pub api_keys: Vec<String>,
+
+    /// Largest request body the server API reads, in bytes (more: 413).
+    #[arg(long, env = "CHAT_API_MAX_BODY", default_value_t = 1 << 20)]
+    pub api_max_body: usize,
+
+    /// Connections of the server API's own database pool.
+    #[arg(long, env = "CHAT_API_DB_POOL_SIZE", default_value_t = 4)]
+    pub api_db_pool_size: usize,
+
+    /// How long the event feed keeps events (at least), e.g. `7d`, `12h`.
+    /// Asking for older ones is 410 `gone`.
+    #[arg(long, env = "CHAT_FEED_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub feed_retention: Duration,
+
+    /// Where the webhook deliverer POSTs the event feed (off when unset).
+    /// Requires CHAT_WEBHOOK_SECRET.
+    #[arg(long, env = "CHAT_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// The HMAC-SHA256 key of `X-Chat-Signature`. Environment only.
+    #[arg(skip)]
+    pub webhook_secret: Option<String>,
+
+    /// Most events per webhook POST.
+    #[arg(long, env = "CHAT_WEBHOOK_BATCH", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub webhook_batch: u32,
+
+    /// Time a webhook POST may take before it is retried, e.g. `5s`.
+    #[arg(long, env = "CHAT_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: Duration,
+
+    /// Longest wait between two attempts of a failing webhook POST (the
+    /// back-off doubles up to it, with jitter), e.g. `30s`.
+    #[arg(long, env = "CHAT_WEBHOOK_BACKOFF_MAX", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub webhook_backoff_max: Duration,
+    // --- end issue 15 ---
 }
 
 /// Prints the settings that shape the server, never a secret: the JWT
@@ -404,6 +452,13 @@ impl std::fmt::Debug for Config {
             .field("writers", &self.writers)
             .field("batch_max", &self.batch_max)
             .field("tls_cert", &self.tls_cert)
+            .field("api_bind", &self.api_bind)
+            .field("api_keys", &self.api_keys.len())
+            .field("webhook_url", &self.webhook_url)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field(
                 "cluster_url",
                 &self.cluster_url.as_deref().map(redact_password),
@@ -576,7 +631,37 @@ impl Config {
         config.slow_consumer_grace_ms = 5_000;
         // --- issue 14: room access ---
         config.members_page_max = 200;
+        // --- issue 15: the server API and the event feed ---
+        config.api_bind = None;
+        config.api_keys = Vec::new();
+        config.api_max_body = 1 << 20;
+        config.api_db_pool_size = 4;
+        config.feed_retention = Duration::from_secs(7 * 86_400);
+        config.webhook_url = None;
+        config.webhook_secret = None;
+        config.webhook_batch = 100;
+        config.webhook_timeout = Duration::from_secs(5);
+        config.webhook_backoff_max = Duration::from_secs(30);
         config
+    }
+
+    /// Issue 15: reads the secrets that are taken from the environment
+    /// only (never flags, which `ps` shows): `CHAT_API_KEYS` (comma-separated)
+    /// and `CHAT_WEBHOOK_SECRET`.
+    pub fn read_secret_env(&mut self) {
+        if let Ok(keys) = std::env::var("CHAT_API_KEYS") {
+            self.api_keys = keys
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Ok(secret) = std::env::var("CHAT_WEBHOOK_SECRET") {
+            if !secret.is_empty() {
+                self.webhook_secret = Some(secret);
+            }
+        }
     }
 }
 

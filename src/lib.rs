@@ -31,7 +31,12 @@
 //!   shard's inbox (in cluster mode, through the cluster link); each shard
 //!   writes it to its local recipients.
 //! - [`store`]: the only module that touches PostgreSQL (pools, queries,
-//!   migrations from `sql/`).
+//!   migrations from `sql/`), the event feed included ([`store::feed`]:
+//!   every durable change numbered in commit order).
+//! - [`api`]: the server API (issue 15), the application backend's door:
+//!   its own listener and thread, bearer keys, `/v1` routes that call the
+//!   same rule functions as [`session`], the event feed's pull and the
+//!   webhook deliverer.
 //! - [`presence`]: who is online across shards (counted at connection open
 //!   and close, never per message) and the typing throttle.
 //! - [`userlimits`]: limits per user across all its connections on this
@@ -47,6 +52,7 @@
 //! See `docs/ARCHITECTURE.md` for the life of one message and the invariants.
 
 pub mod accept;
+pub mod api;
 pub mod auth;
 pub mod budget;
 pub mod cluster;

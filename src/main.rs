@@ -206,8 +206,9 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
 
 type BoxError = Box<dyn std::error::Error>;
 
-fn serve(config: Config) -> Result<(), BoxError> {
+fn serve(mut config: Config) -> Result<(), BoxError> {
     use tokio::signal::unix::{signal, SignalKind};
+    config.read_secret_env();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

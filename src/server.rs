@@ -59,6 +59,8 @@ pub struct ServerHandle {
     credentials: Arc<Credentials>,
     metrics_addr: Option<SocketAddr>,
     metrics_thread: Option<std::thread::JoinHandle<()>>,
+    api_addr: Option<SocketAddr>,
+    api_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// How long start-up keeps retrying an unreachable database.
@@ -78,6 +80,20 @@ pub fn start_with_db_wait(
     if config.database_url.is_empty() {
         return Err(StartError::Config(
             "DATABASE_URL (or --database-url) is required".into(),
+        ));
+    }
+    // Issue 15: the API and the webhook need their secrets.
+    let api_keys = match config.api_bind {
+        None => None,
+        Some(_) => Some(
+            crate::api::ApiKeys::new(&config.api_keys)
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        ),
+    };
+    if config.webhook_url.is_some() && config.webhook_secret.is_none() {
+        return Err(StartError::Config(
+            "--webhook-url is set but CHAT_WEBHOOK_SECRET is not: refusing to send unsigned webhooks"
+                .into(),
         ));
     }
     // Keys and certificate first: a bad file fails at once, not after the database.
@@ -145,6 +161,7 @@ pub fn start_with_db_wait(
 
     let config = Arc::new(config);
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let user_limits = Arc::new(UserLimits::new(&config));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
     let services = shard::Services {
@@ -156,7 +173,7 @@ pub fn start_with_db_wait(
         presence: presence.clone(),
         cluster: link.as_ref().map(|l| l.handle.clone()),
         // One for the whole process: the limits hold across shards.
-        user_limits: Arc::new(UserLimits::new(&config)),
+        user_limits: user_limits.clone(),
         pending,
         reply_budget: crate::budget::ReplyBudget::new(
             config.reply_budget_bytes,
@@ -178,6 +195,23 @@ pub fn start_with_db_wait(
                 phase_rx.clone(),
             )?)
         }
+    };
+    let api = match (config.api_bind, api_keys) {
+        (Some(bind), Some(keys)) => {
+            let state = crate::api::ApiState {
+                config: config.clone(),
+                store: store::Store::new(&config.database_url, config.api_db_pool_size.max(1))?,
+                writers: writer_handles.clone(),
+                router: router.clone(),
+                presence: presence.clone(),
+                user_limits: user_limits.clone(),
+                cluster: link.as_ref().map(|l| l.handle.clone()),
+                metrics: metrics.clone(),
+                keys,
+            };
+            Some(crate::api::spawn(bind, state, phase_rx.clone())?)
+        }
+        _ => None,
     };
     for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         threads.push(shard::spawn(
@@ -202,6 +236,8 @@ pub fn start_with_db_wait(
         credentials: credentials.clone(),
         metrics_addr: metrics_port.as_ref().map(|(a, _)| *a),
         metrics_thread: metrics_port.map(|(_, t)| t),
+        api_addr: api.as_ref().map(|(a, _)| *a),
+        api_thread: api.map(|(_, t)| t),
     };
     for _ in 0..shards {
         match ready_rx.recv() {
@@ -232,6 +268,7 @@ pub fn start_with_db_wait(
         pending_per_ip = config.max_pending_handshakes_per_ip,
         fd_reserve = budget.reserve,
         metrics_bind = ?handle.metrics_addr,
+        api_bind = ?handle.api_addr,
         "chat server ready"
     );
     if config.dev {
@@ -249,6 +286,11 @@ impl ServerHandle {
     /// Where `/metrics` is served on its own (`--metrics-bind`), if it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Where the server API is served (`--api-bind`), if it is.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
     }
 
     /// Re-reads the TLS certificate and key and the JWT key files (what
@@ -278,6 +320,9 @@ impl ServerHandle {
             let _ = t.join();
         }
         if let Some(t) = self.metrics_thread {
+            let _ = t.join();
+        }
+        if let Some(t) = self.api_thread {
             let _ = t.join();
         }
         info!("chat server stopped");

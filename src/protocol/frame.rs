@@ -102,7 +102,8 @@ struct DeletedData<'a> {
     room: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     to: Option<UserId>,
-    by: UserId,
+    /// `null`: the operator (the server API).
+    by: Option<UserId>,
     #[serde(serialize_with = "rfc3339")]
     timestamp: &'a DateTime<Utc>,
 }
@@ -169,7 +170,7 @@ impl Serialize for MessageData<'_> {
                 target,
                 room,
                 to,
-                by: m.from_user,
+                by: actor(m.from_user),
                 timestamp: &m.timestamp,
             }
             .serialize(s),
@@ -179,7 +180,7 @@ impl Serialize for MessageData<'_> {
                 room: room.unwrap_or_default(),
                 user,
                 action: if ban { "banned" } else { "kicked" },
-                by: Some(m.from_user),
+                by: actor(m.from_user),
                 role: None,
                 until: m.edited_at,
                 reason: (!m.content.is_empty()).then_some(m.content.as_str()),
@@ -187,6 +188,18 @@ impl Serialize for MessageData<'_> {
             .serialize(s),
         }
     }
+}
+
+/// The actor of a delete, kick or ban row: `None` (`null`) for the
+/// operator ([`OPERATOR`](super::OPERATOR), the server API).
+fn actor(from_user: UserId) -> Option<UserId> {
+    (from_user != super::OPERATOR).then_some(from_user)
+}
+
+/// Issue 15: the `data` of `m`'s frame alone (what `message` carries in
+/// an event of the feed), serialized once.
+pub fn encode_message_data(m: &StoredMessage) -> String {
+    serde_json::to_string(&MessageData(m)).expect("message data serialization")
 }
 
 pub(super) fn to_frame<T: Serialize>(kind: &str, reference: Option<&Ref>, data: T) -> Frame {

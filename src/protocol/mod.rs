@@ -32,15 +32,21 @@ pub mod request;
 
 pub use frame::{
     encode_dm_sync_ack, encode_error, encode_error_for, encode_history, encode_join_ack,
-    encode_leave_ack, encode_message, encode_message_for, encode_presence, encode_read_ack,
-    encode_refresh_ack, encode_room_created, encode_rooms, encode_typing, history_head,
-    push_history_entry, HistoryKind, JoinAck, HISTORY_TAIL,
+    encode_leave_ack, encode_message, encode_message_data, encode_message_for, encode_presence,
+    encode_read_ack, encode_refresh_ack, encode_room_created, encode_rooms, encode_typing,
+    history_head, push_history_entry, HistoryKind, JoinAck, HISTORY_TAIL,
 };
 pub use member::{encode_access_ack, encode_member, encode_members, MemberEvent, MemberInfo};
 pub use request::{decode, decode_with_ref, DecodeError, Page, Request, MAX_MUTE_SECONDS};
 
 /// A user id, as carried in tokens, frames and the `users` table.
 pub type UserId = i64;
+
+/// Issue 15: the operator (the server API) as the author of the rows it
+/// writes in a stream (a delete, kick or ban): user 0, which no token can
+/// name (see [`MAX_USER_ID`]; `sql/V8__feed_api.sql` creates its row).
+/// Frames and feed events show it as `by: null`.
+pub const OPERATOR: UserId = 0;
 
 /// Largest user id: 2^53 - 1, the largest integer a JavaScript number
 /// holds exactly (`Number.MAX_SAFE_INTEGER`), so that no two ids collide

@@ -489,6 +489,7 @@ impl Session {
             reference,
             client_id: client_id.map(String::into_boxed_str),
             kind: Kind::Message,
+            reply: None,
         }
     }
 

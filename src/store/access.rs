@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::feed::{self, EventType, NewEvent};
 use super::{Store, StoreError};
 use crate::protocol::UserId;
 use crate::rooms::{Action, Mute, Refused, Role};
@@ -257,6 +258,24 @@ impl Store {
                 )
             }
         };
+        // Issue 15: the change's event, appended last (the feed's head is
+        // the last lock this transaction takes).
+        let event = match (change, applied) {
+            (Change::SetRole(role), Applied::Role { changed: true }) => {
+                Some((EventType::MemberRole, Some(role.as_str()), None))
+            }
+            (Change::Invite, Applied::Invited { .. }) => {
+                Some((EventType::MemberAdded, Some(Role::Member.as_str()), None))
+            }
+            (Change::Mute(_), Applied::Muted(m)) => Some((EventType::MemberMuted, None, m.until)),
+            (Change::Unmute, Applied::Unmuted { changed: true }) => {
+                Some((EventType::MemberUnmuted, None, None))
+            }
+            (Change::Unban, Applied::Unbanned { changed: true }) => {
+                Some((EventType::MemberUnbanned, None, None))
+            }
+            _ => None,
+        };
         if let Some((action, until)) = audit {
             let role = match change {
                 Change::SetRole(r) => Some(r.as_str()),
@@ -265,6 +284,13 @@ impl Store {
             let stmt = tx.prepare_cached(AUDIT).await?;
             tx.execute(&stmt, &[&room, &by, &action, &target, &role, &until])
                 .await?;
+        }
+        if let Some((kind, role, until)) = event {
+            let mut e = NewEvent::member(kind, room, target, by);
+            e.detail.role = role.map(str::to_owned);
+            e.detail.until = until;
+            let stmt = tx.prepare_cached(feed::sql::APPEND).await?;
+            feed::append(&*tx, &stmt, &[e]).await?;
         }
         tx.commit().await?;
         Ok(Ok(applied))

@@ -9,6 +9,7 @@
 //!   CLI uses.
 
 pub mod access;
+pub mod feed;
 mod history;
 pub mod writer;
 
@@ -115,20 +116,26 @@ const SET_KEYS: &str = "UPDATE users u SET username_key = k.key \
 /// anyone else a private room is not there (no row; a banned former member
 /// is no member, so the room is not there for it either). Returns the
 /// room's last id, whether the membership is new, the user's mute there,
-/// and whether an active ban refused the join (public rooms only).
-const JOIN_ROOM: &str = "WITH r AS (SELECT name, visibility FROM rooms WHERE name = $2), \
+/// and whether an active ban refused the join (public rooms only). A new
+/// membership appends `member.joined` to the feed (issue 15).
+const JOIN_ROOM: &str = concat!(
+    "WITH r AS (SELECT name, visibility FROM rooms WHERE name = $2), \
      b AS (SELECT until FROM room_bans WHERE room = $2 AND user_id = $1 \
            AND (until IS NULL OR until > now())), \
      ins AS (INSERT INTO room_members (user_id, room) SELECT $1, name FROM r \
              WHERE visibility = 'public' AND NOT EXISTS (SELECT 1 FROM b) \
              ON CONFLICT DO NOTHING RETURNING 1), \
      mu AS (SELECT until FROM room_mutes WHERE room = $2 AND user_id = $1 \
-            AND (until IS NULL OR until > now())) \
-     SELECT COALESCE((SELECT max(m.id) FROM messages m WHERE m.room = $2), 0)::int8, \
+            AND (until IS NULL OR until > now())), \
+     fsrc AS (SELECT 8::int2 AS type, $2::text AS room, $1::int8 AS user_id, NULL::int8 AS by_user, \
+                     NULL::int8 AS message_id, NULL::jsonb AS detail, 1::int8 AS ord FROM ins), ",
+    crate::feed_append!("fsrc"),
+    " SELECT COALESCE((SELECT max(m.id) FROM messages m WHERE m.room = $2), 0)::int8, \
             EXISTS (SELECT 1 FROM ins), EXISTS (SELECT 1 FROM mu), (SELECT until FROM mu), \
             EXISTS (SELECT 1 FROM b), (SELECT until FROM b) \
      FROM r WHERE r.visibility = 'public' \
-        OR EXISTS (SELECT 1 FROM room_members x WHERE x.user_id = $1 AND x.room = $2)";
+        OR EXISTS (SELECT 1 FROM room_members x WHERE x.user_id = $1 AND x.room = $2)"
+);
 /// Cluster mode: the last stored id of each listed room (0: none).
 pub const ROOM_LAST: &str = "SELECT r::text, \
        COALESCE((SELECT max(m.id) FROM messages m WHERE m.room = r), 0)::int8 \
@@ -151,7 +158,14 @@ pub(crate) const COLUMNS: &str = "m.id, m.from_user, u.username, m.content, m.\"
      m.room, m.to_user, m.kind, m.target, m.edited_at, m.deleted";
 const INNER: &str = "SELECT id, from_user, content, \"timestamp\", room, to_user, \
      kind, target, edited_at, deleted FROM messages";
-const LEAVE_ROOM: &str = "DELETE FROM room_members WHERE user_id = $1 AND room = $2";
+/// Ends a membership; appends `member.left` to the feed when there was one.
+const LEAVE_ROOM: &str = concat!(
+    "WITH del AS (DELETE FROM room_members WHERE user_id = $1 AND room = $2 RETURNING 1), \
+     fsrc AS (SELECT 9::int2 AS type, $2::text AS room, $1::int8 AS user_id, NULL::int8 AS by_user, \
+                     NULL::int8 AS message_id, NULL::jsonb AS detail, 1::int8 AS ord FROM del), ",
+    crate::feed_append!("fsrc"),
+    " SELECT count(*)::int8 FROM del"
+);
 /// Serializes one user's `create_room`s (two int4 keys: a namespace, the
 /// user id folded to 31 bits; two users sharing a key only wait on each other).
 const LOCK_CREATOR: &str =
@@ -160,13 +174,21 @@ const LOCK_CREATOR: &str =
 /// $3 rooms or more in the last hour ($3 = 0: no cap). Returns the rooms
 /// $1 created in the last hour before this one, and 1 if this one was created.
 /// One statement: the member row's foreign key sees the room inserted by it.
-const CREATE_ROOM: &str = "WITH c AS (SELECT count(*) AS n FROM rooms \
+/// A new room appends `room.created` to the feed (issue 15).
+const CREATE_ROOM: &str = concat!(
+    "WITH c AS (SELECT count(*) AS n FROM rooms \
                 WHERE created_by = $1 AND created_at > now() - interval '1 hour'), \
           r AS (INSERT INTO rooms (name, created_by, visibility) SELECT $2, $1, $4 FROM c \
                 WHERE $3::int8 = 0 OR c.n < $3::int8 \
                 ON CONFLICT (name) DO NOTHING RETURNING name), \
-          m AS (INSERT INTO room_members (user_id, room, role) SELECT $1, name, 'owner' FROM r) \
-     SELECT (SELECT n FROM c), count(*) FROM r";
+          m AS (INSERT INTO room_members (user_id, room, role) SELECT $1, name, 'owner' FROM r), \
+          fsrc AS (SELECT 6::int2 AS type, name::text AS room, $1::int8 AS user_id, \
+                          $1::int8 AS by_user, NULL::int8 AS message_id, \
+                          jsonb_build_object('visibility', $4::text, 'role', 'owner') AS detail, \
+                          1::int8 AS ord FROM r), ",
+    crate::feed_append!("fsrc"),
+    " SELECT (SELECT n FROM c), count(*) FROM r"
+);
 /// Unread: other users' messages after the read position. The scan is a
 /// range of the (room, id) index cut at $4 rows (a few times `$2`, the
 /// cap on the count), so a user's own messages after its read position
@@ -365,7 +387,11 @@ impl Store {
     pub async fn leave_room(&self, user: UserId, room: &str) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(LEAVE_ROOM).await?;
-        Ok(client.execute(&stmt, &[&user, &room]).await? > 0)
+        Ok(client
+            .query_one(&stmt, &[&user, &room])
+            .await?
+            .get::<_, i64>(0)
+            > 0)
     }
 
     /// Creates a room with `creator` as its owner, unless the
@@ -620,6 +646,23 @@ pub enum AdminCreated {
     NoSuchOwner,
 }
 
+/// [`create_room_as`]'s statement: appends `room.created` (by the
+/// operator: no `by`; `user`: the owner, if any) to the feed.
+const CREATE_ROOM_AS: &str = concat!(
+    "WITH o AS (SELECT $3::int8 IS NULL OR EXISTS (SELECT 1 FROM users WHERE id = $3) AS ok), \
+          r AS (INSERT INTO rooms (name, visibility) SELECT $1, $2 FROM o WHERE o.ok \
+                ON CONFLICT (name) DO NOTHING RETURNING name), \
+          m AS (INSERT INTO room_members (user_id, room, role) \
+                SELECT $3, name, 'owner' FROM r WHERE $3::int8 IS NOT NULL), \
+          fsrc AS (SELECT 6::int2 AS type, name::text AS room, $3::int8 AS user_id, \
+                          NULL::int8 AS by_user, NULL::int8 AS message_id, \
+                          jsonb_strip_nulls(jsonb_build_object('visibility', $2::text, \
+                              'role', CASE WHEN $3::int8 IS NULL THEN NULL ELSE 'owner' END)) AS detail, \
+                          1::int8 AS ord FROM r), ",
+    crate::feed_append!("fsrc"),
+    " SELECT (SELECT ok FROM o), count(*) FROM r"
+);
+
 /// Creates a room with `visibility` and, if given, `owner` as its owner
 /// (an operator's act: no creator is recorded, no hourly cap applies).
 pub async fn create_room_as(
@@ -629,15 +672,7 @@ pub async fn create_room_as(
     owner: Option<UserId>,
 ) -> Result<AdminCreated, StoreError> {
     let row = client
-        .query_one(
-            "WITH o AS (SELECT $3::int8 IS NULL OR EXISTS (SELECT 1 FROM users WHERE id = $3) AS ok), \
-                  r AS (INSERT INTO rooms (name, visibility) SELECT $1, $2 FROM o WHERE o.ok \
-                        ON CONFLICT (name) DO NOTHING RETURNING name), \
-                  m AS (INSERT INTO room_members (user_id, room, role) \
-                        SELECT $3, name, 'owner' FROM r WHERE $3::int8 IS NOT NULL) \
-             SELECT (SELECT ok FROM o), count(*) FROM r",
-            &[&name, &visibility.as_str(), &owner],
-        )
+        .query_one(CREATE_ROOM_AS, &[&name, &visibility.as_str(), &owner])
         .await?;
     let (ok, created): (bool, i64) = (row.get(0), row.get(1));
     Ok(if !ok {

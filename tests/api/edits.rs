@@ -686,6 +686,7 @@ async fn the_writer_refuses_an_event_whose_target_was_deleted_first() {
         reference: None,
         client_id: None,
         kind,
+        reply: None,
     };
     let batch = [
         event(Kind::Delete { target: id }, ""),

@@ -21,6 +21,7 @@ fn request(target: Target, from: i64, content: &str) -> PersistRequest {
         reference: None,
         client_id: None,
         kind: Kind::Message,
+        reply: None,
     }
 }
 
@@ -124,6 +125,7 @@ async fn cluster_batches_chain_edits_and_deletes_in_their_stream() {
     let m = first.ids[0];
     let event = |kind: Kind, content: &str| PersistRequest {
         kind,
+        reply: None,
         ..request(room(), 1, content)
     };
     let batch = [

@@ -216,6 +216,7 @@ mod tests {
             reference: None,
             client_id: None,
             kind: Kind::Message,
+            reply: None,
         }
     }
 
@@ -242,6 +243,7 @@ mod tests {
             timestamp: DateTime::<Utc>::UNIX_EPOCH,
             target: Target::User(1),
             kind: Kind::Message,
+            reply: None,
             edited_at: None,
             deleted: false,
         };

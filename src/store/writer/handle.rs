@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::mesh::{MailboxSender, PushError};
-use crate::protocol::{Kind, Ref, Target, UserId};
+use crate::protocol::{Kind, Ref, StoredMessage, Target, UserId};
 use crate::router::Origin;
 
 /// A message waiting to be persisted.
@@ -35,6 +35,26 @@ pub struct PersistRequest {
     /// `rooms::rules` and applied by the writer in its batch's transaction;
     /// its `content` is the reason (empty: none).
     pub kind: Kind,
+    /// Issue 15: a request of the server API (not of a connection) is
+    /// answered here instead of through `origin`: its [`Outcome`] once the
+    /// batch is committed (or refused). `None` for a connection's request.
+    pub reply: Option<tokio::sync::oneshot::Sender<Outcome>>,
+}
+
+/// Issue 15: what became of a request that carried a `reply` (a request
+/// of the server API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored now, as this row (already published to its stream).
+    Stored(StoredMessage),
+    /// Its `client_id` was stored before: the original row (nothing new
+    /// was stored or published).
+    Duplicate(StoredMessage),
+    /// Refused by the writer's re-check (the rule's text): a target deleted
+    /// first, a kick of a non-member.
+    Refused(String),
+    /// Not stored: the database stayed unavailable past the persist timeout.
+    NotStored,
 }
 
 /// Issue 14: why an edit or delete of `target` is refused because the

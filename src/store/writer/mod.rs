@@ -72,7 +72,7 @@ mod single;
 mod sql;
 
 pub use batch::Fate;
-pub use handle::{refused_deleted, writer_for, PersistRequest, SubmitError, Writers};
+pub use handle::{refused_deleted, writer_for, Outcome, PersistRequest, SubmitError, Writers};
 pub use sql::{BatchInserter, ClusterOutcome};
 
 /// Writer settings.

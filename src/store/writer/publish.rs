@@ -10,7 +10,7 @@ use tracing::warn;
 
 use super::batch::Fate;
 use super::sql::ban_until;
-use super::{PersistRequest, Writer};
+use super::{Outcome, PersistRequest, Writer};
 use crate::cluster::Committed;
 use crate::protocol::{
     encode_access_ack, encode_error_for, encode_message, encode_message_for, Kind, StoredMessage,
@@ -56,7 +56,31 @@ impl Writer {
     ) {
         let mut fates = fates.into_iter();
         for (i, (req, id)) in committed.enumerate() {
-            match fates.next().unwrap_or(Fate::Stored) {
+            let mut req = req;
+            let fate = fates.next().unwrap_or(Fate::Stored);
+            // Issue 15: a request of the server API is answered on its
+            // channel; it has no connection (no own copy, no ack frame).
+            if let Some(reply) = req.reply.take() {
+                let outcome = match &fate {
+                    Fate::Stored => None,
+                    Fate::Duplicate(original) => Some(Outcome::Duplicate(original.clone())),
+                    Fate::Lost => Some(Outcome::NotStored),
+                    Fate::Refused(why) => Some(Outcome::Refused(why.clone())),
+                };
+                if let Some(outcome) = outcome {
+                    if outcome == Outcome::NotStored {
+                        self.metrics().not_stored.inc();
+                    }
+                    let _ = reply.send(outcome);
+                    continue;
+                }
+                let stored = self
+                    .publish_one(req, id, at, prevs.get(i).copied(), false)
+                    .await;
+                let _ = reply.send(Outcome::Stored(stored));
+                continue;
+            }
+            match fate {
                 Fate::Stored => {}
                 Fate::Duplicate(original) => {
                     let frame = encode_message_for(&original, req.reference.as_ref());
@@ -79,6 +103,23 @@ impl Writer {
                     continue;
                 }
             }
+            self.publish_one(req, id, at, prevs.get(i).copied(), true)
+                .await;
+        }
+    }
+
+    /// Encodes one stored row once and hands it to the router (or the
+    /// cluster link, with its predecessors `prev`); with `own`, the
+    /// requester's own copy or ack goes to its connection. Returns the row.
+    async fn publish_one(
+        &self,
+        req: PersistRequest,
+        id: i64,
+        at: DateTime<Utc>,
+        prev: Option<[i64; 2]>,
+        own: bool,
+    ) -> StoredMessage {
+        {
             let sent = Sent {
                 shard: req.origin.shard,
                 at: req.enqueued,
@@ -103,6 +144,7 @@ impl Writer {
             };
             let frame = encode_message(&stored);
             let own = match (req.kind, &stored.target) {
+                _ if !own => None,
                 (Kind::Member { user, ban, .. }, Target::Room(room)) => Some(Arc::new(OwnCopy {
                     origin: req.origin,
                     frame: encode_access_ack(
@@ -120,7 +162,7 @@ impl Writer {
                     })
                 }),
             };
-            let event = match stored.target {
+            let event = match stored.target.clone() {
                 Target::Room(room) => ShardEvent::Room {
                     room,
                     id,
@@ -140,13 +182,14 @@ impl Writer {
             match &self.link {
                 None => self.router.publish(event).await,
                 Some(link) => {
-                    let prev = prevs.get(i).copied().unwrap_or([0, 0]);
+                    let prev = prev.unwrap_or([0, 0]);
                     if let Err(refused) = link.send(Committed { event, prev }).await {
                         // The link is gone (shutdown): deliver here at least.
                         self.router.publish(refused.0.event).await;
                     }
                 }
             }
+            stored
         }
     }
 
@@ -177,7 +220,11 @@ impl Writer {
         const NOT_STORED: &str = "message not stored: database unavailable";
         let shared = encode_error_for(NOT_STORED, None);
         self.metrics().not_stored.add(requests.len() as u64);
-        for req in requests {
+        for mut req in requests {
+            if let Some(reply) = req.reply.take() {
+                let _ = reply.send(Outcome::NotStored);
+                continue;
+            }
             let Origin { shard, conn } = req.origin;
             let frame = match &req.reference {
                 None => shared.clone(),

@@ -15,8 +15,9 @@ use tracing::debug;
 
 use super::batch::{columns, fates, has_events, predecessors, streams, Fate};
 use super::{refused_deleted, PersistRequest};
-use crate::protocol::{Kind, Target, UserId};
+use crate::protocol::{Kind, Target, UserId, OPERATOR};
 use crate::rooms::{Action, Role};
+use crate::store::feed::NewEvent;
 use crate::store::Standing;
 use crate::store::{stored_message, COLUMNS, DM_LAST, ROOM_LAST};
 
@@ -25,7 +26,12 @@ use crate::store::{stored_message, COLUMNS, DM_LAST, ROOM_LAST};
 /// benchmarks and tests run the very statements the writers run.
 pub struct BatchInserter {
     client: Client,
-    insert: Statement,
+    /// [`INSERT_RETURNING`].
+    insert_returning: Statement,
+    /// Issue 15: [`INSERT_FEED`], a plain batch with its feed events.
+    insert_feed: Statement,
+    /// Issue 15: the feed's append (`feed::sql::APPEND`), a transaction's last statement.
+    feed_append: Statement,
     next_ids: Statement,
     by_client_id: Statement,
     /// Issue 14: [`EVENT`], one edit or delete.
@@ -72,9 +78,24 @@ macro_rules! insert_unnest {
         )
     };
 }
-/// Single-node mode's insert; the ids were reserved beforehand.
-const INSERT: &str = insert_unnest!("");
-/// Cluster mode's insert, which tells which rows it stored.
+/// Single-node mode's insert of a batch of plain messages, in one
+/// statement (one transaction); the ids were reserved beforehand. Issue
+/// 15: the rows it stores now (not those an earlier attempt stored) get
+/// their `message.created` events in the same statement, numbered in id
+/// order, the feed's head taken last (`feed_append!`). Returns how many
+/// rows it stored.
+const INSERT_FEED: &str = concat!(
+    "WITH ins AS (",
+    insert_unnest!(" RETURNING id, room, from_user"),
+    "), src AS (SELECT 1::int2 AS type, room::text AS room, from_user AS user_id, \
+                       NULL::int8 AS by_user, id AS message_id, NULL::jsonb AS detail, id AS ord \
+                FROM ins), ",
+    crate::feed_append!("src"),
+    " SELECT count(*)::int8 FROM ins"
+);
+/// The insert inside a transaction that appends the feed itself, last
+/// (cluster mode, and a batch holding edits, deletes, kicks or bans),
+/// which tells which rows it stored.
 const INSERT_RETURNING: &str = insert_unnest!(" RETURNING id");
 /// What is stored under these (sender, `client_id`) pairs, with the
 /// `client_id` (column [`CLIENT_ID_COLUMN`]).
@@ -151,13 +172,13 @@ const MEMBER_EVENT: &str = "WITH del AS ( \
                 $8::timestamptz)), \
      ban AS ( \
         INSERT INTO room_bans (room, user_id, until, banned_by, reason, event_id) \
-        SELECT $2::text, $3::int8, $8::timestamptz, $4::int8, NULLIF($5::text, ''), $1::int8 \
+        SELECT $2::text, $3::int8, $8::timestamptz, NULLIF($4::int8, 0), NULLIF($5::text, ''), $1::int8 \
         WHERE $7::int2 = 4 \
         ON CONFLICT (room, user_id) DO UPDATE SET until = EXCLUDED.until, \
             banned_by = EXCLUDED.banned_by, reason = EXCLUDED.reason, \
             event_id = EXCLUDED.event_id, banned_at = now()) \
      INSERT INTO moderation_log (room, actor, action, target, reason, until, event_id) \
-     VALUES ($2::text, $4::int8, CASE WHEN $7::int2 = 4 THEN 'banned' ELSE 'kicked' END, \
+     VALUES ($2::text, NULLIF($4::int8, 0), CASE WHEN $7::int2 = 4 THEN 'banned' ELSE 'kicked' END, \
              $3::int8, NULLIF($5::text, ''), $8::timestamptz, $1::int8)";
 /// `$1` fresh ids from the sequence.
 const NEXT_IDS: &str = "SELECT nextval('messages_id_seq')::int8 FROM generate_series(1, $1::int8)";
@@ -185,24 +206,38 @@ impl BatchInserter {
             }
         });
         let (by_client_id_text, event_fate_text) = (by_client_id_sql(), event_fate_sql());
-        let (insert, next_ids, by_client_id, event, event_fate, member_standing, member_event) = tokio::try_join!(
-            client.prepare(INSERT),
-            client.prepare(NEXT_IDS),
-            client.prepare(&by_client_id_text),
-            client.prepare(EVENT),
-            client.prepare(&event_fate_text),
-            client.prepare(MEMBER_STANDING),
-            client.prepare(MEMBER_EVENT)
-        )?;
-        Ok(BatchInserter {
-            client,
-            insert,
+        let (
+            insert_returning,
+            insert_feed,
             next_ids,
             by_client_id,
             event,
             event_fate,
             member_standing,
             member_event,
+            feed_append,
+        ) = tokio::try_join!(
+            client.prepare(INSERT_RETURNING),
+            client.prepare(INSERT_FEED),
+            client.prepare(NEXT_IDS),
+            client.prepare(&by_client_id_text),
+            client.prepare(EVENT),
+            client.prepare(&event_fate_text),
+            client.prepare(MEMBER_STANDING),
+            client.prepare(MEMBER_EVENT),
+            client.prepare(crate::store::feed::sql::APPEND)
+        )?;
+        Ok(BatchInserter {
+            client,
+            insert_returning,
+            insert_feed,
+            next_ids,
+            by_client_id,
+            event,
+            event_fate,
+            member_standing,
+            member_event,
+            feed_append,
         })
     }
 
@@ -231,6 +266,8 @@ impl BatchInserter {
     /// transaction). Rows whose id is already stored are skipped, which
     /// makes a retry after an unknown outcome safe; so are rows whose
     /// (sender, `client_id`) is already stored. Returns the rows inserted.
+    /// The rows stored now get their `message.created` events in the same
+    /// statement (issue 15).
     pub async fn insert(
         &self,
         batch: &[PersistRequest],
@@ -238,12 +275,14 @@ impl BatchInserter {
         at: DateTime<Utc>,
     ) -> Result<u64, tokio_postgres::Error> {
         let (from, to, room, content, client_id) = columns(batch.iter());
-        self.client
-            .execute(
-                &self.insert,
+        let row = self
+            .client
+            .query_one(
+                &self.insert_feed,
                 &[&ids, &from, &to, &room, &content, &at, &client_id],
             )
-            .await
+            .await?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 
     /// Issue 14: stores a batch holding edits or deletes in one transaction:
@@ -265,15 +304,20 @@ impl BatchInserter {
             .map(|(_, id)| *id)
             .collect();
         let mut fates_out = vec![Fate::Stored; batch.len()];
+        // Issue 15: the rows stored by this attempt, whose events it appends.
+        let mut new_ids: HashSet<i64> = HashSet::new();
         if !plain_ids.is_empty() {
             let (from, to, room, content, client_id) = columns(plain());
-            let inserted = tx
-                .execute(
-                    &self.insert,
+            new_ids = tx
+                .query(
+                    &self.insert_returning,
                     &[&plain_ids, &from, &to, &room, &content, &at, &client_id],
                 )
-                .await?;
-            if (inserted as usize) < plain_ids.len() && plain().any(|r| r.client_id.is_some()) {
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if new_ids.len() < plain_ids.len() && plain().any(|r| r.client_id.is_some()) {
                 fates_out = fates_by_client_id(&tx, &self.by_client_id, batch, ids).await?;
             }
         }
@@ -290,9 +334,14 @@ impl BatchInserter {
             at,
         )
         .await?;
-        for (i, fate) in events {
+        for (i, fate, new) in events {
+            if new {
+                new_ids.insert(ids[i]);
+            }
             fates_out[i] = fate;
         }
+        crate::store::feed::append(&tx, &self.feed_append, &feed_events(batch, ids, &new_ids))
+            .await?;
         tx.commit().await?;
         Ok(fates_out)
     }
@@ -338,7 +387,7 @@ impl BatchInserter {
         let (from, to, room, content, client_id) = columns(plain());
         let mut inserted: HashSet<i64> = tx
             .query(
-                INSERT_RETURNING,
+                &self.insert_returning,
                 &[&plain_ids, &from, &to, &room, &content, &at, &client_id],
             )
             .await?
@@ -366,13 +415,17 @@ impl BatchInserter {
                 at,
             )
             .await?;
-            for (i, fate) in applied {
-                if fate == Fate::Stored {
+            for (i, fate, new) in applied {
+                if new {
                     inserted.insert(ids[i]);
                 }
                 fates_out[i] = fate;
             }
         }
+        // Issue 15: the batch's events, appended last (the feed's head is
+        // the last lock the transaction takes).
+        crate::store::feed::append(&tx, &self.feed_append, &feed_events(batch, &ids, &inserted))
+            .await?;
         let prevs = predecessors(batch, &ids, &inserted, room_last, user_last);
         let outcome = ClusterOutcome {
             xid,
@@ -475,22 +528,23 @@ async fn fates_by_client_id(
 /// [`event_fate_sql`] for one that stored nothing). Returns each event
 /// row's index in the batch with its [`Fate`]: stored (now, or under its
 /// own id by an earlier attempt), a retried `client_id`'s original, or
-/// refused (its target was deleted first).
+/// refused (its target was deleted first); and whether this attempt
+/// stored it (issue 15: its event is appended to the feed).
 async fn apply_events(
     tx: &Transaction<'_>,
     st: EventStatements<'_>,
     batch: &[PersistRequest],
     ids: &[i64],
     at: DateTime<Utc>,
-) -> Result<Vec<(usize, Fate)>, tokio_postgres::Error> {
+) -> Result<Vec<(usize, Fate, bool)>, tokio_postgres::Error> {
     let EventStatements {
         event, event_fate, ..
     } = st;
     let mut out = Vec::new();
     for (i, (r, id)) in batch.iter().zip(ids).enumerate() {
         if let Kind::Member { user, ban, seconds } = r.kind {
-            let fate = apply_member(tx, st, r, *id, user, ban, seconds, at).await?;
-            out.push((i, fate));
+            let (fate, new) = apply_member(tx, st, r, *id, user, ban, seconds, at).await?;
+            out.push((i, fate, new));
             continue;
         }
         let Some(target) = r.kind.target_message() else {
@@ -526,7 +580,7 @@ async fn apply_events(
                 None => Fate::Refused(refused_deleted(r.kind)),
             }
         };
-        out.push((i, fate));
+        out.push((i, fate, stored));
     }
     Ok(out)
 }
@@ -556,9 +610,12 @@ async fn apply_member(
     ban: bool,
     seconds: Option<i64>,
     at: DateTime<Utc>,
-) -> Result<Fate, tokio_postgres::Error> {
+) -> Result<(Fate, bool), tokio_postgres::Error> {
     let Target::Room(room) = &r.target else {
-        return Ok(Fate::Refused("a kick or ban needs a room".to_owned()));
+        return Ok((
+            Fate::Refused("a kick or ban needs a room".to_owned()),
+            false,
+        ));
     };
     let none: Option<&str> = None;
     if tx
@@ -566,8 +623,11 @@ async fn apply_member(
         .await?
         .is_some()
     {
-        return Ok(Fate::Stored); // an earlier attempt of this batch committed it
+        // An earlier attempt of this batch committed it (and its event).
+        return Ok((Fate::Stored, false));
     }
+    // Issue 15: the operator (the server API) acts with its own authority.
+    let by = (r.from != OPERATOR).then_some(r.from);
     let mut users = vec![r.from, user];
     users.sort_unstable();
     users.dedup();
@@ -583,8 +643,8 @@ async fn apply_member(
         target_rooms: 0,
     };
     let action = if ban { Action::Ban } else { Action::Kick };
-    if let Err(refused) = crate::rooms::decide(&standing, Some(r.from), user, action, usize::MAX) {
-        return Ok(Fate::Refused(refused.message(room, user)));
+    if let Err(refused) = crate::rooms::decide(&standing, by, user, action, usize::MAX) {
+        return Ok((Fate::Refused(refused.message(room, user)), false));
     }
     let until = ban_until(at, seconds);
     tx.execute(
@@ -601,7 +661,20 @@ async fn apply_member(
         ],
     )
     .await?;
-    Ok(Fate::Stored)
+    Ok((Fate::Stored, true))
+}
+
+/// Issue 15: the feed events of the rows of `batch` (ids `ids`) that this
+/// attempt stored (`new`), in id order.
+fn feed_events(batch: &[PersistRequest], ids: &[i64], new: &HashSet<i64>) -> Vec<NewEvent> {
+    let mut events: Vec<NewEvent> = batch
+        .iter()
+        .zip(ids)
+        .filter(|(_, id)| new.contains(id))
+        .map(|(r, id)| NewEvent::of_row(*id, r.kind, r.from, &r.target))
+        .collect();
+    events.sort_by_key(|e| e.message);
+    events
 }
 
 /// When a ban of `seconds` committed at `at` ends (`None`: no end).
