@@ -243,7 +243,6 @@ mod tests {
             timestamp: DateTime::<Utc>::UNIX_EPOCH,
             target: Target::User(1),
             kind: Kind::Message,
-            reply: None,
             edited_at: None,
             deleted: false,
         };
