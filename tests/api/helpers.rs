@@ -98,6 +98,17 @@ impl TestServer {
         self.config.bind
     }
 
+    #[allow(dead_code)]
+    /// Issue 15: where the server API listens (`--api-bind`; see
+    /// `http::with_api`). A restart binds a new port.
+    pub fn api_addr(&self) -> std::net::SocketAddr {
+        self.handle
+            .as_ref()
+            .expect("server running")
+            .api_addr()
+            .expect("the server API is on (http::with_api)")
+    }
+
     /// Graceful stop, then a new server on the same port and database.
     pub async fn restart(&mut self) {
         self.stop().await;

@@ -2,6 +2,7 @@
 //! driven by real WebSocket clients. Each test has its own database.
 
 mod helpers;
+mod http;
 
 mod access;
 mod auth;
