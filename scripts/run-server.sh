@@ -6,7 +6,9 @@
 # sure room `general` exists, prints two tokens, the URL of the web page and
 # how to connect, then execs the server (listening on WS_BIND_ADDR, default
 # 127.0.0.1:9001) in DEVELOPMENT mode (--dev: the page can sign tokens for
-# anyone; set CHAT_DEV=false to turn it off).
+# anyone; set CHAT_DEV=false to turn it off). The server API (issue 15) is on at
+# CHAT_API_BIND (default 127.0.0.1:9002) with a key from CHAT_API_KEYS, else
+# one generated and kept in .pg/api_key; CHAT_API_BIND=off turns it off.
 set -euo pipefail
 case ${CHAT_PG_DIR:-} in '' | /*) ;; *) export CHAT_PG_DIR=$PWD/$CHAT_PG_DIR ;; esac
 cd "$(dirname "$0")/.."
@@ -30,6 +32,21 @@ if [ -z "${JWT_SECRET:-}" ]; then
 fi
 export JWT_SECRET
 export WS_BIND_ADDR=${WS_BIND_ADDR:-127.0.0.1:9001}
+
+# The server API for the application's backend, with a key of its own.
+export CHAT_API_BIND=${CHAT_API_BIND:-127.0.0.1:9002}
+if [ "$CHAT_API_BIND" = off ]; then
+  unset CHAT_API_BIND
+elif [ -z "${CHAT_API_KEYS:-}" ]; then
+  key_file=${CHAT_PG_DIR:-$PWD/.pg}/api_key
+  if [ ! -s "$key_file" ]; then
+    mkdir -p "$(dirname "$key_file")"
+    (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$key_file")
+    say "CHAT_API_KEYS not set; generated an API key and stored it in $key_file"
+  fi
+  CHAT_API_KEYS=$(cat "$key_file")
+  export CHAT_API_KEYS
+fi
 export CHAT_DEV=${CHAT_DEV:-true}
 
 cargo build --release --bin chat_server
@@ -61,6 +78,20 @@ Connect, e.g. with websocat:
 and send:
   {"type":"join","room":"general"}
 
-Starting chat_server on $WS_BIND_ADDR ...
 MSG
+if [ -n "${CHAT_API_BIND:-}" ]; then
+  api_key=${CHAT_API_KEYS%%,*}
+  cat >&2 <<MSG
+The server API (for your backend) is on http://$CHAT_API_BIND/v1 (description:
+http://$CHAT_API_BIND/v1/openapi.json). Key: $api_key
+Create user 2 (bob), post a message to "general" as bob, then read the event feed:
+  curl -s -X PUT -H "Authorization: Bearer $api_key" -H 'content-type: application/json' \\
+       -d '{"username":"bob"}' http://$CHAT_API_BIND/v1/users/2
+  curl -s -X POST -H "Authorization: Bearer $api_key" -H 'content-type: application/json' \\
+       -d '{"from_user":2,"content":"hello from the backend"}' http://$CHAT_API_BIND/v1/rooms/general/messages
+  curl -s -H "Authorization: Bearer $api_key" 'http://$CHAT_API_BIND/v1/events?after=0&limit=10'
+
+MSG
+fi
+echo "Starting chat_server on $WS_BIND_ADDR ..." >&2
 exec "$bin" "$@"

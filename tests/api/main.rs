@@ -4,6 +4,8 @@
 mod helpers;
 mod http;
 
+mod api_door;
+
 mod access;
 mod auth;
 mod delivery;
