@@ -3,11 +3,13 @@
 //! who may do what in a room.
 //!
 //! - [`rules`]: the pure rules (who may act on whom);
+//! - [`effects`]: what a committed change tells connections (both doors);
 //! - this file: the types both doors and the shards share ([`Visibility`],
 //!   [`Mute`], [`MuteChange`]), and [`act`], which reads the actor's and
 //!   target's standing, applies the rules and commits the change with its
 //!   audit row, in one transaction (`store::access`).
 
+pub mod effects;
 pub mod rules;
 
 use chrono::{DateTime, Utc};
