@@ -5,6 +5,8 @@ mod helpers;
 mod http;
 
 mod access;
+mod api_rooms;
+mod api_users;
 mod auth;
 mod delivery;
 mod edits;

@@ -109,6 +109,9 @@ async fn by_writer(
 ) -> Result<StoredMessage, ApiError> {
     check_reason(s.reason.as_deref(), state.config.max_content)?;
     check_seconds("seconds", s.seconds)?;
+    // The writer's stream rows need an existing room (a WebSocket kick
+    // comes from a member, so its room exists; rooms are never deleted).
+    existing_room(state, room).await?;
     let (tx, rx) = oneshot::channel();
     let request = PersistRequest {
         target: Target::Room(Arc::from(room)),
