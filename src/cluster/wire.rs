@@ -494,8 +494,12 @@ mod tests {
     fn garbage_is_refused() {
         assert_eq!(decode(Bytes::new()).unwrap_err(), WireError::Truncated);
         assert_eq!(
-            decode(Bytes::from_static(&[9])).unwrap_err(),
-            WireError::Kind(9)
+            decode(Bytes::from_static(&[99])).unwrap_err(),
+            WireError::Kind(99)
+        );
+        assert_eq!(
+            decode(Bytes::from_static(&[9, 0])).unwrap_err(),
+            WireError::Truncated
         );
         assert_eq!(
             decode(Bytes::from_static(&[1, 0, 0])).unwrap_err(),
