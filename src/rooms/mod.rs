@@ -126,9 +126,23 @@ pub async fn act(
     change: Change,
     max_rooms: usize,
 ) -> Result<Result<Applied, Refused>, StoreError> {
+    act_because(store, room, by, target, change, None, max_rooms).await
+}
+
+/// [`act`] with the actor's reason, kept in the audit row and the feed
+/// event (issue 15: the server API's mutes carry one).
+pub async fn act_because(
+    store: &Store,
+    room: &str,
+    by: Option<UserId>,
+    target: UserId,
+    change: Change,
+    reason: Option<&str>,
+    max_rooms: usize,
+) -> Result<Result<Applied, Refused>, StoreError> {
     let action = change.action();
     store
-        .moderate(room, by, target, change, |s: &Standing| {
+        .moderate(room, by, target, change, reason, |s: &Standing| {
             decide(s, by, target, action, max_rooms)
         })
         .await

@@ -261,6 +261,27 @@ async fn members_added_with_roles_and_muted_are_told_to_websocket_clients_with_b
         feed.iter().all(|e| e.1 == Some(2) && e.2.is_none()),
         "{feed:?}"
     );
+    let muted = feed[3].3.as_ref().expect("detail");
+    assert_eq!(muted["reason"], "calm", "{muted}");
+    assert!(muted["until"].is_string(), "{muted}");
+    // The audit log has the same, with the mute's reason.
+    let (_, v) = api.get("/v1/rooms/club/moderation").await;
+    let log: Vec<(&str, &Value)> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), &a["reason"]))
+        .collect();
+    assert_eq!(
+        log,
+        [
+            ("invited", &Value::Null),
+            ("role", &Value::Null),
+            ("role", &Value::Null),
+            ("muted", &json!("calm")),
+            ("unmuted", &Value::Null)
+        ]
+    );
     owner.close().await;
     guest.close().await;
 }
@@ -376,4 +397,45 @@ async fn kicks_and_bans_through_the_api_end_the_users_subscriptions_on_both_shar
     speaker.close().await;
     k0.close().await;
     k1.close().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_users_and_rooms_route() {
+    let server = TestServer::start_with(http::with_api).await;
+    let api = Api::of(&server);
+    let (s, doc) = api.with_key(None).get("/v1/openapi.json").await;
+    assert_eq!(s, 200);
+    for (method, path) in [
+        ("put", "/v1/users/{id}"),
+        ("get", "/v1/users/{id}"),
+        ("post", "/v1/users/{id}/disconnect"),
+        ("delete", "/v1/users/{id}/block"),
+        ("post", "/v1/rooms"),
+        ("get", "/v1/rooms"),
+        ("get", "/v1/rooms/{room}"),
+        ("put", "/v1/rooms/{room}/members/{user}"),
+        ("delete", "/v1/rooms/{room}/members/{user}"),
+        ("get", "/v1/rooms/{room}/members"),
+        ("put", "/v1/rooms/{room}/bans/{user}"),
+        ("delete", "/v1/rooms/{room}/bans/{user}"),
+        ("put", "/v1/rooms/{room}/mutes/{user}"),
+        ("delete", "/v1/rooms/{room}/mutes/{user}"),
+        ("get", "/v1/rooms/{room}/moderation"),
+    ] {
+        let op = &doc["paths"][path][method];
+        assert!(op["summary"].is_string(), "{method} {path}: {op}");
+        let responses = op["responses"].as_object().expect("responses");
+        assert!(responses.contains_key("401"), "{method} {path}");
+        assert!(
+            responses.keys().any(|k| k.starts_with('2')),
+            "{method} {path}"
+        );
+        // Every path parameter is declared.
+        for name in path.split('{').skip(1).map(|p| &p[..p.find('}').unwrap()]) {
+            let declared = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == name && p["in"] == "path"));
+            assert!(declared, "{method} {path}: {name}");
+        }
+    }
 }

@@ -71,27 +71,20 @@ fn room_user(p: RoomUser) -> Result<(String, UserId), ApiError> {
     Ok((room_name(room)?, user_id(&user)?))
 }
 
-/// `rooms::act` as the operator; a refusal becomes its status.
-async fn act(
-    state: &ApiState,
-    room: &str,
-    user: UserId,
-    change: Change,
-) -> Result<Applied, ApiError> {
-    let max = state.config.max_rooms_per_user;
-    rooms::act(&state.store, room, None, user, change, max)
-        .await?
-        .map_err(|r| refused(r, room, user))
-}
-
-/// Acts, then tells connections what changed (as the WebSocket door does).
+/// `rooms::act` as the operator (with its reason, if any), then tells
+/// connections what changed (as the WebSocket door does); a refusal
+/// becomes its status.
 async fn act_and_tell(
     state: &ApiState,
     room: &str,
     user: UserId,
     change: Change,
+    reason: Option<&str>,
 ) -> Result<Applied, ApiError> {
-    let applied = act(state, room, user, change).await?;
+    let max = state.config.max_rooms_per_user;
+    let applied = rooms::act_because(&state.store, room, None, user, change, reason, max)
+        .await?
+        .map_err(|r| refused(r, room, user))?;
     let fx = rooms::effects::of(room, None, user, change, applied);
     tell::member_effects(state, room, user, fx).await;
     Ok(applied)
@@ -174,7 +167,7 @@ async fn put_member(
         Err(r) => return Err(refused(r, &room, user)),
     };
     if let Some(role) = role.filter(|r| !created || *r != Role::Member) {
-        act_and_tell(&state, &room, user, Change::SetRole(role)).await?;
+        act_and_tell(&state, &room, user, Change::SetRole(role), None).await?;
     }
     let role = role_of(&state, &room, user).await?.unwrap_or(Role::Member);
     let status = if created {
@@ -217,7 +210,7 @@ async fn unban(State(state): State<ApiState>, p: RoomUser) -> Result<Json<Value>
     if !state.store.user_exists(user).await? {
         return Err(ApiError::NotFound(format!("user {user} does not exist")));
     }
-    let changed = match act_and_tell(&state, &room, user, Change::Unban).await? {
+    let changed = match act_and_tell(&state, &room, user, Change::Unban, None).await? {
         Applied::Unbanned { changed } => changed,
         _ => false,
     };
@@ -234,7 +227,15 @@ async fn mute(
     let (room, user) = room_user(p)?;
     check_reason(body.reason.as_deref(), state.config.max_content)?;
     check_seconds("seconds", body.seconds)?;
-    let until = match act_and_tell(&state, &room, user, Change::Mute(body.seconds)).await? {
+    let until = match act_and_tell(
+        &state,
+        &room,
+        user,
+        Change::Mute(body.seconds),
+        body.reason.as_deref(),
+    )
+    .await?
+    {
         Applied::Muted(m) => m.until,
         _ => None,
     };
@@ -245,7 +246,7 @@ async fn mute(
 
 async fn unmute(State(state): State<ApiState>, p: RoomUser) -> Result<Json<Value>, ApiError> {
     let (room, user) = room_user(p)?;
-    let changed = match act_and_tell(&state, &room, user, Change::Unmute).await? {
+    let changed = match act_and_tell(&state, &room, user, Change::Unmute, None).await? {
         Applied::Unmuted { changed } => changed,
         _ => false,
     };
