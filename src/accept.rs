@@ -254,6 +254,7 @@ async fn admit(shard: &Shard, request: &UpgradeRequest) -> Result<Admitted, Refu
         .map_err(|_| Refused::from(Refusal::TooManyConnections))?;
     let (rooms, mutes) = open_session(shard, &identity).await.map_err(|e| match e {
         StoreError::UsernameTaken => Refused::from(Refusal::UsernameTaken),
+        e @ StoreError::Blocked(_) => Refused::with_body(Refusal::Blocked, e.to_string()),
         e => Refused::database(&e),
     })?;
     // Cluster mode: the last stored ids of the user's streams, read before

@@ -434,6 +434,15 @@ pub struct Config {
     #[arg(long, env = "CHAT_WEBHOOK_BACKOFF_MAX", default_value = "30s", value_parser = humantime::parse_duration)]
     pub webhook_backoff_max: Duration,
     // --- end issue 15 ---
+
+    // --- issue 15: the server API's users and rooms routes ---
+    /// Most items one page of `GET /v1/rooms` or
+    /// `GET /v1/rooms/{room}/moderation` lists (also its size without
+    /// `limit`); the backend pages on with `after`.
+    #[arg(long, env = "CHAT_API_PAGE_MAX", default_value_t = 100,
+          value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub api_page_max: i64,
+    // --- end issue 15: users and rooms routes ---
 }
 
 /// Prints the settings that shape the server, never a secret: the JWT
@@ -584,6 +593,18 @@ impl Config {
         }
     }
 
+    /// Issue 15: the size of a page of the server API's rooms and
+    /// moderation lists: `limit` (at least 1) capped at `--api-page-max`;
+    /// without it, the cap.
+    pub fn api_page_limit(&self, requested: Option<i64>) -> Result<i64, &'static str> {
+        let max = self.api_page_max.max(1);
+        match requested {
+            None => Ok(max),
+            Some(n) if n < 1 => Err("limit must be a positive integer"),
+            Some(n) => Ok(n.min(max)),
+        }
+    }
+
     /// Defaults with the given database, secret and address: what the
     /// integration tests start from. Environment variables are not read.
     pub fn for_tests(database_url: &str, jwt_secret: &str, bind: SocketAddr) -> Config {
@@ -642,6 +663,8 @@ impl Config {
         config.webhook_batch = 100;
         config.webhook_timeout = Duration::from_secs(5);
         config.webhook_backoff_max = Duration::from_secs(30);
+        // --- issue 15: the server API's users and rooms routes ---
+        config.api_page_max = 100;
         config
     }
 

@@ -129,11 +129,15 @@ pub enum Refusal {
     /// The client's address holds `--max-pending-handshakes-per-ip`
     /// already: answered at once, unread (429).
     PendingPerIp,
+    /// Issue 15: an operator blocked the user (`POST
+    /// /v1/users/{id}/disconnect` with `block_seconds`) and the block
+    /// holds (403).
+    Blocked,
 }
 
 impl Refusal {
     /// Every reason, in label order.
-    pub const ALL: [Refusal; 16] = [
+    pub const ALL: [Refusal; 17] = [
         Refusal::BadRequest,
         Refusal::NotFound,
         Refusal::TooLarge,
@@ -150,6 +154,7 @@ impl Refusal {
         Refusal::Database,
         Refusal::PendingTotal,
         Refusal::PendingPerIp,
+        Refusal::Blocked,
     ];
 
     /// The metric's label value.
@@ -171,6 +176,7 @@ impl Refusal {
             Refusal::Database => "database",
             Refusal::PendingTotal => "pending_total",
             Refusal::PendingPerIp => "pending_per_ip",
+            Refusal::Blocked => "blocked",
         }
     }
 
@@ -182,7 +188,7 @@ impl Refusal {
             | Refusal::TokenTooLarge
             | Refusal::InvalidToken
             | Refusal::ExpiredToken => 401,
-            Refusal::Origin => 403,
+            Refusal::Origin | Refusal::Blocked => 403,
             Refusal::NotFound => 404,
             Refusal::Timeout => 408,
             Refusal::UsernameTaken => 409,
@@ -215,6 +221,7 @@ impl Refusal {
             Refusal::Database => "database unavailable",
             Refusal::PendingTotal => "server busy: too many pending handshakes",
             Refusal::PendingPerIp => "too many pending handshakes from this address",
+            Refusal::Blocked => "user blocked",
         }
     }
 }

@@ -143,6 +143,12 @@ pub enum ShardEvent {
         /// The connection whose request caused it: it gets its ack instead.
         skip: Option<Origin>,
     },
+    /// Issue 15: an operator disconnected `user` (the server API): close
+    /// each of its local connections with 4003.
+    Disconnect {
+        /// The user.
+        user: UserId,
+    },
 }
 
 /// Fans events out to shard inboxes. Cloned into every writer and shard.
@@ -164,7 +170,8 @@ impl Router {
 
     /// Queues a committed message for every shard (each delivers to its
     /// local recipients). Waits, without blocking the thread, while an
-    /// inbox is full: only writers call this, and a shard drains its inbox
+    /// inbox is full: only writers, the cluster link and the server API
+    /// (none of them a shard) call this, and a shard drains its inbox
     /// independently of them. Call [`flush`](Self::flush) after a batch.
     pub async fn publish(&self, event: ShardEvent) {
         let (last, rest) = self.shards.split_last().expect("at least one shard");

@@ -116,6 +116,7 @@ pub fn start_with_db_wait(
         (0..shards).map(|_| mailbox(config.shard_queue)).unzip();
     let router = Router::new(inbox_senders);
     let presence = Arc::new(crate::presence::Presence::new());
+    let user_limits = Arc::new(UserLimits::new(&config));
     let node_id = config.node_id.clone().unwrap_or_else(generated_node_id);
     let metrics = Arc::new(Metrics::new(shards, writers).with_node(&node_id, config.clustered()));
     let link = match &config.cluster_url {
@@ -130,6 +131,7 @@ pub fn start_with_db_wait(
                 check_every: Duration::from_millis(config.cluster_check_ms.max(10)),
                 queue: config.cluster_queue,
                 fill_max: config.cluster_fill_max,
+                user_limits: user_limits.clone(),
             },
             router.clone(),
         )?),
@@ -161,7 +163,6 @@ pub fn start_with_db_wait(
 
     let config = Arc::new(config);
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-    let user_limits = Arc::new(UserLimits::new(&config));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
     let services = shard::Services {

@@ -11,7 +11,11 @@
 //!   calling the same rule functions as the WebSocket `session`
 //!   (`rooms::act`, `rooms::decide` in the writer, `Writers::submit`);
 //! - [`openapi`]: `GET /v1/openapi.json`, assembled from the routes' own
-//!   descriptions.
+//!   descriptions;
+//! - [`tell`]: what the users and rooms routes tell connections (member
+//!   events, disconnects) through the router and the cluster link;
+//! - [`extract`]: optional JSON bodies, path and query parameters whose
+//!   rejections are [`ApiError`]s.
 //!
 //! API calls act with the operator's authority: `by` is `None` (shown as
 //! `null`), and a stream row the operator writes (a delete, kick or ban)
@@ -20,9 +24,11 @@
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod messages;
 pub mod openapi;
 pub mod rooms;
+pub mod tell;
 pub mod users;
 
 use std::net::SocketAddr;

@@ -5,7 +5,10 @@
 //! the questions a shard asks the other nodes directly over NATS, without
 //! going through the link's thread: presence probes
 //! ([`ClusterHandle::online_elsewhere`], on `chat.presence.probe`) and online
-//! queries ([`ClusterHandle::online_in_room`], on the room's subject). The
+//! queries ([`ClusterHandle::online_in_room`], on the room's subject), and
+//! (issue 15, for the server API) connections queries and disconnect
+//! orders ([`ClusterHandle::connections_elsewhere`],
+//! [`ClusterHandle::disconnect_elsewhere`], on `chat.presence.probe`). The
 //! answers are given by the other nodes' links (`remote`).
 
 use std::sync::{Arc, OnceLock};
@@ -173,6 +176,56 @@ impl ClusterHandle {
         let _ = tokio::time::timeout(ONLINE_GATHER, gather).await;
         let _ = answers.unsubscribe().await;
         all.into_iter().collect()
+    }
+
+    /// Issue 15: how many connections `user` has on the other nodes: the
+    /// sum of the answers (every node with a connection of the user
+    /// answers) gathered for at most [`ONLINE_GATHER`] and
+    /// `ONLINE_ANSWERS_MAX` answers. Without NATS, or if the query fails: 0.
+    pub async fn connections_elsewhere(&self, user: crate::protocol::UserId) -> u64 {
+        let Some(nats) = self.nats.get() else {
+            return 0;
+        };
+        let inbox = nats.new_inbox();
+        let Ok(mut answers) = nats.subscribe(inbox.clone()).await else {
+            return 0;
+        };
+        if nats
+            .publish_with_reply(PROBE_SUBJECT, inbox, wire::encode_connections_query(user))
+            .await
+            .is_err()
+        {
+            return 0;
+        }
+        let mut total = 0u64;
+        let gather = async {
+            let mut n = 0;
+            while let Some(answer) = answers.next().await {
+                if let Ok(count) = wire::decode_count(&answer.payload) {
+                    total = total.saturating_add(count);
+                }
+                n += 1;
+                if n >= ONLINE_ANSWERS_MAX {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(ONLINE_GATHER, gather).await;
+        let _ = answers.unsubscribe().await;
+        total
+    }
+
+    /// Issue 15: orders every other node to close `user`'s connections
+    /// with 4003 (on [`PROBE_SUBJECT`], which every node subscribes to at
+    /// start). False when NATS is away (the order did not leave).
+    pub async fn disconnect_elsewhere(&self, user: crate::protocol::UserId) -> bool {
+        let Some(nats) = self.nats.get() else {
+            return false;
+        };
+        nats.publish(PROBE_SUBJECT, wire::encode_disconnect(user))
+            .await
+            .is_ok()
+            && nats.flush().await.is_ok()
     }
 
     /// Queues a membership change, waiting while the queue is full.

@@ -53,6 +53,9 @@ pub struct LinkSettings {
     pub queue: usize,
     /// Most held messages per stream before a fill; rows per fill query.
     pub fill_max: usize,
+    /// Issue 15: connections per user on this node (answers other nodes'
+    /// connections queries).
+    pub user_limits: Arc<crate::userlimits::UserLimits>,
 }
 
 /// Why the cluster link could not start.
@@ -206,8 +209,12 @@ impl Link {
         let publisher = tokio::spawn(remote::publish_loop(nats.clone(), publish_rx));
         let prober = remote::spawn_prober(
             &nats,
-            self.settings.presence.clone(),
-            Arc::from(self.settings.node_id.as_str()),
+            remote::Prober {
+                presence: self.settings.presence.clone(),
+                node_id: Arc::from(self.settings.node_id.as_str()),
+                user_limits: self.settings.user_limits.clone(),
+                router: self.router.clone(),
+            },
         )
         .await;
         let mut tick = tokio::time::interval(TICK);

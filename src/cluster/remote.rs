@@ -24,7 +24,8 @@ use super::link::Link;
 use super::wire::{self, Remote};
 use super::{Committed, Membership, RemoteMembership, RemoteNotice, Stream};
 use crate::presence::Presence;
-use crate::router::ShardEvent;
+use crate::router::{Router, ShardEvent};
+use crate::userlimits::UserLimits;
 
 /// What the publishing task takes: a subject and its payload.
 pub(super) type Publish = (String, Bytes);
@@ -40,7 +41,10 @@ impl Link {
         match r {
             Remote::Message(c) => self.sequence(c, false, nats, remote_tx).await,
             // Answered by the subscription's forwarder; never queued.
-            Remote::Probe(_) | Remote::OnlineQuery(_) => {}
+            Remote::Probe(_)
+            | Remote::OnlineQuery(_)
+            | Remote::Connections(_)
+            | Remote::Disconnect(_) => {}
             Remote::Membership(m) => {
                 let event = match m.change {
                     Membership::Joined => ShardEvent::Joined {
@@ -129,20 +133,27 @@ pub(super) async fn publish_loop(nats: async_nats::Client, mut queue: mpsc::Rece
     }
 }
 
+/// What the task on [`PROBE_SUBJECT`] answers from (or acts on).
+pub(super) struct Prober {
+    /// Who is online here (presence probes).
+    pub presence: Arc<Presence>,
+    /// This node's id.
+    pub node_id: Arc<str>,
+    /// Issue 15: connections per user here (connections queries).
+    pub user_limits: Arc<UserLimits>,
+    /// Issue 15: this node's shards (disconnect orders).
+    pub router: Router,
+}
+
 /// Subscribes to [`PROBE_SUBJECT`] and starts the task answering presence
-/// probes; `None` (logged) when the subscription fails.
+/// probes and (issue 15) connections queries, and carrying out disconnect
+/// orders; `None` (logged) when the subscription fails.
 pub(super) async fn spawn_prober(
     nats: &async_nats::Client,
-    presence: Arc<Presence>,
-    node_id: Arc<str>,
+    prober: Prober,
 ) -> Option<TaskHandle<()>> {
     match nats.subscribe(PROBE_SUBJECT).await {
-        Ok(probes) => Some(tokio::spawn(answer_probes(
-            probes,
-            nats.clone(),
-            presence,
-            node_id,
-        ))),
+        Ok(probes) => Some(tokio::spawn(answer_probes(probes, nats.clone(), prober))),
         Err(e) => {
             warn!(error = %e, "cluster link: cannot answer presence probes");
             None
@@ -150,23 +161,32 @@ pub(super) async fn spawn_prober(
     }
 }
 
-/// Answers presence probes: since when the user has been online on this
-/// node, and its id (nothing when the user has no connection here).
-async fn answer_probes(
-    mut probes: async_nats::Subscriber,
-    nats: async_nats::Client,
-    presence: Arc<Presence>,
-    node_id: Arc<str>,
-) {
+/// Answers presence probes (since when the user has been online on this
+/// node, and its id; nothing when the user has no connection here) and
+/// connections queries (the user's connections here, when any), and
+/// carries out disconnect orders (every shard closes the user's
+/// connections with 4003).
+async fn answer_probes(mut probes: async_nats::Subscriber, nats: async_nats::Client, p: Prober) {
     while let Some(message) = probes.next().await {
-        let (Ok(Remote::Probe(user)), Some(reply)) = (wire::decode(message.payload), message.reply)
-        else {
-            continue;
-        };
-        if let Some(since) = presence.online_since(user) {
-            let _ = nats
-                .publish(reply, wire::encode_probe_answer(since, &node_id))
-                .await;
+        match (wire::decode(message.payload), message.reply) {
+            (Ok(Remote::Probe(user)), Some(reply)) => {
+                if let Some(since) = p.presence.online_since(user) {
+                    let _ = nats
+                        .publish(reply, wire::encode_probe_answer(since, &p.node_id))
+                        .await;
+                }
+            }
+            (Ok(Remote::Connections(user)), Some(reply)) => {
+                let n = p.user_limits.connections(user) as u64;
+                if n > 0 {
+                    let _ = nats.publish(reply, wire::encode_count(n)).await;
+                }
+            }
+            (Ok(Remote::Disconnect(user)), _) => {
+                p.router.publish(ShardEvent::Disconnect { user }).await;
+                p.router.flush();
+            }
+            _ => {}
         }
     }
 }

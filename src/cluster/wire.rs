@@ -11,6 +11,10 @@
 //! probe:        5 | user i64   (a request: "is this user connected on your node?")
 //! online query: 6 | name len u16 | name   (a request: "which members of this room
 //!               are online on your node?"; each answer is a list of i64 user ids)
+//! connections:  8 | user i64   (issue 15, a request: "how many connections does
+//!               this user have on your node?"; answered with an i64 when > 0)
+//! disconnect:   9 | user i64   (issue 15: "close this user's connections on your
+//!               node with 4003"; no answer)
 //! ```
 //! Integers are big-endian. The sender's own copy (`ref`) never travels:
 //! only the origin node has the sending connection.
@@ -33,6 +37,10 @@ const ONLINE: u8 = 6;
 /// Issue 14: a room event that kicks or bans a user: [`ROOM`]'s layout
 /// with the user's id after `prev`.
 const ROOM_KICK: u8 = 7;
+/// Issue 15: a question about a user's connections on a node.
+const CONNECTIONS: u8 = 8;
+/// Issue 15: an operator's order to close a user's connections.
+const DISCONNECT: u8 = 9;
 
 /// Why a NATS payload was not understood.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -61,6 +69,10 @@ pub enum Remote {
     Probe(crate::protocol::UserId),
     /// Another node asks which members of this room are online here.
     OnlineQuery(Arc<str>),
+    /// Issue 15: another node asks how many connections this user has here.
+    Connections(crate::protocol::UserId),
+    /// Issue 15: another node's server API disconnected this user.
+    Disconnect(crate::protocol::UserId),
 }
 
 /// Encodes a committed message; `None` for events that never travel.
@@ -139,6 +151,33 @@ pub fn encode_probe(user: crate::protocol::UserId) -> Bytes {
     b.put_u8(PROBE);
     b.put_i64(user);
     b.freeze()
+}
+
+/// Issue 15: encodes a question about `user`'s connections on other nodes.
+pub fn encode_connections_query(user: crate::protocol::UserId) -> Bytes {
+    let mut b = BytesMut::with_capacity(9);
+    b.put_u8(CONNECTIONS);
+    b.put_i64(user);
+    b.freeze()
+}
+
+/// Issue 15: encodes an order to close `user`'s connections.
+pub fn encode_disconnect(user: crate::protocol::UserId) -> Bytes {
+    let mut b = BytesMut::with_capacity(9);
+    b.put_u8(DISCONNECT);
+    b.put_i64(user);
+    b.freeze()
+}
+
+/// Issue 15: encodes an answer to a connections query.
+pub fn encode_count(n: u64) -> Bytes {
+    Bytes::copy_from_slice(&n.to_be_bytes())
+}
+
+/// Issue 15: decodes an answer to a connections query.
+pub fn decode_count(b: &[u8]) -> Result<u64, WireError> {
+    let a: [u8; 8] = b.try_into().map_err(|_| WireError::Truncated)?;
+    Ok(u64::from_be_bytes(a))
 }
 
 /// Encodes an answer to a presence probe: since when the user has been
@@ -265,6 +304,8 @@ pub fn decode(payload: Bytes) -> Result<Remote, WireError> {
         }
         PROBE => Ok(Remote::Probe(r.i64()?)),
         ONLINE => Ok(Remote::OnlineQuery(r.name()?)),
+        CONNECTIONS => Ok(Remote::Connections(r.i64()?)),
+        DISCONNECT => Ok(Remote::Disconnect(r.i64()?)),
         k => Err(WireError::Kind(k)),
     }
 }
@@ -307,6 +348,20 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_questions_and_orders_round_trip() {
+        assert!(matches!(
+            decode(encode_connections_query(7)),
+            Ok(Remote::Connections(7))
+        ));
+        assert!(matches!(
+            decode(encode_disconnect(9)),
+            Ok(Remote::Disconnect(9))
+        ));
+        assert_eq!(decode_count(&encode_count(3)), Ok(3));
+        assert_eq!(decode_count(&[1, 2]), Err(WireError::Truncated));
+    }
 
     #[test]
     fn room_messages_dms_and_notices_round_trip() {
@@ -439,8 +494,12 @@ mod tests {
     fn garbage_is_refused() {
         assert_eq!(decode(Bytes::new()).unwrap_err(), WireError::Truncated);
         assert_eq!(
-            decode(Bytes::from_static(&[9])).unwrap_err(),
-            WireError::Kind(9)
+            decode(Bytes::from_static(&[99])).unwrap_err(),
+            WireError::Kind(99)
+        );
+        assert_eq!(
+            decode(Bytes::from_static(&[9, 0])).unwrap_err(),
+            WireError::Truncated
         );
         assert_eq!(
             decode(Bytes::from_static(&[1, 0, 0])).unwrap_err(),

@@ -68,6 +68,8 @@ pub enum Closed {
     TokenExpired,
     /// A `refresh` with another user's token: closed with 4001.
     TokenUserMismatch,
+    /// An operator disconnected the user (issue 15): closed with 4003.
+    Disconnected,
     /// The server is shutting down: closed with 1001.
     ShuttingDown,
     /// Bad input (oversized message, invalid UTF-8, protocol error): closed
@@ -92,6 +94,7 @@ impl Closed {
             Closed::TokenExpired => "token expired",
             Closed::TokenUserMismatch => "refresh with another user's token",
             Closed::ShuttingDown => "server shutting down",
+            Closed::Disconnected => "disconnected by the operator",
             Closed::BadInput(reason) => reason,
             Closed::Error => "connection error",
         }
@@ -171,6 +174,10 @@ pub async fn serve<S: Transport>(
                     let _ = write_queued(&mut ws, &outbox, write_timeout, metrics, limits).await;
                     close(&mut ws, CloseCode::Away, "going away").await;
                     break Closed::ShuttingDown;
+                }
+                OutboxState::Disconnected => {
+                    close(&mut ws, CloseCode::from(DISCONNECTED), "disconnected by the operator").await;
+                    break Closed::Disconnected;
                 }
             },
             reply = async { pending.as_mut().expect("guarded by is_some").await }, if pending.is_some() => {
@@ -303,6 +310,10 @@ pub fn ws_config(config: &Config) -> WebSocketConfig {
 
 /// Close code sent when the client's token expires.
 pub const TOKEN_EXPIRED: u16 = 4001;
+
+/// Issue 15: close code sent when an operator disconnects the user
+/// (`POST /v1/users/{id}/disconnect`).
+pub const DISCONNECTED: u16 = 4003;
 
 /// What the connection's timer asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,11 +3,13 @@
 //! who may do what in a room.
 //!
 //! - [`rules`]: the pure rules (who may act on whom);
+//! - [`effects`]: what a committed change tells connections (both doors);
 //! - this file: the types both doors and the shards share ([`Visibility`],
 //!   [`Mute`], [`MuteChange`]), and [`act`], which reads the actor's and
 //!   target's standing, applies the rules and commits the change with its
 //!   audit row, in one transaction (`store::access`).
 
+pub mod effects;
 pub mod rules;
 
 use chrono::{DateTime, Utc};
@@ -124,9 +126,23 @@ pub async fn act(
     change: Change,
     max_rooms: usize,
 ) -> Result<Result<Applied, Refused>, StoreError> {
+    act_because(store, room, by, target, change, None, max_rooms).await
+}
+
+/// [`act`] with the actor's reason, kept in the audit row and the feed
+/// event (issue 15: the server API's mutes carry one).
+pub async fn act_because(
+    store: &Store,
+    room: &str,
+    by: Option<UserId>,
+    target: UserId,
+    change: Change,
+    reason: Option<&str>,
+    max_rooms: usize,
+) -> Result<Result<Applied, Refused>, StoreError> {
     let action = change.action();
     store
-        .moderate(room, by, target, change, |s: &Standing| {
+        .moderate(room, by, target, change, reason, |s: &Standing| {
             decide(s, by, target, action, max_rooms)
         })
         .await

@@ -7,8 +7,7 @@ use chrono::Utc;
 
 use super::{db_error, error, error_frame, later, Outcome, Session};
 use crate::protocol::{
-    encode_access_ack, encode_member, encode_members, Frame, Kind, MemberEvent, MemberInfo, Ref,
-    Request, Target, UserId,
+    encode_access_ack, encode_members, Frame, Kind, MemberInfo, Ref, Request, Target, UserId,
 };
 use crate::rooms::{self, Mute, MuteChange};
 use crate::router::Origin;
@@ -189,7 +188,7 @@ pub(super) fn after_join(shard: &Shard, origin: Origin, user: UserId, room: &str
     shard.registry.borrow_mut().set_mute(user, room, mute);
     let frame = joined
         .new
-        .then(|| member_frame(room, user, "joined", Some(user), None, None));
+        .then(|| rooms::effects::member_frame(room, user, "joined", Some(user), None, None));
     if frame.is_some() || mute != MuteChange::Unchanged {
         shard.member_event(room, user, mute, frame, Some(origin));
     }
@@ -197,27 +196,8 @@ pub(super) fn after_join(shard: &Shard, origin: Origin, user: UserId, room: &str
 
 /// After a `leave`: tells the room and the user's other connections.
 pub(super) fn after_leave(shard: &Shard, origin: Origin, user: UserId, room: &str) {
-    let frame = member_frame(room, user, "left", Some(user), None, None);
+    let frame = rooms::effects::member_frame(room, user, "left", Some(user), None, None);
     shard.member_event(room, user, MuteChange::Unchanged, Some(frame), Some(origin));
-}
-
-fn member_frame(
-    room: &str,
-    user: UserId,
-    action: &str,
-    by: Option<UserId>,
-    role: Option<&str>,
-    until: Option<chrono::DateTime<Utc>>,
-) -> Frame {
-    encode_member(&MemberEvent {
-        room,
-        user,
-        action,
-        by,
-        role,
-        until,
-        reason: None,
-    })
 }
 
 /// Makes a committed change take effect (subscriptions, cached mutes) and
@@ -240,57 +220,16 @@ fn announce(
         Change::Unmute => "unmute_ack",
         Change::Unban => "unban_ack",
     };
-    let event = |action, role, until| member_frame(room, target, action, by, role, until);
-    let mut until = None;
-    match applied {
-        Applied::Role { changed: false }
-        | Applied::Unmuted { changed: false }
-        | Applied::Unbanned { changed: false } => {}
-        Applied::Unbanned { changed: true } => {
-            let frame = event("unbanned", None, None);
-            shard.member_event(room, target, MuteChange::Unchanged, Some(frame), origin);
-        }
-        Applied::Role { changed: true } => {
-            let role = match change {
-                Change::SetRole(role) => Some(role.as_str()),
-                _ => None,
-            };
-            let frame = event("role", role, None);
-            shard.member_event(room, target, MuteChange::Unchanged, Some(frame), origin);
-        }
-        Applied::Invited { last, mute } => {
-            // Every connection of the invitee follows the room from now on.
-            shard.joined(target, room, Some(last));
-            let mute = mute.map_or(MuteChange::Unchanged, MuteChange::Muted);
-            shard.registry.borrow_mut().set_mute(target, room, mute);
-            shard.member_event(
-                room,
-                target,
-                mute,
-                Some(event("invited", None, None)),
-                origin,
-            );
-        }
-        Applied::Muted(m) => {
-            until = m.until;
-            let change = MuteChange::Muted(m);
-            shard.registry.borrow_mut().set_mute(target, room, change);
-            shard.member_event(
-                room,
-                target,
-                change,
-                Some(event("muted", None, m.until)),
-                origin,
-            );
-        }
-        Applied::Unmuted { changed: true } => {
-            shard
-                .registry
-                .borrow_mut()
-                .set_mute(target, room, MuteChange::Unmuted);
-            let frame = event("unmuted", None, None);
-            shard.member_event(room, target, MuteChange::Unmuted, Some(frame), origin);
-        }
+    let fx = rooms::effects::of(room, by, target, change, applied);
+    if let Some(last) = fx.joined {
+        // Every connection of the invitee follows the room from now on.
+        shard.joined(target, room, Some(last));
     }
-    encode_access_ack(kind, room, target, until, r)
+    if fx.mute != MuteChange::Unchanged {
+        shard.registry.borrow_mut().set_mute(target, room, fx.mute);
+    }
+    if fx.tells() {
+        shard.member_event(room, target, fx.mute, fx.frame, origin);
+    }
+    encode_access_ack(kind, room, target, fx.until, r)
 }

@@ -323,6 +323,11 @@ impl Shard {
                 let skip = skip.filter(|o| o.shard == self.index).map(|o| o.conn);
                 registry.member_event(&room, user, mute, frame.as_ref(), skip);
             }
+            ShardEvent::Disconnect { user } => {
+                // The next handshake reads the user's row (and its block).
+                self.known_users.borrow_mut().forget(user);
+                registry.disconnect_user(user);
+            }
         }
     }
 }

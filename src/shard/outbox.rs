@@ -53,6 +53,9 @@ pub enum OutboxState {
     SlowConsumer,
     /// The server is shutting down: write what is queued, close with 1001.
     GoingAway,
+    /// Issue 15: an operator disconnected the user (the server API): drop
+    /// the queue, close with 4003.
+    Disconnected,
 }
 
 /// One connection's outbound frames.
@@ -154,7 +157,10 @@ impl Outbox {
         limits: OutboxLimits,
         now: impl FnOnce() -> Instant,
     ) -> bool {
-        if self.state.get() == OutboxState::SlowConsumer {
+        if matches!(
+            self.state.get(),
+            OutboxState::SlowConsumer | OutboxState::Disconnected
+        ) {
             return true;
         }
         let len = frame.len();
@@ -247,6 +253,17 @@ impl Outbox {
     pub fn go_away(&self) {
         if self.state.get() == OutboxState::Open {
             self.state.set(OutboxState::GoingAway);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Issue 15: asks the connection to close with 4003 (an operator
+    /// disconnected its user); nothing more is queued or written before.
+    pub fn disconnect(&self) {
+        if self.state.get() != OutboxState::SlowConsumer {
+            self.state.set(OutboxState::Disconnected);
+            self.queue.borrow_mut().clear();
+            self.bytes.set(0);
         }
         self.wake.notify_one();
     }

@@ -279,6 +279,18 @@ impl Registry {
         }
     }
 
+    /// Issue 15: asks every local connection of `user` to close with
+    /// 4003 (each unregisters itself as it ends). Returns how many.
+    pub fn disconnect_user(&self, user: UserId) -> usize {
+        let Some(local) = self.users.get(&user) else {
+            return 0;
+        };
+        for conn in &local.conns {
+            conn.disconnect();
+        }
+        local.conns.len()
+    }
+
     /// How many rooms the user belongs to.
     pub fn room_count(&self, user: UserId) -> usize {
         self.users.get(&user).map_or(0, |u| u.rooms.len())

@@ -43,6 +43,12 @@ impl KnownUsers {
         }
     }
 
+    /// Forgets `user` (issue 15: after an operator's disconnect, its next
+    /// handshake reads its row, and so its block, again).
+    pub fn forget(&mut self, user: UserId) {
+        self.users.remove(&user);
+    }
+
     /// Entries held (for the bound's test).
     #[cfg(test)]
     fn len(&self) -> usize {

@@ -148,8 +148,9 @@ const UNMUTE: &str = "DELETE FROM room_mutes WHERE room = $1 AND user_id = $2 \
      RETURNING (until IS NULL OR until > now())";
 const UNBAN: &str = "DELETE FROM room_bans WHERE room = $1 AND user_id = $2 \
      RETURNING (until IS NULL OR until > now())";
-const AUDIT: &str = "INSERT INTO moderation_log (room, actor, action, target, role, until) \
-     VALUES ($1, $2, $3, $4, $5, $6)";
+const AUDIT: &str =
+    "INSERT INTO moderation_log (room, actor, action, target, role, until, reason) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 const MEMBERS: &str = "SELECT m.user_id, u.username, m.role, mu.user_id IS NOT NULL, mu.until \
      FROM room_members m JOIN users u ON u.id = m.user_id \
      LEFT JOIN room_mutes mu ON mu.room = m.room AND mu.user_id = m.user_id \
@@ -172,6 +173,7 @@ impl Store {
         by: Option<UserId>,
         target: UserId,
         change: Change,
+        reason: Option<&str>,
         decide: impl FnOnce(&Standing) -> Result<(), Refused>,
     ) -> Result<Result<Applied, Refused>, StoreError> {
         let mut client = self.pool.get().await?;
@@ -282,13 +284,17 @@ impl Store {
                 _ => None,
             };
             let stmt = tx.prepare_cached(AUDIT).await?;
-            tx.execute(&stmt, &[&room, &by, &action, &target, &role, &until])
-                .await?;
+            tx.execute(
+                &stmt,
+                &[&room, &by, &action, &target, &role, &until, &reason],
+            )
+            .await?;
         }
         if let Some((kind, role, until)) = event {
             let mut e = NewEvent::member(kind, room, target, by);
             e.detail.role = role.map(str::to_owned);
             e.detail.until = until;
+            e.detail.reason = reason.map(str::to_owned);
             let stmt = tx.prepare_cached(feed::sql::APPEND).await?;
             feed::append(&*tx, &stmt, &[e]).await?;
         }

@@ -11,6 +11,7 @@
 pub mod access;
 pub mod feed;
 mod history;
+pub mod operator;
 pub mod writer;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::rooms::{Mute, Visibility};
 
 pub use access::{Applied, Change, Joined, MemberRow, Mutes, Standing};
 pub use history::{EventTarget, RowSize};
+pub use operator::{AuditRow, PutUser, RoomRow};
 
 mod embedded {
     refinery::embed_migrations!("sql");
@@ -51,12 +53,27 @@ pub enum StoreError {
     /// [`username_key`]), belongs to another user id.
     #[error("username already taken by another user")]
     UsernameTaken,
+    /// Issue 15: an operator blocked the user until this time (`None`:
+    /// until unblocked); its handshakes are refused.
+    #[error("{}", blocked_message(.0))]
+    Blocked(Option<DateTime<Utc>>),
     /// An operator named a user that has no row (it never connected).
     #[error("user {0} does not exist (a user exists once it has connected)")]
     NoSuchUser(UserId),
     /// Gave up connecting at start-up.
     #[error("database unreachable after {0:?}: {1}")]
     Unreachable(Duration, #[source] tokio_postgres::Error),
+}
+
+/// The text a blocked user's handshake is refused with.
+fn blocked_message(until: &Option<DateTime<Utc>>) -> String {
+    match until {
+        Some(t) => format!(
+            "user blocked until {}",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        None => "user blocked".to_owned(),
+    }
 }
 
 /// What `create_room` did.
@@ -93,14 +110,18 @@ const UPSERT_USER: &str = "INSERT INTO users (id, username, username_key) VALUES
                                     username_key = EXCLUDED.username_key \
      WHERE users.username IS DISTINCT FROM EXCLUDED.username \
         OR users.username_key IS DISTINCT FROM EXCLUDED.username_key";
-/// The user's row, its rooms, and its mutes that hold (rooms and ends).
+/// The user's row, its rooms, its mutes that hold (rooms and ends), and
+/// (issue 15) whether an operator's block holds, with its end: one round
+/// trip.
 const SESSION: &str = "SELECT u.username, u.username_key, \
      ARRAY(SELECT room::text FROM room_members WHERE user_id = $1 ORDER BY room LIMIT $2), \
      ARRAY(SELECT room::text FROM room_mutes WHERE user_id = $1 \
            AND (until IS NULL OR until > now()) ORDER BY room LIMIT $2), \
      ARRAY(SELECT until FROM room_mutes WHERE user_id = $1 \
-           AND (until IS NULL OR until > now()) ORDER BY room LIMIT $2) \
-     FROM (SELECT $1::int8 AS id) me LEFT JOIN users u ON u.id = me.id";
+           AND (until IS NULL OR until > now()) ORDER BY room LIMIT $2), \
+     b.user_id IS NOT NULL, b.until \
+     FROM (SELECT $1::int8 AS id) me LEFT JOIN users u ON u.id = me.id \
+     LEFT JOIN user_blocks b ON b.user_id = me.id AND (b.until IS NULL OR b.until > now())";
 /// Users without a look-alike key (rows from before `V3`), oldest first,
 /// after a (created_at, id) position.
 const KEYLESS_USERS: &str = "SELECT id, username, created_at FROM users \
@@ -284,6 +305,9 @@ impl Store {
         let row = client
             .query_one(&stmt, &[&identity.user_id, &max_rooms])
             .await?;
+        if row.get::<_, bool>(5) {
+            return Err(StoreError::Blocked(row.get(6)));
+        }
         let stored_name: Option<String> = row.get(0);
         let stored_key: Option<String> = row.get(1);
         let key = username_key(&identity.username);

@@ -34,6 +34,10 @@ impl Api {
 
     /// A client of the API at `addr` with the right key.
     pub fn at(addr: std::net::SocketAddr) -> Api {
+        // reqwest is built with rustls and no default crypto provider
+        // (the server's `ring` one): install it once, or building the
+        // client panics ("No provider set").
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Api {
             base: format!("http://{addr}"),
             key: Some(API_KEY.into()),

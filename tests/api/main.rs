@@ -7,6 +7,8 @@ mod http;
 mod api_door;
 
 mod access;
+mod api_rooms;
+mod api_users;
 mod auth;
 mod delivery;
 mod edits;
