@@ -11,6 +11,7 @@
 pub mod access;
 pub mod feed;
 mod history;
+mod posts;
 pub mod writer;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::rooms::{Mute, Visibility};
 
 pub use access::{Applied, Change, Joined, MemberRow, Mutes, Standing};
 pub use history::{EventTarget, RowSize};
+pub use posts::Sender;
 
 mod embedded {
     refinery::embed_migrations!("sql");
