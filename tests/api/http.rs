@@ -34,6 +34,8 @@ impl Api {
 
     /// A client of the API at `addr` with the right key.
     pub fn at(addr: std::net::SocketAddr) -> Api {
+        // reqwest is built without a rustls provider: the server's (ring).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Api {
             base: format!("http://{addr}"),
             key: Some(API_KEY.into()),

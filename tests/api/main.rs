@@ -5,6 +5,7 @@ mod helpers;
 mod http;
 
 mod access;
+mod api_messages;
 mod auth;
 mod delivery;
 mod edits;
