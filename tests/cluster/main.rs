@@ -15,6 +15,7 @@ mod harness;
 mod nodes;
 
 mod access;
+mod api_messages;
 mod edits;
 mod fanout;
 mod faults;
