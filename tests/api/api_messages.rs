@@ -625,3 +625,41 @@ async fn api_posts_edits_and_deletes_append_their_feed_events() {
     let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 }
+
+/// The API acts with the operator's authority: a muted member, and a user
+/// who is no member of a private room, post through it (what the
+/// WebSocket door refuses them), and members get the messages.
+#[tokio::test]
+async fn mutes_and_membership_do_not_restrict_api_posts() {
+    let (server, api) = start().await;
+    server.create_room("r").await;
+    let mut a = server.connect(1, "a").await;
+    a.join("r").await;
+    let db = server.db().await;
+    db.batch_execute(
+        "INSERT INTO room_mutes (room, user_id) VALUES ('r', 1); \
+         UPDATE rooms SET visibility = 'private' WHERE name = 'r'",
+    )
+    .await
+    .unwrap();
+    // A new connection loads the mute: the WebSocket door refuses.
+    let mut a = server.connect(1, "a").await;
+    let refused = a
+        .refusal(json!({"type": "message", "room": "r", "content": "hi"}))
+        .await;
+    assert!(refused.contains("muted"), "{refused}");
+    let mut outsider = server.connect(2, "outsider").await;
+    let refused = outsider
+        .refusal(json!({"type": "message", "room": "r", "content": "hi"}))
+        .await;
+    assert!(refused.contains("join room"), "{refused}");
+
+    let by_muted = post(&api, "r", 1, "muted, but the backend speaks").await;
+    let by_outsider = post(&api, "r", 2, "an outsider, through the backend").await;
+    assert_eq!(next_of(&mut a, "message").await["data"], by_muted);
+    assert_eq!(next_of(&mut a, "message").await["data"], by_outsider);
+    // The outsider is still no member: it got nothing.
+    outsider
+        .expect_nothing(std::time::Duration::from_millis(300))
+        .await;
+}
