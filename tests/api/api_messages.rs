@@ -633,16 +633,19 @@ async fn api_posts_edits_and_deletes_append_their_feed_events() {
 async fn mutes_and_membership_do_not_restrict_api_posts() {
     let (server, api) = start().await;
     server.create_room("r").await;
-    let mut a = server.connect(1, "a").await;
-    a.join("r").await;
-    let db = server.db().await;
-    db.batch_execute(
-        "INSERT INTO room_mutes (room, user_id) VALUES ('r', 1); \
-         UPDATE rooms SET visibility = 'private' WHERE name = 'r'",
-    )
-    .await
-    .unwrap();
-    // A new connection loads the mute: the WebSocket door refuses.
+    // Before a connects, so that its handshake loads the membership and
+    // the mute.
+    server
+        .db()
+        .await
+        .batch_execute(
+            "INSERT INTO users (id, username) VALUES (1, 'a'); \
+             INSERT INTO room_members (user_id, room) VALUES (1, 'r'); \
+             INSERT INTO room_mutes (room, user_id) VALUES ('r', 1); \
+             UPDATE rooms SET visibility = 'private' WHERE name = 'r'",
+        )
+        .await
+        .unwrap();
     let mut a = server.connect(1, "a").await;
     let refused = a
         .refusal(json!({"type": "message", "room": "r", "content": "hi"}))
