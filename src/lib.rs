@@ -25,6 +25,8 @@
 //! - [`rooms`]: room access (visibility, roles, invitations, mutes): the
 //!   pure rules ([`rooms::rules`]) and the one call every door makes
 //!   ([`rooms::act`]) to check and commit a change with its audit row.
+//! - [`changes`]: who may edit or delete a stored message, the rules both
+//!   doors (the WebSocket [`session`] and the server [`api`]) call.
 //! - [`store::writer`]: writer threads take messages from bounded
 //!   [`mesh`] mailboxes, insert them in batches, and only after the commit
 //!   encode each one once and publish it through the [`router`] to every
@@ -55,6 +57,7 @@ pub mod accept;
 pub mod api;
 pub mod auth;
 pub mod budget;
+pub mod changes;
 pub mod cluster;
 pub mod config;
 pub mod connection;

@@ -101,6 +101,23 @@ pub fn valid_new_room_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// Checks message content (every door: the WebSocket `message`, `dm`,
+/// `edit`, and the server API's posts and edits): not empty, at most `max` characters, no NUL
+/// (PostgreSQL text cannot hold it).
+pub fn check_content(content: &str, max: usize) -> Result<(), String> {
+    if content.is_empty() {
+        return Err("content must not be empty".into());
+    }
+    // Byte length bounds character count from above: count only when needed.
+    if content.len() > max && content.chars().count() > max {
+        return Err(format!("content too long (at most {max} characters)"));
+    }
+    if content.contains('\0') {
+        return Err("content must not contain NUL characters".into());
+    }
+    Ok(())
+}
+
 /// True for a `client_id`: 1 to [`MAX_CLIENT_ID_CHARS`] characters, no NUL.
 pub fn valid_client_id(id: &str) -> bool {
     !id.is_empty()

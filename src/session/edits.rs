@@ -8,15 +8,14 @@
 //! another delete is refused cleanly.
 
 use super::{error, error_frame, later, submit, Outcome, Session};
+use crate::changes::{self, Changer, Refusal};
 use crate::protocol::{encode_message_for, Kind, Ref, Target, UserId};
-use crate::rooms::rules::may_delete;
 use crate::shard::Shard;
-use crate::store::writer::refused_deleted;
 use crate::store::EventTarget;
 
 /// What an actor cannot see, or names an event instead of a message.
 fn does_not_exist(id: i64) -> String {
-    format!("message {id} does not exist")
+    Refusal::Missing(id).to_string()
 }
 
 impl Session {
@@ -97,9 +96,7 @@ fn event_stream(
     id: i64,
     found: Option<EventTarget>,
 ) -> Result<Target, String> {
-    let Some(found) = found.filter(|f| f.is_message) else {
-        return Err(does_not_exist(id));
-    };
+    let found = changes::message(id, found).map_err(|e| e.to_string())?;
     let is_author = found.author == user;
     let stream = match &found.stream {
         Target::Room(room) => {
@@ -127,22 +124,7 @@ fn event_stream(
         Target::User(to) if *to == user => Target::User(found.author),
         Target::User(_) => return Err(does_not_exist(id)),
     };
-    match kind {
-        Kind::Edit { .. } if !is_author => {
-            return Err(format!("only its author can edit message {id}"))
-        }
-        Kind::Delete { .. } if !may_delete(user, found.author, found.actor_role) => {
-            return Err(match &stream {
-                Target::Room(room) => format!(
-                    "only its author or an owner or moderator of room '{room}' can delete message {id}"
-                ),
-                Target::User(_) => format!("only its author can delete message {id}"),
-            })
-        }
-        _ => {}
-    }
-    if found.deleted {
-        return Err(refused_deleted(kind));
-    }
+    // The rules every door shares (`changes`): author, role, deleted.
+    changes::allowed(Changer::User(user), kind, id, &found, &stream).map_err(|e| e.to_string())?;
     Ok(stream)
 }

@@ -31,6 +31,9 @@ pub mod edits;
 pub mod reply;
 mod rooms;
 
+/// The content rule of every door (it lives in `protocol`).
+pub use crate::protocol::check_content;
+
 pub use reply::{Body, Page, Reply, ReplyStream};
 
 /// A reply the connection must wait for (database work): frames to queue,
@@ -616,22 +619,6 @@ fn db_error(shard: &Shard, what: &'static str, e: &StoreError, r: &Option<Ref>) 
     warn!(error = %e, request = what, "database error");
     shard.metrics().db_errors.inc();
     vec![error_frame(r, DB_UNAVAILABLE)]
-}
-
-/// Checks message content: not empty, at most `max` characters, no NUL
-/// (PostgreSQL text cannot hold it).
-pub fn check_content(content: &str, max: usize) -> Result<(), String> {
-    if content.is_empty() {
-        return Err("content must not be empty".into());
-    }
-    // Byte length bounds character count from above: count only when needed.
-    if content.len() > max && content.chars().count() > max {
-        return Err(format!("content too long (at most {max} characters)"));
-    }
-    if content.contains('\0') {
-        return Err("content must not contain NUL characters".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

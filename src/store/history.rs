@@ -210,6 +210,27 @@ impl Store {
         Ok(rows.iter().map(stored_message).collect())
     }
 
+    /// Issue 15: a window of a room's history (messages in their current
+    /// state, no events), oldest first, whoever asks (the server API's
+    /// `GET /v1/rooms/{room}/messages`: no membership is read).
+    pub async fn room_window(
+        &self,
+        room: &str,
+        window: Window,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let client = self.reader().get().await?;
+        let rows = window_rows(
+            &client,
+            history_sql,
+            (HistoryQuery::RoomBefore, HistoryQuery::RoomAfter),
+            &[&room],
+            window,
+            &[],
+        )
+        .await?;
+        Ok(rows.iter().map(stored_message).collect())
+    }
+
     /// The ids and content sizes of the first `limit` rows of a room's
     /// stream with ids above `since`, oldest first, events included: what
     /// a `join` with `since` replays to `member` (nothing if it is not a

@@ -12,6 +12,7 @@ pub mod access;
 pub mod feed;
 mod history;
 pub mod operator;
+mod posts;
 pub mod writer;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::rooms::{Mute, Visibility};
 pub use access::{Applied, Change, Joined, MemberRow, Mutes, Standing};
 pub use history::{EventTarget, RowSize};
 pub use operator::{AuditRow, PutUser, RoomRow};
+pub use posts::Sender;
 
 mod embedded {
     refinery::embed_migrations!("sql");

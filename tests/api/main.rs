@@ -9,6 +9,7 @@ mod api_door;
 mod access;
 mod api_rooms;
 mod api_users;
+mod api_messages;
 mod auth;
 mod delivery;
 mod edits;

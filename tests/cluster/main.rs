@@ -16,6 +16,7 @@ mod nodes;
 
 mod access;
 mod api_users;
+mod api_messages;
 mod edits;
 mod fanout;
 mod faults;

@@ -9,6 +9,7 @@
 
 mod harness;
 
+mod api_messages;
 mod fd_limits;
 mod kill;
 mod outage;
