@@ -198,9 +198,17 @@ pub fn start_with_db_wait(
     };
     let api = match (config.api_bind, api_keys) {
         (Some(bind), Some(keys)) => {
+            let api_store =
+                store::Store::new(&config.database_url, config.api_db_pool_size.max(1))?;
             let state = crate::api::ApiState {
                 config: config.clone(),
-                store: store::Store::new(&config.database_url, config.api_db_pool_size.max(1))?,
+                feed: crate::api::events::HeadWatch::new(
+                    api_store.clone(),
+                    config.feed_poll(),
+                    config.feed_max_waiters,
+                    metrics.clone(),
+                ),
+                store: api_store,
                 writers: writer_handles.clone(),
                 router: router.clone(),
                 presence: presence.clone(),
