@@ -60,6 +60,7 @@ pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod fd_budget;
+pub mod feed_jobs;
 pub mod handshake;
 pub mod mesh;
 pub mod metrics;
@@ -76,6 +77,7 @@ pub mod shard;
 pub mod store;
 pub mod userlimits;
 pub mod web;
+pub mod webhook;
 
 pub use config::Config;
 pub use server::{start, ServerHandle, StartError};

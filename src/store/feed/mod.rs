@@ -13,6 +13,7 @@
 //!   current state (a delete erases the content from the feed too).
 
 pub mod sql;
+pub mod upkeep;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
