@@ -34,6 +34,9 @@ impl Api {
 
     /// A client of the API at `addr` with the right key.
     pub fn at(addr: std::net::SocketAddr) -> Api {
+        // reqwest's rustls comes without a crypto provider: the server's
+        // (`ring`), process-wide; an error means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Api {
             base: format!("http://{addr}"),
             key: Some(API_KEY.into()),

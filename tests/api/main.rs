@@ -4,6 +4,8 @@
 mod helpers;
 mod http;
 
+mod api_feed;
+
 mod access;
 mod auth;
 mod delivery;
