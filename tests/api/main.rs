@@ -3,8 +3,11 @@
 
 mod helpers;
 mod http;
+#[path = "../common/webhook_receiver.rs"]
+mod webhook_receiver;
 
 mod api_feed;
+mod api_webhook;
 
 mod access;
 mod auth;
