@@ -13,10 +13,13 @@
 mod harness;
 
 mod nodes;
+#[path = "../common/webhook_receiver.rs"]
+mod webhook_receiver;
 
 mod access;
 mod edits;
 mod fanout;
 mod faults;
 mod kick;
+mod webhook;
 mod writer;

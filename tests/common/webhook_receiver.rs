@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test binary uses a part of it
 //! Issue 15: a webhook receiver for the tests: a small axum server on
 //! 127.0.0.1 that checks every POST's signature and `X-Chat-Seq`, and
 //! answers as told: 200 (recording the batch), 500, too late (a timeout),
