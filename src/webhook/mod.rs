@@ -124,14 +124,17 @@ async fn session(s: &Settings, metrics: &Metrics) -> Result<(), DeliverError> {
             Err(ReadError::Db(e)) => return Err(e.into()),
             Err(ReadError::Pool(_)) => return Err(DeliverError::LockLost),
         };
-        let head = feed::head(&db).await?.seq;
-        metrics.feed.head.set(head);
-        metrics.feed.webhook_lag_events.set(head - cursor);
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            // Nothing committed past the cursor when the read ran.
+            metrics.feed.head.set(cursor);
+            metrics.feed.webhook_lag_events.set(0);
             metrics.feed.webhook_lag_ms.set(0);
             tokio::time::sleep(s.poll).await;
             continue;
         };
+        let head = feed::head(&db).await?.seq;
+        metrics.feed.head.set(head);
+        metrics.feed.webhook_lag_events.set(head - cursor);
         let (first_seq, last_seq, oldest_at) = (first.seq, last.seq, first.at);
         post(s, &http, &db, &events, &mut backoff, metrics, oldest_at).await?;
         upkeep::set_cursor(&db, &s.url, last_seq).await?;
