@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::Client;
-use tracing::{error, info, info_span, warn, Instrument};
+use tracing::{debug_span, error, info, info_span, warn, Instrument};
 
 use crate::metrics::Metrics;
 use crate::store::feed::{self, upkeep, Event, ReadError};
@@ -136,7 +136,13 @@ async fn session(s: &Settings, metrics: &Metrics) -> Result<(), DeliverError> {
         metrics.feed.head.set(head);
         metrics.feed.webhook_lag_events.set(head - cursor);
         let (first_seq, last_seq, oldest_at) = (first.seq, last.seq, first.at);
-        post(s, &http, &db, &events, &mut backoff, metrics, oldest_at).await?;
+        post(s, &http, &db, &events, &mut backoff, metrics, oldest_at)
+            .instrument(debug_span!(
+                "webhook_batch",
+                first = first_seq,
+                last = last_seq
+            ))
+            .await?;
         upkeep::set_cursor(&db, &s.url, last_seq).await?;
         let delivered = u64::try_from(last_seq - cursor).unwrap_or(0);
         cursor = last_seq;
