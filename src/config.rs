@@ -443,6 +443,23 @@ pub struct Config {
           value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub api_page_max: i64,
     // --- end issue 15: users and rooms routes ---
+    // --- feed: the event feed's reads, webhook delivery and retention ---
+    /// Most `GET /v1/events?wait=` requests waiting at once on this node
+    /// (one more: 503 `unavailable`).
+    #[arg(long, env = "CHAT_FEED_MAX_WAITERS", default_value_t = 1000)]
+    pub feed_max_waiters: usize,
+
+    /// How often the feed's head is read for waiting readers and for the
+    /// webhook deliverer when it is idle, in milliseconds.
+    #[arg(long, env = "CHAT_FEED_POLL_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub feed_poll_ms: u64,
+
+    /// Most events one retention transaction deletes.
+    #[arg(long, env = "CHAT_FEED_PURGE_CHUNK", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub feed_purge_chunk: u32,
+    // --- end feed ---
 }
 
 /// Prints the settings that shape the server, never a secret: the JWT
@@ -665,7 +682,16 @@ impl Config {
         config.webhook_backoff_max = Duration::from_secs(30);
         // --- issue 15: the server API's users and rooms routes ---
         config.api_page_max = 100;
+        // --- feed: the event feed's reads, webhook delivery and retention ---
+        config.feed_max_waiters = 1000;
+        config.feed_poll_ms = 100;
+        config.feed_purge_chunk = 10_000;
         config
+    }
+
+    /// How often the feed's head is polled (`--feed-poll-ms`).
+    pub fn feed_poll(&self) -> Duration {
+        Duration::from_millis(self.feed_poll_ms.max(1))
     }
 
     /// Issue 15: reads the secrets that are taken from the environment

@@ -63,6 +63,7 @@ pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod fd_budget;
+pub mod feed_jobs;
 pub mod handshake;
 pub mod mesh;
 pub mod metrics;
@@ -79,6 +80,7 @@ pub mod shard;
 pub mod store;
 pub mod userlimits;
 pub mod web;
+pub mod webhook;
 
 pub use config::Config;
 pub use server::{start, ServerHandle, StartError};

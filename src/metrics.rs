@@ -244,6 +244,62 @@ impl Default for WriterMetrics {
     }
 }
 
+/// A level set by whichever thread last read it (a plain atomic store).
+#[derive(Debug, Default)]
+pub struct Level(AtomicI64);
+
+impl Level {
+    /// Sets the level.
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// The current level.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A count bumped by any thread (an atomic add: off the hot path).
+#[derive(Debug, Default)]
+pub struct SharedCounter(AtomicU64);
+
+impl SharedCounter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The event feed's and the webhook deliverer's values (written by the
+/// API's head poller, the feed thread's retention and deliverer).
+#[derive(Debug, Default)]
+pub struct FeedMetrics {
+    /// The last seq committed to the feed, as this node last read it.
+    pub head: Level,
+    /// 1 while this node holds the webhook lock and delivers, else 0.
+    pub webhook_delivering: Level,
+    /// The last seq the webhook acknowledged (the stored cursor).
+    pub webhook_cursor: Level,
+    /// Events committed and not yet acknowledged by the webhook.
+    pub webhook_lag_events: Level,
+    /// Age of the oldest event not yet acknowledged, in milliseconds (0: none).
+    pub webhook_lag_ms: Level,
+    /// Webhook POSTs sent (retries included).
+    pub webhook_attempts: SharedCounter,
+    /// Webhook POSTs that failed (non-2xx, timeout, refused, ...).
+    pub webhook_failures: SharedCounter,
+    /// Events acknowledged by the webhook.
+    pub webhook_delivered: SharedCounter,
+    /// Events retention deleted.
+    pub purged: SharedCounter,
+}
+
 /// Every shard's and writer's counters; shared (`Arc`) by all threads.
 #[derive(Debug)]
 pub struct Metrics {
@@ -253,6 +309,8 @@ pub struct Metrics {
     node: (String, bool),
     /// The reply budget's bytes in flight, high-water mark and refusals.
     pub replies: Arc<ReplyGauges>,
+    /// The event feed and its webhook.
+    pub feed: FeedMetrics,
 }
 
 impl Metrics {
@@ -267,6 +325,7 @@ impl Metrics {
                 .collect(),
             node: (String::new(), false),
             replies: Arc::default(),
+            feed: FeedMetrics::default(),
         }
     }
 
@@ -312,6 +371,21 @@ struct Snapshot {
     commit_seconds: HistogramSnapshot,
     delivery_seconds: HistogramSnapshot,
     replies: (u64, u64, u64),
+    feed: FeedSnapshot,
+}
+
+/// [`FeedMetrics`] read at one scrape.
+#[derive(Debug)]
+struct FeedSnapshot {
+    head: i64,
+    delivering: i64,
+    cursor: i64,
+    lag_events: i64,
+    lag_ms: i64,
+    attempts: u64,
+    failures: u64,
+    delivered: u64,
+    purged: u64,
 }
 
 #[derive(Debug)]
@@ -386,6 +460,17 @@ impl Snapshot {
                 m.replies.high_water(),
                 m.replies.refused(),
             ),
+            feed: FeedSnapshot {
+                head: m.feed.head.get(),
+                delivering: m.feed.webhook_delivering.get(),
+                cursor: m.feed.webhook_cursor.get(),
+                lag_events: m.feed.webhook_lag_events.get(),
+                lag_ms: m.feed.webhook_lag_ms.get(),
+                attempts: m.feed.webhook_attempts.get(),
+                failures: m.feed.webhook_failures.get(),
+                delivered: m.feed.webhook_delivered.get(),
+                purged: m.feed.purged.get(),
+            },
         }
     }
 }
@@ -612,7 +697,73 @@ impl Collector for Snapshot {
             Some(&Unit::Seconds),
             &self.delivery_seconds,
         )?;
-        Ok(())
+        self.feed.encode(&mut e)
+    }
+}
+
+impl FeedSnapshot {
+    fn encode(&self, e: &mut DescriptorEncoder) -> Fmt {
+        let one = |v: i64| [(vec![], v)];
+        let count = |v: u64| [(vec![], v)];
+        gauges(
+            e,
+            "chat_feed_head",
+            "The last seq committed to the event feed, as this node last read it.",
+            one(self.head),
+        )?;
+        gauges(
+            e,
+            "chat_webhook_delivering",
+            "1 while this node holds the webhook lock and delivers the feed.",
+            one(self.delivering),
+        )?;
+        gauges(
+            e,
+            "chat_webhook_cursor",
+            "The last seq the webhook acknowledged (its stored cursor).",
+            one(self.cursor),
+        )?;
+        gauges(
+            e,
+            "chat_webhook_lag_events",
+            "Events committed to the feed and not yet acknowledged by the webhook.",
+            one(self.lag_events),
+        )?;
+        let mut family = e.encode_descriptor(
+            "chat_webhook_lag",
+            "Age of the oldest event not yet acknowledged by the webhook (0: none).",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.lag_ms as f64 / 1000.0).encode(family.encode_family(&Vec::<(
+            &str,
+            String,
+        )>::new(
+        ))?)?;
+        counters(
+            e,
+            "chat_webhook_attempts",
+            "Webhook POSTs sent, retries included.",
+            count(self.attempts),
+        )?;
+        counters(
+            e,
+            "chat_webhook_failures",
+            "Webhook POSTs that failed (not 2xx, timed out, refused).",
+            count(self.failures),
+        )?;
+        counters(
+            e,
+            "chat_webhook_delivered_events",
+            "Events acknowledged by the webhook.",
+            count(self.delivered),
+        )?;
+        counters(
+            e,
+            "chat_feed_purged_events",
+            "Events deleted from the feed by retention.",
+            count(self.purged),
+        )
     }
 }
 
@@ -647,6 +798,9 @@ mod tests {
         m.writer(0)
             .commit_seconds
             .observe_duration(Duration::from_millis(3));
+        m.feed.head.set(9);
+        m.feed.webhook_lag_ms.set(1500);
+        m.feed.webhook_failures.add(2);
         let text = m.render(vec![0, 7], vec![2]);
         for line in [
             "chat_connections{shard=\"0\"} 1",
@@ -658,6 +812,9 @@ mod tests {
             "chat_batch_size_bucket{le=\"5.0\"} 1",
             "chat_commit_latency_seconds_count 1",
             "chat_delivery_latency_seconds_bucket{le=\"+Inf\"} 0",
+            "chat_feed_head 9",
+            "chat_webhook_lag_seconds 1.5",
+            "chat_webhook_failures_total 2",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -61,6 +61,7 @@ pub struct ServerHandle {
     metrics_thread: Option<std::thread::JoinHandle<()>>,
     api_addr: Option<SocketAddr>,
     api_thread: Option<std::thread::JoinHandle<()>>,
+    feed_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// How long start-up keeps retrying an unreachable database.
@@ -199,9 +200,17 @@ pub fn start_with_db_wait(
     };
     let api = match (config.api_bind, api_keys) {
         (Some(bind), Some(keys)) => {
+            let api_store =
+                store::Store::new(&config.database_url, config.api_db_pool_size.max(1))?;
             let state = crate::api::ApiState {
                 config: config.clone(),
-                store: store::Store::new(&config.database_url, config.api_db_pool_size.max(1))?,
+                feed: crate::api::events::HeadWatch::new(
+                    api_store.clone(),
+                    config.feed_poll(),
+                    config.feed_max_waiters,
+                    metrics.clone(),
+                ),
+                store: api_store,
                 writers: writer_handles.clone(),
                 router: router.clone(),
                 presence: presence.clone(),
@@ -214,6 +223,8 @@ pub fn start_with_db_wait(
         }
         _ => None,
     };
+    // The feed's retention and webhook deliverer (with or without the API).
+    let feed_thread = crate::feed_jobs::spawn(config.clone(), metrics.clone(), phase_rx.clone())?;
     for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         threads.push(shard::spawn(
             ShardParts {
@@ -239,6 +250,7 @@ pub fn start_with_db_wait(
         metrics_thread: metrics_port.map(|(_, t)| t),
         api_addr: api.as_ref().map(|(a, _)| *a),
         api_thread: api.map(|(_, t)| t),
+        feed_thread: Some(feed_thread),
     };
     for _ in 0..shards {
         match ready_rx.recv() {
@@ -324,6 +336,9 @@ impl ServerHandle {
             let _ = t.join();
         }
         if let Some(t) = self.api_thread {
+            let _ = t.join();
+        }
+        if let Some(t) = self.feed_thread {
             let _ = t.join();
         }
         info!("chat server stopped");

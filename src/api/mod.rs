@@ -80,6 +80,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The accepted keys.
     pub keys: ApiKeys,
+    /// The feed's head for `GET /v1/events?wait=` (one poller for all).
+    pub feed: events::HeadWatch,
 }
 
 /// One route: its method and path (in OpenAPI's `{param}` syntax, which is

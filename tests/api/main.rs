@@ -3,13 +3,18 @@
 
 mod helpers;
 mod http;
+#[path = "../common/webhook_receiver.rs"]
+mod webhook_receiver;
+
+mod api_feed;
+mod api_webhook;
 
 mod api_door;
 
 mod access;
+mod api_messages;
 mod api_rooms;
 mod api_users;
-mod api_messages;
 mod auth;
 mod delivery;
 mod edits;

@@ -13,12 +13,15 @@
 mod harness;
 
 mod nodes;
+#[path = "../common/webhook_receiver.rs"]
+mod webhook_receiver;
 
 mod access;
-mod api_users;
 mod api_messages;
+mod api_users;
 mod edits;
 mod fanout;
 mod faults;
 mod kick;
+mod webhook;
 mod writer;

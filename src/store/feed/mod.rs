@@ -13,6 +13,7 @@
 //!   current state (a delete erases the content from the feed too).
 
 pub mod sql;
+pub mod upkeep;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -286,6 +287,23 @@ pub enum ReadError {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
+    /// No pooled connection could be had in time.
+    #[error("database unavailable: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+impl crate::store::Store {
+    /// [`read`] on a pooled connection.
+    pub async fn feed_read(&self, after: i64, limit: i64) -> Result<Vec<Event>, ReadError> {
+        let client = self.pool.get().await?;
+        read(&**client, after, limit).await
+    }
+
+    /// [`head`] on a pooled connection.
+    pub async fn feed_head(&self) -> Result<Head, crate::store::StoreError> {
+        let client = self.pool.get().await?;
+        Ok(head(&**client).await?)
+    }
 }
 
 /// The feed's head and retention horizon.

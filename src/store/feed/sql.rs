@@ -51,3 +51,44 @@ pub const READ: &str = "SELECT f.seq, f.type, f.at, f.room, f.user_id, f.by_user
 /// The head (last seq drawn, committed or in flight) and the retention
 /// horizon.
 pub const HEAD: &str = "SELECT seq, purged_through FROM feed_head";
+
+/// The advisory-lock class of the feed's jobs (`pg_*advisory*lock(int4,
+/// int4)`, a key space apart from the single-`bigint` locks): "feed".
+pub const LOCK_CLASS: i32 = 0x6665_6564;
+
+/// The second key of the retention lock (a webhook's is its URL's hash,
+/// never 0: see [`super::upkeep::webhook_lock_key`]).
+pub const RETENTION_LOCK: i32 = 0;
+
+/// Tries the retention lock for the current transaction.
+pub const TRY_RETENTION_LOCK: &str = "SELECT pg_try_advisory_xact_lock($1::int4, $2::int4)";
+
+/// The last seq of the longest prefix after `$1` (at most `$3` events)
+/// whose events are all older than `$2` seconds; NULL when the first is not.
+pub const PURGEABLE: &str = "WITH c AS ( \
+        SELECT seq, bool_and(at < now() - make_interval(secs => $2::float8)) \
+                    OVER (ORDER BY seq) AS old \
+        FROM feed WHERE seq > $1 ORDER BY seq LIMIT $3) \
+     SELECT max(seq) FROM c WHERE old";
+
+/// Deletes the events `$1 < seq <= $2`.
+pub const PURGE: &str = "DELETE FROM feed WHERE seq > $1 AND seq <= $2";
+
+/// Moves the retention horizon (the head's row lock: the LAST statement).
+pub const SET_PURGED: &str = "UPDATE feed_head SET purged_through = $1";
+
+/// Tries a webhook's session-level lock (held until the connection ends).
+pub const TRY_WEBHOOK_LOCK: &str = "SELECT pg_try_advisory_lock($1::int4, $2::int4)";
+
+/// A webhook's cursor, created at the feed's head the first time.
+pub const CURSOR_INIT: &str = "WITH ins AS ( \
+        INSERT INTO webhook_cursors (url, seq) SELECT $1, seq FROM feed_head \
+        ON CONFLICT (url) DO NOTHING RETURNING seq) \
+     SELECT seq FROM ins UNION ALL SELECT seq FROM webhook_cursors WHERE url = $1";
+
+/// Stores a webhook's cursor.
+pub const CURSOR_SET: &str =
+    "UPDATE webhook_cursors SET seq = $2, updated_at = now() WHERE url = $1";
+
+/// A webhook's cursor (NULL row: never configured).
+pub const CURSOR_GET: &str = "SELECT seq FROM webhook_cursors WHERE url = $1";
