@@ -133,7 +133,7 @@ async fn keys_are_checked_and_several_are_accepted_for_rotation() {
     }
     for key in [
         Some("old-key-0123456789abcde"),
-        Some("new-key-0123456789abcdef "),
+        Some("NEW-key-0123456789abcdef"),
         Some(""),
         None,
     ] {
