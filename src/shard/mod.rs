@@ -277,7 +277,17 @@ impl Shard {
     }
 
     /// Applies one inbox event to the local indexes.
-    pub fn apply(&self, event: ShardEvent) {
+    pub fn apply(self: &Rc<Self>, event: ShardEvent) {
+        if let ShardEvent::Presence {
+            room,
+            user,
+            username,
+            online,
+        } = event
+        {
+            self.batch_presence(&room, user, &username, online);
+            return;
+        }
         let mut registry = self.registry.borrow_mut();
         match event {
             ShardEvent::Room {
@@ -332,6 +342,8 @@ impl Shard {
                 let skip = skip.filter(|o| o.shard == self.index).map(|o| o.conn);
                 registry.member_event(&room, user, mute, frame.as_ref(), skip);
             }
+            // Handled above, before the registry is borrowed.
+            ShardEvent::Presence { .. } => {}
         }
     }
 }

@@ -13,9 +13,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::presence_batch::{Change, Offer};
+use super::presence_batch::{owner, Change, Offer};
 use super::Shard;
 use crate::protocol::{encode_presence, encode_presence_batch, PresenceEntry, UserId};
+use crate::router::ShardEvent;
 
 impl Shard {
     /// Tells the other online members of `rooms` that `user` came online or
@@ -79,9 +80,11 @@ impl Shard {
         (all.len() <= max).then_some(all)
     }
 
-    /// Announces `user`'s change in each of `rooms`, through this shard's
-    /// batching windows ([`super::presence_batch`]): at once when the
-    /// room's window is quiet, else at the window's end.
+    /// Announces `user`'s change in each of `rooms`, through the room's
+    /// batching window on its presence owner shard
+    /// ([`super::presence_batch::owner`]): this shard's own rooms at once,
+    /// the others' through their inboxes (never waiting: a full inbox gets
+    /// the change from a task).
     fn notify_presence(
         self: &Rc<Self>,
         user: UserId,
@@ -89,31 +92,61 @@ impl Shard {
         online: bool,
         rooms: &[Arc<str>],
     ) {
-        let now = Instant::now();
+        let shards = self.router.shard_count();
+        let name: Arc<str> = Arc::from(username);
         for room in rooms {
-            let offer = self
-                .presence_batches
-                .borrow_mut()
-                .offer(room, user, username, online, now);
-            match offer {
-                Offer::Unbatched => {
-                    self.notify_room(
-                        room.clone(),
-                        user,
-                        encode_presence(room, user, username, online),
-                    );
-                }
-                Offer::SendNow { window_end } => {
-                    self.notify_room(
-                        room.clone(),
-                        user,
-                        encode_presence(room, user, username, online),
-                    );
-                    self.schedule_window_end(room.clone(), window_end);
-                }
-                Offer::Held => {}
-                Offer::Flush(changes) => self.send_changes(room, changes),
+            let owner = owner(room, shards);
+            if owner == self.index {
+                self.batch_presence(room, user, username, online);
+                continue;
             }
+            let event = ShardEvent::Presence {
+                room: room.clone(),
+                user,
+                username: name.clone(),
+                online,
+            };
+            if let Err(event) = self.router.try_send_to(owner, event) {
+                let router = self.router.clone();
+                tokio::task::spawn_local(async move {
+                    router.send_to(owner, event).await;
+                    router.flush();
+                });
+            }
+        }
+    }
+
+    /// Offers one change of `room` (owned by this shard) to its batching
+    /// window: announced at once when the window was quiet, else held.
+    pub fn batch_presence(
+        self: &Rc<Self>,
+        room: &Arc<str>,
+        user: UserId,
+        username: &str,
+        online: bool,
+    ) {
+        let offer =
+            self.presence_batches
+                .borrow_mut()
+                .offer(room, user, username, online, Instant::now());
+        match offer {
+            Offer::Unbatched => {
+                self.notify_room(
+                    room.clone(),
+                    user,
+                    encode_presence(room, user, username, online),
+                );
+            }
+            Offer::SendNow { window_end } => {
+                self.notify_room(
+                    room.clone(),
+                    user,
+                    encode_presence(room, user, username, online),
+                );
+                self.schedule_window_end(room.clone(), window_end);
+            }
+            Offer::Held => {}
+            Offer::Flush(changes) => self.send_changes(room, changes),
         }
     }
 

@@ -5,10 +5,13 @@
 //! frame when one change is left). A user who went online then offline in
 //! the window (or offline then online) nets out to nothing.
 //!
-//! This is plain state owned by one shard (in a `RefCell`, never shared):
-//! each shard batches the changes it announces, so a member may get one
-//! frame per shard (and per node) per window. [`PresenceBatches`] decides;
-//! `shard::presence` sends and schedules the window ends.
+//! Each room has one presence owner shard ([`owner`], a hash of its name):
+//! every shard sends its changes of the room there (an inbox event, never
+//! waiting), and the owner holds them in its own [`PresenceBatches`]
+//! (plain state in a `RefCell`, never shared). A member thus gets at most
+//! one frame per window per node, whichever shards its room's members
+//! connect to. [`PresenceBatches`] decides; `shard::presence` routes,
+//! sends and schedules the window ends.
 //!
 //! Bounded: a room holds at most `cap` users (then it is flushed early and
 //! its window goes on), and a room has an entry only while a window is open
@@ -19,6 +22,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::protocol::UserId;
+
+/// The shard that batches `room`'s presence changes, of `shards`
+/// (FNV-1a of the name: the same on every shard and every run).
+pub fn owner(room: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in room.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as usize
+}
 
 /// A user's held change: its state before the window and now.
 #[derive(Debug, Clone)]
@@ -231,6 +245,16 @@ mod tests {
         assert_eq!(b.offer(&room(), 4, "d", true, t), Offer::Held);
         assert_eq!(b.window_end("r", t + W).0.len(), 1);
         assert_eq!(b.window_end("s", t + W), (Vec::new(), None));
+    }
+
+    #[test]
+    fn every_room_has_one_owner_among_the_shards() {
+        assert_eq!(owner("general", 1), 0);
+        let owners: std::collections::HashSet<usize> =
+            (0..100).map(|i| owner(&format!("room-{i}"), 4)).collect();
+        assert_eq!(owners.len(), 4, "rooms spread over the shards");
+        assert_eq!(owner("general", 4), owner("general", 4));
+        assert_eq!(owner("x", 0), 0);
     }
 
     #[test]
