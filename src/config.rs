@@ -460,6 +460,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub feed_purge_chunk: u32,
     // --- end feed ---
+    // --- issue 16: connect storms (presence batching) ---
+    /// Presence batching window per room, in ms: the first presence change
+    /// of a room after a quiet window goes out at once; further changes
+    /// within the window are sent together at its end as one
+    /// `presence_batch` frame (0 = every change at once). At most
+    /// --presence-max-members changes are held per room (more flush early).
+    #[arg(long, env = "CHAT_PRESENCE_BATCH_MS", default_value_t = 200)]
+    pub presence_batch_ms: u64,
+    // --- end issue 16: connect storms ---
 }
 
 /// Prints the settings that shape the server, never a secret: the JWT
@@ -538,6 +547,11 @@ impl Config {
     /// Persist timeout as a duration.
     pub fn persist_timeout(&self) -> Duration {
         Duration::from_millis(self.persist_timeout_ms)
+    }
+
+    /// The presence batching window (zero: no batching).
+    pub fn presence_batch(&self) -> Duration {
+        Duration::from_millis(self.presence_batch_ms)
     }
 
     /// Socket write timeout as a duration.
@@ -686,6 +700,8 @@ impl Config {
         config.feed_max_waiters = 1000;
         config.feed_poll_ms = 100;
         config.feed_purge_chunk = 10_000;
+        // --- issue 16: connect storms ---
+        config.presence_batch_ms = 200;
         config
     }
 

@@ -121,6 +121,19 @@ pub enum ShardEvent {
         /// The encoded frame, shared.
         frame: Frame,
     },
+    /// Issue 16: a presence change of a room this shard batches (it is the
+    /// room's presence owner, `shard::presence_batch::owner`): held in the
+    /// room's window here, then announced to every shard as a `Notice`.
+    Presence {
+        /// Room name.
+        room: Arc<str>,
+        /// Whose state changed.
+        user: UserId,
+        /// Its username.
+        username: Arc<str>,
+        /// Online (`true`) or offline.
+        online: bool,
+    },
     /// A user left a room on another shard: unsubscribe the user's local connections.
     Left {
         /// Who left.
@@ -220,6 +233,20 @@ impl Router {
             }
         }
         refused
+    }
+
+    /// Queues an event for one shard without waiting (and rings it); the
+    /// event back when that inbox is full.
+    pub fn try_send_to(&self, shard: usize, event: ShardEvent) -> Result<(), ShardEvent> {
+        match self.shards.get(shard).map(|s| s.send(event)) {
+            Some(Err(PushError::Full(ev))) => Err(ev),
+            _ => Ok(()),
+        }
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 
     /// Wakes every shard that was sent something since its last wake-up.

@@ -470,6 +470,10 @@ import * as members from './members.js';
       case 'presence':
         onPresence(d);
         break;
+      case 'presence_batch':
+        for (const u of d.online || []) onPresence({ room: d.room, user: u.user, username: u.username, status: 'online' });
+        for (const u of d.offline || []) onPresence({ room: d.room, user: u.user, username: u.username, status: 'offline' });
+        break;
       case 'typing':
         onTyping(d);
         break;

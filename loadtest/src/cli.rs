@@ -52,6 +52,42 @@ pub enum ScenarioCmd {
         #[arg(long)]
         close: bool,
     },
+    /// Hot room (issue 16): every connection joins ONE room, S of them send
+    /// (defaults: 10 senders, 10 msg/s; with -c 10000 that is 100k frames/s).
+    HotRoom {
+        /// Number of sending connections (connections 0..S).
+        #[arg(long, default_value_t = 10)]
+        senders: u32,
+        /// Total messages per second over all senders (open loop); 0 = saturation.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// With --rate 0: messages in flight per sender.
+        #[arg(long, default_value_t = 1)]
+        inflight: u32,
+        /// Message content size in bytes.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Room name prefix; the room is named `<prefix>-r1-0`.
+        #[arg(long, default_value = "hot")]
+        room_prefix: String,
+        /// Do not insert the room into PostgreSQL (it must exist already).
+        #[arg(long)]
+        no_provision: bool,
+    },
+    /// Reconnect storm (issue 16): every connection joins its room of
+    /// --room-size, then all close and reconnect (handshake + join) at once;
+    /// reports reconnect handshakes/s and presence frames per client.
+    Reconnect {
+        /// Members per room (connections g*N .. (g+1)*N - 1 are room g).
+        #[arg(long, default_value_t = 100)]
+        room_size: u32,
+        /// Room name prefix; room g is named `<prefix>-r<R>-<g>`.
+        #[arg(long, default_value = "rs")]
+        room_prefix: String,
+        /// Do not insert the rooms into PostgreSQL (they must exist already).
+        #[arg(long)]
+        no_provision: bool,
+    },
     /// Hold --connections idle connections and report the server's RSS per connection.
     Idle {
         /// Seconds to wait after all connections are up before reading the server's RSS.

@@ -107,6 +107,53 @@ pub fn params_from_cli(cli: &Cli, fd_hard: u64, ports: u64) -> anyhow::Result<Ru
                 traffic: traffic(t)?,
             }
         }
+        ScenarioCmd::HotRoom {
+            senders,
+            rate,
+            inflight,
+            payload,
+            room_prefix,
+            ..
+        } => {
+            ensure!(
+                *senders <= c.connections,
+                "--senders ({senders}) cannot exceed --connections ({})",
+                c.connections
+            );
+            ensure!(
+                valid_prefix(room_prefix),
+                "--room-prefix must be non-empty [A-Za-z0-9_-]"
+            );
+            Scenario::Room {
+                rooms: 1,
+                senders: *senders,
+                room_prefix: room_prefix.clone(),
+                traffic: traffic(&crate::cli::TrafficArgs {
+                    rate: *rate,
+                    inflight: *inflight,
+                    payload: *payload,
+                    sweep: None,
+                    csv: None,
+                    svg: None,
+                })?,
+            }
+        }
+        ScenarioCmd::Reconnect {
+            room_size,
+            room_prefix,
+            ..
+        } => {
+            ensure!(*room_size > 0, "--room-size must be at least 1");
+            ensure!(
+                valid_prefix(room_prefix),
+                "--room-prefix must be non-empty [A-Za-z0-9_-]"
+            );
+            Scenario::Reconnect {
+                room_size: *room_size,
+                rooms: c.connections.div_ceil(*room_size).max(1),
+                room_prefix: room_prefix.clone(),
+            }
+        }
         ScenarioCmd::Connect { close } => Scenario::Connect { close: *close },
         ScenarioCmd::Idle { settle } => Scenario::Idle { settle: *settle },
     };
@@ -129,6 +176,14 @@ pub fn params_from_cli(cli: &Cli, fd_hard: u64, ports: u64) -> anyhow::Result<Ru
     };
     check_limits(&params, fd_hard, ports)?;
     Ok(params)
+}
+
+/// A room prefix the server accepts in a room name.
+fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
 }
 
 /// Refuses runs that the fd hard limit or the ephemeral port range cannot hold.

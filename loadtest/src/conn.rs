@@ -5,51 +5,31 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, Stream, StreamExt};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::auth::TokenMinter;
 use crate::frame::{self, Frame};
 use crate::ipc::StartCmd;
 use crate::net::{self, Ws};
+use crate::pacer::Paced;
 use crate::payload::{self, Payload};
 use crate::plan::{self, Scenario};
-use crate::schedule::Schedule;
 use crate::seq::{Seen, SeqTracker};
 use crate::sysinfo::unix_nanos;
 use crate::worker::{instant_at, SenderState, WorkerCtx};
 
 /// Runs connection `i` of the run until the worker shuts down.
 pub async fn run(ctx: Arc<WorkerCtx>, minter: Arc<TokenMinter>, i: u32) {
-    let ws = {
-        let Ok(_permit) = ctx.connect_gate.acquire().await else {
-            return;
-        };
-        let timeout = Duration::from_secs_f64(ctx.params.connect_timeout.max(0.001));
-        let ws = match tokio::time::timeout(timeout, setup(&ctx, &minter, i)).await {
-            Ok(Ok(ws)) => Some(ws),
-            Ok(Err((kind, msg))) => {
-                ctx.error(&kind, msg);
-                None
-            }
-            Err(_) => {
-                ctx.error(
-                    "connect_timeout",
-                    format!("connection {i}: setup timed out"),
-                );
-                None
-            }
-        };
-        if ws.is_some() {
-            ctx.counters.connect_ok.fetch_add(1, Relaxed);
-        } else {
-            ctx.counters.connect_failed.fetch_add(1, Relaxed);
-        }
-        ctx.setup_done.fetch_add(1, Relaxed);
-        ws
-    };
+    let ws = connect_gated(&ctx, &minter, i, false).await;
+    if ws.is_some() {
+        ctx.counters.connect_ok.fetch_add(1, Relaxed);
+    } else {
+        ctx.counters.connect_failed.fetch_add(1, Relaxed);
+    }
+    ctx.setup_done.fetch_add(1, Relaxed);
     let Some(mut ws) = ws else { return };
 
     match &ctx.params.scenario {
@@ -60,39 +40,122 @@ pub async fn run(ctx: Arc<WorkerCtx>, minter: Arc<TokenMinter>, i: u32) {
             ctx.counters.open.fetch_add(1, Relaxed);
             hold(&ctx, ws).await;
         }
+        Scenario::Reconnect { .. } => {
+            ctx.counters.open.fetch_add(1, Relaxed);
+            reconnect(&ctx, &minter, i, ws).await;
+        }
         Scenario::Room { .. } | Scenario::Dm { .. } => {
             ctx.counters.open.fetch_add(1, Relaxed);
             let group = ctx.params.group_of(i);
             if let Ok(mut m) = ctx.group_members.lock() {
                 *m.entry(group).or_default() += 1;
             }
+            if !ctx.params.is_sender(i) {
+                // Read-only: no split (and no lock shared with a sink per frame).
+                receive_loop(&ctx, ws, i, None).await;
+                return;
+            }
             let (sink, stream) = ws.split();
-            let sender = if ctx.params.is_sender(i) {
-                let traffic = ctx.params.scenario.traffic().cloned();
-                let inflight = traffic.map(|t| t.inflight).unwrap_or(1) as usize;
-                let state = Arc::new(SenderState {
-                    group,
-                    sent: Default::default(),
-                    rejected: Default::default(),
-                    permits: Semaphore::new(inflight.max(1)),
-                });
-                if let Ok(mut v) = ctx.senders.lock() {
-                    v.push(state.clone());
+            let traffic = ctx.params.scenario.traffic().cloned();
+            let inflight = traffic.as_ref().map_or(1, |t| t.inflight) as usize;
+            let open_loop = traffic.is_some_and(|t| t.rate > 0.0);
+            let state = Arc::new(SenderState {
+                group,
+                sent: Default::default(),
+                rejected: Default::default(),
+                permits: Semaphore::new(inflight.max(1)),
+            });
+            if let Ok(mut v) = ctx.senders.lock() {
+                v.push(state.clone());
+            }
+            ctx.senders_running.fetch_add(1, Relaxed);
+            if open_loop {
+                // The worker's pacing thread sends (see `pacer`).
+                let paced = Paced {
+                    index: i,
+                    state: state.clone(),
+                    sink,
+                    prefix: request_prefix(&ctx, i),
+                };
+                if let Ok(mut v) = ctx.paced.lock() {
+                    v.push(paced);
                 }
-                ctx.senders_running.fetch_add(1, Relaxed);
-                tokio::spawn(send_loop(ctx.clone(), state.clone(), sink, i));
-                Some(state)
             } else {
-                drop(sink);
-                None
-            };
-            receive_loop(&ctx, stream, i, sender.as_deref()).await;
+                tokio::spawn(send_loop(ctx.clone(), state.clone(), sink, i));
+            }
+            receive_loop(&ctx, stream, i, Some(&state)).await;
         }
     }
 }
 
-/// Handshake and, in the room scenario, join; errors come back as (kind, message).
-async fn setup(ctx: &WorkerCtx, minter: &TokenMinter, i: u32) -> Result<Ws, (String, String)> {
+/// The request of sender `me` up to its content's opening quote.
+fn request_prefix(ctx: &WorkerCtx, me: u32) -> String {
+    let p = &ctx.params;
+    match &p.scenario {
+        Scenario::Room { .. } => format!(
+            r#"{{"type":"message","room":"{}","content":""#,
+            p.room_name(p.group_of(me)).unwrap_or_default()
+        ),
+        _ => format!(
+            r#"{{"type":"dm","to":{},"content":""#,
+            p.partner(me).map(|q| p.user_id(q)).unwrap_or_default()
+        ),
+    }
+}
+
+/// Sets connection `i` up (at most --connect-concurrency at once, within
+/// --connect-timeout); failures are logged. `again`: a reconnection, whose
+/// handshake goes to its own histogram.
+async fn connect_gated(ctx: &WorkerCtx, minter: &TokenMinter, i: u32, again: bool) -> Option<Ws> {
+    let Ok(_permit) = ctx.connect_gate.acquire().await else {
+        return None;
+    };
+    let timeout = Duration::from_secs_f64(ctx.params.connect_timeout.max(0.001));
+    match tokio::time::timeout(timeout, setup(ctx, minter, i, again)).await {
+        Ok(Ok(ws)) => Some(ws),
+        Ok(Err((kind, msg))) => {
+            ctx.error(&kind, msg);
+            None
+        }
+        Err(_) => {
+            ctx.error(
+                "connect_timeout",
+                format!("connection {i}: setup timed out"),
+            );
+            None
+        }
+    }
+}
+
+/// Reconnect storm: at the start every connection closes (TCP FIN, as when
+/// a network or a load balancer drops them all) and sets itself up again
+/// (handshake and `join`), then counts the presence frames it receives.
+async fn reconnect(ctx: &WorkerCtx, minter: &TokenMinter, i: u32, ws: Ws) {
+    let mut start_rx = ctx.start.clone();
+    let Ok(start) = start_rx.wait_for(|s| s.is_some()).await.map(|s| *s) else {
+        return;
+    };
+    let Some(start) = start else { return };
+    tokio::time::sleep_until(instant_at(start.start_ns)).await;
+    drop(ws);
+    ctx.counters.open.fetch_sub(1, Relaxed);
+    let Some(ws) = connect_gated(ctx, minter, i, true).await else {
+        ctx.counters.reconnect_failed.fetch_add(1, Relaxed);
+        return;
+    };
+    ctx.counters.reconnect_ok.fetch_add(1, Relaxed);
+    ctx.reconnect_last_ns.fetch_max(unix_nanos(), Relaxed);
+    ctx.counters.open.fetch_add(1, Relaxed);
+    receive_loop(ctx, ws, i, None).await;
+}
+
+/// Handshake and, in the room scenarios, join; errors come back as (kind, message).
+async fn setup(
+    ctx: &WorkerCtx,
+    minter: &TokenMinter,
+    i: u32,
+    again: bool,
+) -> Result<Ws, (String, String)> {
     let p = &ctx.params;
     let token = minter
         .mint(p.user_id(i), &format!("lt{i}"))
@@ -105,7 +168,12 @@ async fn setup(ctx: &WorkerCtx, minter: &TokenMinter, i: u32) -> Result<Ws, (Str
     let connected = net::connect(target.addr, &target.url, &token, p.token_in_query, source)
         .await
         .map_err(|e| (e.kind(), format!("connection {i}: {e}")))?;
-    if let Ok(mut h) = ctx.handshake.lock() {
+    let hist = if again {
+        &ctx.reconnect_handshake
+    } else {
+        &ctx.handshake
+    };
+    if let Ok(mut h) = hist.lock() {
         h.saturating_record(connected.handshake_us.max(1));
     }
     let shard = connected
@@ -162,12 +230,10 @@ async fn hold(ctx: &WorkerCtx, mut ws: Ws) {
 }
 
 /// Scores every frame received on one connection.
-async fn receive_loop(
-    ctx: &WorkerCtx,
-    mut stream: SplitStream<Ws>,
-    me: u32,
-    sender: Option<&SenderState>,
-) {
+async fn receive_loop<S>(ctx: &WorkerCtx, mut stream: S, me: u32, sender: Option<&SenderState>)
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
     let c = &ctx.counters;
     let mut tracker = SeqTracker::default();
     while let Some(m) = stream.next().await {
@@ -233,6 +299,8 @@ async fn receive_loop(
                 }
                 ctx.error("server_error", msg);
             }
+            Frame::Presence => count_presence(ctx, 1, false),
+            Frame::PresenceBatch(n) => count_presence(ctx, n, true),
             Frame::JoinAck | Frame::Other => {}
             Frame::Malformed => {
                 c.malformed.fetch_add(1, Relaxed);
@@ -243,7 +311,20 @@ async fn receive_loop(
     c.disconnects.fetch_add(1, Relaxed);
 }
 
-/// Sends this connection's messages on the open-loop schedule or as fast as permits allow.
+/// Counts a presence frame carrying `changes` users' changes, once the
+/// measured window has begun.
+fn count_presence(ctx: &WorkerCtx, changes: u32, batch: bool) {
+    if unix_nanos() < ctx.window.start_ns.load(Relaxed) {
+        return;
+    }
+    let c = &ctx.counters;
+    c.presence_frames.fetch_add(1, Relaxed);
+    c.presence_batches.fetch_add(u64::from(batch), Relaxed);
+    c.presence_changes.fetch_add(u64::from(changes), Relaxed);
+}
+
+/// Sends this connection's messages as fast as permits allow (saturation;
+/// open-loop senders are sent by the worker's pacing thread).
 async fn send_loop(
     ctx: Arc<WorkerCtx>,
     state: Arc<SenderState>,
@@ -264,46 +345,21 @@ async fn send_loop(
         .traffic()
         .cloned()
         .expect("sender in a traffic scenario");
-    let prefix = match &p.scenario {
-        Scenario::Room { .. } => format!(
-            r#"{{"type":"message","room":"{}","content":""#,
-            p.room_name(p.group_of(me)).unwrap_or_default()
-        ),
-        _ => format!(
-            r#"{{"type":"dm","to":{},"content":""#,
-            p.partner(me).map(|q| p.user_id(q)).unwrap_or_default()
-        ),
-    };
+    let prefix = request_prefix(&ctx, me);
     let mut content = String::with_capacity(traffic.payload + 32);
-    let open_loop = traffic.rate > 0.0;
-    let schedule = Schedule::new(
-        start.start_ns,
-        start.send_end_ns,
-        traffic.rate,
-        me,
-        p.senders(),
-    );
     tokio::time::sleep_until(instant_at(start.start_ns)).await;
     let mut k: u64 = 0;
     loop {
-        let stamp = if open_loop {
-            let Some(due) = schedule.at(k) else { break };
-            tokio::time::sleep_until(instant_at(due)).await;
-            due
-        } else {
-            let acquired =
-                tokio::time::timeout_at(instant_at(start.send_end_ns), state.permits.acquire())
-                    .await;
-            match acquired {
-                Ok(Ok(permit)) => permit.forget(),
-                _ => break,
-            }
-            let now = unix_nanos();
-            if now >= start.send_end_ns {
-                break;
-            }
-            now
-        };
+        let acquired =
+            tokio::time::timeout_at(instant_at(start.send_end_ns), state.permits.acquire()).await;
+        match acquired {
+            Ok(Ok(permit)) => permit.forget(),
+            _ => break,
+        }
+        let stamp = unix_nanos();
+        if stamp >= start.send_end_ns {
+            break;
+        }
         let payload = Payload {
             sender: me,
             seq: k,
@@ -318,12 +374,6 @@ async fn send_loop(
             ctx.counters.send_errors.fetch_add(1, Relaxed);
             ctx.error("send", format!("connection {me}: {e}"));
             break;
-        }
-        if open_loop && stamp >= start.measure_start_ns {
-            let lag_us = unix_nanos().saturating_sub(stamp) / 1000;
-            if let Ok(mut h) = ctx.send_lag.lock() {
-                h.saturating_record(lag_us.max(1));
-            }
         }
         state.sent.fetch_add(1, Relaxed);
         ctx.counters.sent.fetch_add(1, Relaxed);

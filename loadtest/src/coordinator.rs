@@ -192,7 +192,7 @@ pub async fn run_once(params: &RunParams, obs: &Observe) -> anyhow::Result<RunRe
     let start_ns = now + START_LEAD.as_nanos() as u64;
     let (measure_start_ns, send_end_ns, drain_end_ns) = match params.scenario {
         Scenario::Connect { .. } => (start_ns, start_ns, start_ns),
-        Scenario::Idle { .. } => {
+        Scenario::Idle { .. } | Scenario::Reconnect { .. } => {
             let end = start_ns + ns(params.duration);
             (start_ns, end, end)
         }
@@ -268,6 +268,7 @@ pub async fn run_once(params: &RunParams, obs: &Observe) -> anyhow::Result<RunRe
         live,
         Extras {
             drain_s,
+            start_ns,
             server_cpu_us,
             coord_cpu_us: if workers > 1 { coord_cpu_us } else { 0 },
             rss_before,
@@ -278,6 +279,7 @@ pub async fn run_once(params: &RunParams, obs: &Observe) -> anyhow::Result<RunRe
 
 struct Extras {
     drain_s: f64,
+    start_ns: u64,
     server_cpu_us: Option<u64>,
     coord_cpu_us: u64,
     rss_before: Option<u64>,
@@ -294,7 +296,13 @@ fn build_report(params: &RunParams, obs: &Observe, mut live: Live, x: Extras) ->
     let mut shards = std::collections::BTreeMap::new();
     let mut cpu_us = x.coord_cpu_us;
     let mut group_sent = Vec::new();
+    let mut reconnect_handshake = hist::new_us();
+    let mut reconnect_last_ns = 0;
+    let mut pacer_priority = None;
     for r in &results {
+        r.reconnect_handshake.add_to(&mut reconnect_handshake);
+        reconnect_last_ns = reconnect_last_ns.max(r.reconnect_last_ns);
+        pacer_priority = pacer_priority.or_else(|| r.pacer_priority.clone());
         counts.add(&r.counts);
         r.latency.add_to(&mut latency);
         r.send_lag.add_to(&mut send_lag);
@@ -323,6 +331,8 @@ fn build_report(params: &RunParams, obs: &Observe, mut live: Live, x: Extras) ->
     } else {
         0.0
     };
+    let per_client = |n: u64| (counts.connect_ok > 0).then(|| n as f64 / counts.connect_ok as f64);
+    let reconnecting = matches!(params.scenario, Scenario::Reconnect { .. });
     let rss_per_conn = match (x.rss_before, x.rss_after, &params.scenario) {
         (Some(b), Some(a), Scenario::Idle { .. }) if counts.connect_ok > 0 => {
             Some((a as f64 - b as f64) / counts.connect_ok as f64)
@@ -392,6 +402,23 @@ fn build_report(params: &RunParams, obs: &Observe, mut live: Live, x: Extras) ->
         server_rss_kib_per_conn: rss_per_conn,
         shards,
         fd_hard_limit: obs.fd_hard_limit,
+        pacer_priority,
+        presence_frames: counts.presence_frames,
+        presence_batches: counts.presence_batches,
+        presence_changes: counts.presence_changes,
+        presence_frames_per_client: per_client(counts.presence_frames),
+        presence_changes_per_client: per_client(counts.presence_changes),
+        reconnects_ok: counts.reconnect_ok,
+        reconnects_failed: counts.reconnect_failed,
+        reconnect_handshakes_per_s: reconnecting.then(|| {
+            let secs = reconnect_last_ns.saturating_sub(x.start_ns) as f64 / 1e9;
+            if secs > 0.0 {
+                counts.reconnect_ok as f64 / secs
+            } else {
+                0.0
+            }
+        }),
+        reconnect_handshake_us: reconnecting.then(|| Percentiles::of(&reconnect_handshake)),
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use memchr::memmem::Finder;
 
 static CONTENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"content\":\""));
+static USER_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"user\":"));
 
 /// What a server frame is, as far as the load generator cares.
 #[derive(Debug, PartialEq, Eq)]
@@ -17,6 +18,10 @@ pub enum Frame<'a> {
     Chat(Cow<'a, [u8]>),
     /// `join_ack` for a room.
     JoinAck,
+    /// A `presence` frame (one user's change).
+    Presence,
+    /// A `presence_batch` frame carrying this many users' changes.
+    PresenceBatch(u32),
     /// An `error` frame with its message.
     Error(String),
     /// Any other frame type (history replies, unknown).
@@ -32,6 +37,13 @@ pub fn scan(text: &str) -> Frame<'_> {
         if let Some(content) = fast_content(bytes) {
             return Frame::Chat(Cow::Borrowed(content));
         }
+    }
+    // The server writes `type` first: presence is counted without a parse.
+    if bytes.starts_with(br#"{"type":"presence_batch""#) {
+        return Frame::PresenceBatch(USER_KEY.find_iter(bytes).count() as u32);
+    }
+    if bytes.starts_with(br#"{"type":"presence""#) {
+        return Frame::Presence;
     }
     slow(text)
 }
@@ -59,6 +71,15 @@ fn slow(text: &str) -> Frame<'_> {
             }
         }
         Some("join_ack") => Frame::JoinAck,
+        Some("presence") => Frame::Presence,
+        Some("presence_batch") => {
+            let n = |k: &str| {
+                data.and_then(|d| d.get(k))
+                    .and_then(|l| l.as_array())
+                    .map_or(0, Vec::len)
+            };
+            Frame::PresenceBatch((n("online") + n("offline")) as u32)
+        }
         Some("error") => Frame::Error(
             data.and_then(|d| d.get("message"))
                 .and_then(|m| m.as_str())
@@ -98,6 +119,20 @@ mod tests {
     fn other_key_order_goes_through_serde() {
         let m = r#"{"data":{"content":"1:2:3:","room":"r"},"type":"message"}"#;
         assert_eq!(scan(m), Frame::Chat(Cow::Owned(b"1:2:3:".to_vec())));
+    }
+
+    #[test]
+    fn presence_frames_are_counted_without_a_parse() {
+        assert_eq!(
+            scan(
+                r#"{"type":"presence","data":{"room":"r","user":9,"username":"c","status":"online"}}"#
+            ),
+            Frame::Presence
+        );
+        let b = r#"{"type":"presence_batch","data":{"room":"r","online":[{"user":9,"username":"c"},{"user":10,"username":"d"}],"offline":[{"user":3,"username":"b"}]}}"#;
+        assert_eq!(scan(b), Frame::PresenceBatch(3));
+        let reordered = r#"{"data":{"room":"r","online":[{"user":9,"username":"c"}],"offline":[]},"type":"presence_batch"}"#;
+        assert_eq!(scan(reordered), Frame::PresenceBatch(1));
     }
 
     #[test]

@@ -95,6 +95,15 @@ pub struct WorkerResult {
     pub errors: ErrorLog,
     /// Connections per `X-Chat-Shard` value.
     pub shards: BTreeMap<String, u64>,
+    /// Reconnect storm: handshake (+ join) latencies of the reconnections.
+    #[serde(default)]
+    pub reconnect_handshake: HistPairs,
+    /// Reconnect storm: when the last reconnection finished (Unix nanos; 0: none).
+    #[serde(default)]
+    pub reconnect_last_ns: u64,
+    /// Scheduling of the pacing thread (`fifo`, `nice-20`, `normal`; open loop only).
+    #[serde(default)]
+    pub pacer_priority: Option<String>,
 }
 
 /// Worker -> coordinator.

@@ -10,6 +10,7 @@ mod frame;
 mod hist;
 mod ipc;
 mod net;
+mod pacer;
 mod payload;
 mod plan;
 mod provision;
@@ -82,7 +83,13 @@ fn coordinate(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        if let ScenarioCmd::Room { no_provision, .. } = &cli.scenario {
+        let no_provision = match &cli.scenario {
+            ScenarioCmd::Room { no_provision, .. }
+            | ScenarioCmd::HotRoom { no_provision, .. }
+            | ScenarioCmd::Reconnect { no_provision, .. } => Some(*no_provision),
+            _ => None,
+        };
+        if let Some(no_provision) = no_provision {
             if !no_provision {
                 let url = cli.common.database_url.as_deref().context(
                     "the room scenario provisions its rooms: give --database-url (or DATABASE_URL), or --no-provision",

@@ -48,6 +48,16 @@ pub enum Scenario {
         /// Settle time in seconds before measuring.
         settle: f64,
     },
+    /// Reconnect storm (issue 16): every connection joins its room of
+    /// `room_size`, then all of them close and reconnect (with a `join`) at once.
+    Reconnect {
+        /// Members per room (connections `g*room_size ..` are room `g`).
+        room_size: u32,
+        /// Number of rooms (connections / room_size, rounded up).
+        rooms: u32,
+        /// Room name prefix.
+        room_prefix: String,
+    },
 }
 
 impl Scenario {
@@ -58,6 +68,7 @@ impl Scenario {
             Scenario::Dm { .. } => "dm",
             Scenario::Connect { .. } => "connect",
             Scenario::Idle { .. } => "idle",
+            Scenario::Reconnect { .. } => "reconnect",
         }
     }
 
@@ -135,6 +146,7 @@ impl RunParams {
         match &self.scenario {
             Scenario::Room { rooms, .. } => i % rooms,
             Scenario::Dm { .. } => i / 2,
+            Scenario::Reconnect { room_size, .. } => i / room_size.max(&1),
             _ => 0,
         }
     }
@@ -142,7 +154,7 @@ impl RunParams {
     /// Number of delivery groups.
     pub fn groups(&self) -> u32 {
         match &self.scenario {
-            Scenario::Room { rooms, .. } => *rooms,
+            Scenario::Room { rooms, .. } | Scenario::Reconnect { rooms, .. } => *rooms,
             Scenario::Dm { .. } => self.connections.div_ceil(2),
             _ => 0,
         }
@@ -158,6 +170,9 @@ impl RunParams {
         match &self.scenario {
             Scenario::Room {
                 rooms, room_prefix, ..
+            }
+            | Scenario::Reconnect {
+                rooms, room_prefix, ..
             } => Some(room_name(room_prefix, *rooms, g)),
             _ => None,
         }
@@ -166,7 +181,9 @@ impl RunParams {
     /// All room names of the run (empty unless room scenario).
     pub fn room_names(&self) -> Vec<String> {
         match &self.scenario {
-            Scenario::Room { rooms, .. } => (0..*rooms).filter_map(|g| self.room_name(g)).collect(),
+            Scenario::Room { rooms, .. } | Scenario::Reconnect { rooms, .. } => {
+                (0..*rooms).filter_map(|g| self.room_name(g)).collect()
+            }
             _ => Vec::new(),
         }
     }

@@ -125,6 +125,28 @@ pub struct RunReport {
     pub shards: BTreeMap<String, u64>,
     /// RLIMIT_NOFILE hard limit of this process.
     pub fd_hard_limit: u64,
+    /// Open loop: the pacing thread's scheduling (`fifo`, `nice-20`, `normal`).
+    pub pacer_priority: Option<String>,
+    /// `presence` and `presence_batch` frames received from the start of the
+    /// measured window (reconnect: of the storm), all connections.
+    pub presence_frames: u64,
+    /// Of which `presence_batch`.
+    pub presence_batches: u64,
+    /// Users' changes those frames carried.
+    pub presence_changes: u64,
+    /// presence_frames / connections_ok.
+    pub presence_frames_per_client: Option<f64>,
+    /// presence_changes / connections_ok.
+    pub presence_changes_per_client: Option<f64>,
+    /// Reconnect storm: reconnections (handshake + join) that succeeded.
+    pub reconnects_ok: u64,
+    /// Reconnect storm: reconnections that failed.
+    pub reconnects_failed: u64,
+    /// Reconnect storm: reconnections per second, from the storm's start to
+    /// the last one's end.
+    pub reconnect_handshakes_per_s: Option<f64>,
+    /// Reconnect storm: latency of one reconnection (TCP connect, upgrade, join).
+    pub reconnect_handshake_us: Option<Percentiles>,
 }
 
 fn rate_str(r: f64) -> String {
@@ -187,6 +209,35 @@ impl RunReport {
                 fmt_us(h.max_us)
             ),
         );
+        if let (Some(rate), Some(h)) = (
+            self.reconnect_handshakes_per_s,
+            &self.reconnect_handshake_us,
+        ) {
+            row(
+                "reconnects",
+                format!(
+                    "{} ok, {} failed, {rate:.0}/s  p50 {}  p99 {}  max {}",
+                    self.reconnects_ok,
+                    self.reconnects_failed,
+                    fmt_us(h.p50_us),
+                    fmt_us(h.p99_us),
+                    fmt_us(h.max_us)
+                ),
+            );
+        }
+        if self.presence_frames > 0 || self.reconnect_handshakes_per_s.is_some() {
+            row(
+                "presence",
+                format!(
+                    "{} frames ({} batches) carrying {} changes; per client {:.1} frames, {:.1} changes",
+                    self.presence_frames,
+                    self.presence_batches,
+                    self.presence_changes,
+                    self.presence_frames_per_client.unwrap_or(0.0),
+                    self.presence_changes_per_client.unwrap_or(0.0)
+                ),
+            );
+        }
         if self.rate.is_some() {
             row(
                 "sent",
@@ -196,10 +247,11 @@ impl RunReport {
                 row(
                     "send lag",
                     format!(
-                        "p50 {}  p99 {}  max {}  (behind schedule when sent)",
+                        "p50 {}  p99 {}  max {}  (behind schedule when sent; pacer {})",
                         fmt_us(l.p50_us),
                         fmt_us(l.p99_us),
-                        fmt_us(l.max_us)
+                        fmt_us(l.max_us),
+                        self.pacer_priority.as_deref().unwrap_or("-")
                     ),
                 );
             }

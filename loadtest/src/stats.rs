@@ -64,6 +64,17 @@ counters! {
     disconnects,
     /// Frames that are not JSON objects with a type.
     malformed,
+    /// `presence` and `presence_batch` frames received from the start of
+    /// the measured window (reconnect: from the storm's start).
+    presence_frames,
+    /// Of which `presence_batch`.
+    presence_batches,
+    /// Users' changes those frames carried (a `presence` carries one).
+    presence_changes,
+    /// Reconnect storm: connections reconnected (handshake and join).
+    reconnect_ok,
+    /// Reconnect storm: reconnections that failed.
+    reconnect_failed,
 }
 
 impl Counts {

@@ -62,6 +62,10 @@ pub struct WorkerCtx {
     pub latency: Vec<Mutex<Histogram<u64>>>,
     /// Handshake latencies.
     pub handshake: Mutex<Histogram<u64>>,
+    /// Reconnect storm: handshake (+ join) latencies of the reconnections.
+    pub reconnect_handshake: Mutex<Histogram<u64>>,
+    /// Reconnect storm: when the last reconnection finished (Unix nanos).
+    pub reconnect_last_ns: AtomicU64,
     /// How late open-loop sends left the client after their scheduled time.
     pub send_lag: Mutex<Histogram<u64>>,
     /// Errors by kind.
@@ -72,6 +76,10 @@ pub struct WorkerCtx {
     pub group_members: Mutex<HashMap<u32, u64>>,
     /// All senders of this worker.
     pub senders: Mutex<Vec<Arc<SenderState>>>,
+    /// Open-loop senders' write halves, taken by the pacing thread.
+    pub paced: Mutex<Vec<crate::pacer::Paced>>,
+    /// The scheduling the pacing thread got (`fifo`, `nice-20`, `normal`).
+    pub pacer_priority: Mutex<Option<&'static str>>,
     /// Measured window.
     pub window: Window,
     /// Published once when the traffic phase starts.
@@ -183,11 +191,15 @@ async fn worker_main(
     let ctx = Arc::new(WorkerCtx {
         latency: (0..threads).map(|_| Mutex::new(hist::new_us())).collect(),
         handshake: Mutex::new(hist::new_us()),
+        reconnect_handshake: Mutex::new(hist::new_us()),
+        reconnect_last_ns: AtomicU64::new(0),
         send_lag: Mutex::new(hist::new_us()),
         errors: Mutex::default(),
         shards: Mutex::default(),
         group_members: Mutex::default(),
         senders: Mutex::default(),
+        paced: Mutex::default(),
+        pacer_priority: Mutex::default(),
         counters: Counters::default(),
         window: Window {
             start_ns: AtomicU64::new(u64::MAX),
@@ -253,6 +265,10 @@ async fn worker_main(
     ctx.window.end_ns.store(start.send_end_ns, Relaxed);
     ctx.window.start_ns.store(start.measure_start_ns, Relaxed);
     let _ = start_tx.send(Some(start));
+    let open_loop = ctx.params.scenario.traffic().is_some_and(|t| t.rate > 0.0);
+    if open_loop && ctx.params.senders() > 0 {
+        crate::pacer::spawn(ctx.clone(), start).context("starting the pacing thread")?;
+    }
 
     // CPU over the measured window (the end is taken at Stop if that comes first).
     let cpu = Arc::new(Mutex::new((None, None)));
@@ -330,6 +346,17 @@ async fn finish(
         delivered_window: counts.delivered_measured,
         errors: ctx.errors.lock().map(|e| e.clone()).unwrap_or_default(),
         shards: ctx.shards.lock().map(|s| s.clone()).unwrap_or_default(),
+        reconnect_handshake: ctx
+            .reconnect_handshake
+            .lock()
+            .map(|h| HistPairs::from_hist(&h))
+            .unwrap_or_default(),
+        reconnect_last_ns: ctx.reconnect_last_ns.load(Relaxed),
+        pacer_priority: ctx
+            .pacer_priority
+            .lock()
+            .ok()
+            .and_then(|p| p.map(str::to_owned)),
     };
     events
         .send(FromWorker::Result(Box::new(result)))

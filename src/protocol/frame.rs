@@ -376,6 +376,39 @@ pub fn encode_presence(room: &str, user: UserId, username: &str, online: bool) -
     )
 }
 
+/// One user in a `presence_batch` list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PresenceEntry {
+    /// The user's id.
+    pub user: UserId,
+    /// The username it connected with.
+    pub username: String,
+}
+
+/// Encodes `{"type":"presence_batch","data":{"room","online","offline"}}`:
+/// the presence changes of one room held during a batching window.
+pub fn encode_presence_batch(
+    room: &str,
+    online: &[PresenceEntry],
+    offline: &[PresenceEntry],
+) -> Frame {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        room: &'a str,
+        online: &'a [PresenceEntry],
+        offline: &'a [PresenceEntry],
+    }
+    to_frame(
+        "presence_batch",
+        None,
+        Data {
+            room,
+            online,
+            offline,
+        },
+    )
+}
+
 /// Encodes `{"type":"typing","data":{"room","fromUser","username"}}`.
 pub fn encode_typing(room: &str, from_user: UserId, username: &str) -> Frame {
     #[derive(Serialize)]

@@ -14,6 +14,7 @@
 //!   leaves, ephemeral notices), never waiting on them;
 //! - [`presence`]: online/offline announcements and `join_ack`'s online
 //!   list, with the cluster rule for who announces;
+//! - [`presence_batch`]: the per-room presence batching windows;
 //! - [`users`]: the bounded cache of users known to exist.
 //!
 //! The shard does not know what a connection does: [`spawn`] is given the
@@ -33,6 +34,7 @@ pub mod announce;
 pub mod backoff;
 pub mod outbox;
 pub mod presence;
+pub mod presence_batch;
 pub mod registry;
 pub mod users;
 
@@ -62,6 +64,7 @@ use crate::userlimits::UserLimits;
 use crate::web::Readiness;
 use backoff::AcceptBackoff;
 use outbox::OutboxLimits;
+use presence_batch::PresenceBatches;
 use registry::Registry;
 use users::KnownUsers;
 
@@ -109,6 +112,8 @@ pub struct Shard {
     pub pending: Arc<PendingHandshakes>,
     /// The server-wide budget of reply bytes in flight (shared by every shard).
     pub reply_budget: Arc<ReplyBudget>,
+    /// This shard's presence batching windows, per room (issue 16).
+    pub presence_batches: RefCell<PresenceBatches>,
     next_conn: Cell<ConnId>,
     draining: Cell<bool>,
 }
@@ -198,6 +203,10 @@ impl Shard {
             user_limits,
             pending,
             reply_budget,
+            presence_batches: RefCell::new(PresenceBatches::new(
+                config.presence_batch(),
+                config.presence_max_members,
+            )),
             next_conn: Cell::new(0),
             draining: Cell::new(false),
             credentials,
@@ -268,7 +277,17 @@ impl Shard {
     }
 
     /// Applies one inbox event to the local indexes.
-    pub fn apply(&self, event: ShardEvent) {
+    pub fn apply(self: &Rc<Self>, event: ShardEvent) {
+        if let ShardEvent::Presence {
+            room,
+            user,
+            username,
+            online,
+        } = event
+        {
+            self.batch_presence(&room, user, &username, online);
+            return;
+        }
         let mut registry = self.registry.borrow_mut();
         match event {
             ShardEvent::Room {
@@ -328,6 +347,8 @@ impl Shard {
                 self.known_users.borrow_mut().forget(user);
                 registry.disconnect_user(user);
             }
+            // Handled above, before the registry is borrowed.
+            ShardEvent::Presence { .. } => {}
         }
     }
 }

@@ -4,15 +4,19 @@
 //! this module decides *whether* and *where* to announce.
 //!
 //! Single node: `Presence` makes each online/offline transition happen
-//! once, whichever shards the user is on, so the announcement is sent at
-//! once. Cluster mode: the other nodes are asked first ([`announce_after_probe`]
+//! once, whichever shards the user is on, so the announcement is made at
+//! once, through the room's batching window (`presence_batch`: sent now
+//! when the room was quiet, else held until the window's end). Cluster mode: the other nodes are asked first ([`announce_after_probe`]
 //! holds the rule).
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
+use super::presence_batch::{owner, Change, Offer};
 use super::Shard;
-use crate::protocol::{encode_presence, UserId};
+use crate::protocol::{encode_presence, encode_presence_batch, PresenceEntry, UserId};
+use crate::router::ShardEvent;
 
 impl Shard {
     /// Tells the other online members of `rooms` that `user` came online or
@@ -76,10 +80,123 @@ impl Shard {
         (all.len() <= max).then_some(all)
     }
 
-    fn notify_presence(&self, user: UserId, username: &str, online: bool, rooms: &[Arc<str>]) {
+    /// Announces `user`'s change in each of `rooms`, through the room's
+    /// batching window on its presence owner shard
+    /// ([`super::presence_batch::owner`]): this shard's own rooms at once,
+    /// the others' through their inboxes (never waiting: a full inbox gets
+    /// the change from a task).
+    fn notify_presence(
+        self: &Rc<Self>,
+        user: UserId,
+        username: &str,
+        online: bool,
+        rooms: &[Arc<str>],
+    ) {
+        let shards = self.router.shard_count();
+        let name: Arc<str> = Arc::from(username);
         for room in rooms {
-            let frame = encode_presence(room, user, username, online);
-            self.notify_room(room.clone(), user, frame);
+            let owner = owner(room, shards);
+            if owner == self.index {
+                self.batch_presence(room, user, username, online);
+                continue;
+            }
+            let event = ShardEvent::Presence {
+                room: room.clone(),
+                user,
+                username: name.clone(),
+                online,
+            };
+            if let Err(event) = self.router.try_send_to(owner, event) {
+                let router = self.router.clone();
+                tokio::task::spawn_local(async move {
+                    router.send_to(owner, event).await;
+                    router.flush();
+                });
+            }
+        }
+    }
+
+    /// Offers one change of `room` (owned by this shard) to its batching
+    /// window: announced at once when the window was quiet, else held.
+    pub fn batch_presence(
+        self: &Rc<Self>,
+        room: &Arc<str>,
+        user: UserId,
+        username: &str,
+        online: bool,
+    ) {
+        let offer =
+            self.presence_batches
+                .borrow_mut()
+                .offer(room, user, username, online, Instant::now());
+        match offer {
+            Offer::Unbatched => {
+                self.notify_room(
+                    room.clone(),
+                    user,
+                    encode_presence(room, user, username, online),
+                );
+            }
+            Offer::SendNow { window_end } => {
+                self.notify_room(
+                    room.clone(),
+                    user,
+                    encode_presence(room, user, username, online),
+                );
+                self.schedule_window_end(room.clone(), window_end);
+            }
+            Offer::Held => {}
+            Offer::Flush(changes) => self.send_changes(room, changes),
+        }
+    }
+
+    /// Ends `room`'s batching window at `at`: sends what was held, and
+    /// keeps the window going while changes keep coming.
+    fn schedule_window_end(self: &Rc<Self>, room: Arc<str>, at: Instant) {
+        let shard = self.clone();
+        tokio::task::spawn_local(async move {
+            let mut at = at;
+            loop {
+                tokio::time::sleep_until(at.into()).await;
+                let (changes, next) = shard
+                    .presence_batches
+                    .borrow_mut()
+                    .window_end(&room, Instant::now());
+                shard.send_changes(&room, changes);
+                match next {
+                    Some(next) => at = next,
+                    None => break,
+                }
+            }
+        });
+    }
+
+    /// Sends a room's held changes: nothing, one `presence` frame, or one
+    /// `presence_batch`. A change no longer true here (the user came back
+    /// or left again on another shard, which announced that itself) is
+    /// dropped.
+    fn send_changes(&self, room: &Arc<str>, changes: Vec<Change>) {
+        let mut changes = changes;
+        changes.retain(|c| self.presence.is_online(c.user) == c.online);
+        match changes.as_slice() {
+            [] => {}
+            [c] => {
+                let frame = encode_presence(room, c.user, &c.username, c.online);
+                self.notify_room(room.clone(), c.user, frame);
+            }
+            _ => {
+                let (on, off): (Vec<Change>, Vec<Change>) =
+                    changes.into_iter().partition(|c| c.online);
+                let entry = |c: Change| PresenceEntry {
+                    user: c.user,
+                    username: c.username,
+                };
+                let on: Vec<PresenceEntry> = on.into_iter().map(entry).collect();
+                let off: Vec<PresenceEntry> = off.into_iter().map(entry).collect();
+                // No user has id 0: every online member gets the batch
+                // (it may list the member itself).
+                self.notify_room(room.clone(), 0, encode_presence_batch(room, &on, &off));
+            }
         }
     }
 }

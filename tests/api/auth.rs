@@ -55,7 +55,10 @@ async fn token_in_query_or_bearer_header_both_work() {
     // The user rows were upserted from the claims.
     let db = server.db().await;
     let rows = db
-        .query("SELECT id, username FROM users WHERE id <> 0 ORDER BY id", &[])
+        .query(
+            "SELECT id, username FROM users WHERE id <> 0 ORDER BY id",
+            &[],
+        )
         .await
         .unwrap();
     let users: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -146,7 +149,9 @@ async fn every_bad_token_is_refused_with_401_and_a_reason() {
             assert_eq!(refused.status, 401, "{what} (header)");
         }
     }
-    let n = server.count("SELECT count(*) FROM users WHERE id <> 0").await;
+    let n = server
+        .count("SELECT count(*) FROM users WHERE id <> 0")
+        .await;
     assert_eq!(n, 0, "no refused token created a user");
 }
 

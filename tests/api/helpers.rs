@@ -375,7 +375,10 @@ impl Client {
 /// True for the ephemeral frames other members' comings and goings cause
 /// (`member` events too: `joined`/`left` arrive whenever others join and leave).
 pub fn is_notice(v: &Value) -> bool {
-    v["type"] == "presence" || v["type"] == "typing" || v["type"] == "member"
+    v["type"] == "presence"
+        || v["type"] == "presence_batch"
+        || v["type"] == "typing"
+        || v["type"] == "member"
 }
 
 impl TestServer {

@@ -125,7 +125,12 @@ async fn user_ids_outside_1_to_2_pow_53_minus_1_and_odd_subs_are_refused() {
         assert_eq!(r.status, 401, "{c}");
         assert!(r.body.contains("user id"), "{c}: {}", r.body);
     }
-    assert_eq!(server.count("SELECT count(*) FROM users WHERE id <> 0").await, 0);
+    assert_eq!(
+        server
+            .count("SELECT count(*) FROM users WHERE id <> 0")
+            .await,
+        0
+    );
     for (i, claims) in [
         json!({"user_id": MAX_USER_ID}),
         json!({"sub": "7"}),
@@ -211,7 +216,12 @@ async fn usernames_with_control_invisible_or_bidi_characters_are_refused() {
         assert_eq!(r.status, 401, "{name:?}");
         assert!(r.body.contains("username"), "{name:?}: {}", r.body);
     }
-    assert_eq!(server.count("SELECT count(*) FROM users WHERE id <> 0").await, 0);
+    assert_eq!(
+        server
+            .count("SELECT count(*) FROM users WHERE id <> 0")
+            .await,
+        0
+    );
     // 64 bytes, accents and spaces inside are fine.
     for (i, name) in ["x".repeat(64), "Zoë Ångström".into(), "名前".into()]
         .into_iter()
@@ -279,7 +289,10 @@ async fn existing_users_get_their_keys_at_start_up_and_the_oldest_keeps_a_contes
     .unwrap();
     server.restart().await;
     let keys: Vec<(i64, Option<String>)> = db
-        .query("SELECT id, username_key FROM users WHERE id <> 0 ORDER BY id", &[])
+        .query(
+            "SELECT id, username_key FROM users WHERE id <> 0 ORDER BY id",
+            &[],
+        )
         .await
         .unwrap()
         .iter()

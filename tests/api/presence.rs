@@ -162,3 +162,144 @@ async fn refresh_extends_a_live_connection_and_refuses_another_user() {
     assert_eq!(a.close_code(Duration::from_secs(5)).await, Some(4001));
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+/// Issue 16: the users a watcher was told came online (`presence` and
+/// `presence_batch`), and how many presence frames that took, until `want`
+/// users are online in its view (10 s at most per frame).
+async fn watch_until_online(
+    watcher: &mut Client,
+    want: usize,
+) -> (std::collections::BTreeSet<i64>, usize) {
+    let mut online = std::collections::BTreeSet::new();
+    let mut frames = 0;
+    while online.len() < want {
+        let v = watcher.recv_any().await;
+        apply_presence(&v, &mut online, &mut frames);
+    }
+    (online, frames)
+}
+
+/// Applies one presence frame to `online`, counting it in `frames`.
+fn apply_presence(v: &Value, online: &mut std::collections::BTreeSet<i64>, frames: &mut usize) {
+    match v["type"].as_str() {
+        Some("presence") => {
+            *frames += 1;
+            let user = v["data"]["user"].as_i64().unwrap();
+            if v["data"]["status"] == "online" {
+                online.insert(user);
+            } else {
+                online.remove(&user);
+            }
+        }
+        Some("presence_batch") => {
+            *frames += 1;
+            assert_eq!(v["data"]["room"], "r", "{v}");
+            for e in v["data"]["online"].as_array().unwrap() {
+                online.insert(e["user"].as_i64().unwrap());
+                assert!(e["username"].as_str().unwrap().starts_with('u'), "{v}");
+            }
+            for e in v["data"]["offline"].as_array().unwrap() {
+                online.remove(&e["user"].as_i64().unwrap());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Makes users `ids` (named `u<id>`) offline members of `r`, in the
+/// database only (so no presence change opens a window before the test).
+async fn members_gone_offline(server: &TestServer, ids: std::ops::RangeInclusive<i64>) {
+    let db = server.db().await;
+    for id in ids {
+        db.execute(
+            "INSERT INTO users (id, username) VALUES ($1, $2)",
+            &[&id, &format!("u{id}")],
+        )
+        .await
+        .unwrap();
+        db.execute(
+            "INSERT INTO room_members (user_id, room) VALUES ($1, 'r')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_connect_storm_reaches_a_watcher_in_a_few_batches_with_the_exact_online_set() {
+    let server = TestServer::start().await;
+    server.create_room("r").await;
+    members_gone_offline(&server, 1..=50).await;
+    let mut w = server.connect(100, "watcher").await;
+    w.join("r").await;
+    // All 50 members come back at once.
+    let storm = futures_util::future::join_all((1..=50).map(|id| {
+        let server = &server;
+        async move { server.connect(id, &format!("u{id}")).await }
+    }))
+    .await;
+    let (online, frames) = watch_until_online(&mut w, 50).await;
+    assert_eq!(online, (1..=50).collect(), "exactly the 50 members");
+    // One frame at once, then a batch per window and shard: far fewer
+    // than one per arrival.
+    assert!(frames <= 12, "{frames} presence frames for 50 arrivals");
+    // All of them leave at once: the watcher's view empties, in few frames.
+    for c in storm {
+        c.close().await;
+    }
+    let mut online = online;
+    let mut frames = 0;
+    while !online.is_empty() {
+        let v = w.recv_any().await;
+        apply_presence(&v, &mut online, &mut frames);
+    }
+    assert!(frames <= 12, "{frames} presence frames for 50 departures");
+}
+
+#[tokio::test]
+async fn a_lone_arrival_is_sent_at_once_and_a_come_and_go_within_the_window_nets_out() {
+    // A window far longer than the test's wait: only the first change of
+    // a quiet room may arrive before it ends. One shard: windows are per
+    // shard.
+    let server = TestServer::start_with(|c| {
+        c.presence_batch_ms = 60_000;
+        c.cores = Some(1);
+    })
+    .await;
+    server.create_room("r").await;
+    members_gone_offline(&server, 1..=1).await;
+    let mut w = server.connect(100, "watcher").await;
+    w.join("r").await;
+    let _u1 = server.connect(1, "u1").await;
+    let p = recv_kind(&mut w, "presence").await;
+    assert_eq!(
+        p["data"],
+        json!({"room": "r", "user": 1, "username": "u1", "status": "online"})
+    );
+    drop(server);
+
+    // With a short window: 2 comes and goes, 3 arrives, all within the
+    // window opened by 1: the watcher hears of 3 alone, as a `presence`.
+    let server = TestServer::start_with(|c| {
+        c.presence_batch_ms = 3_000;
+        c.cores = Some(1);
+    })
+    .await;
+    server.create_room("r").await;
+    members_gone_offline(&server, 1..=3).await;
+    let mut w = server.connect(100, "watcher").await;
+    w.join("r").await;
+    let _u1 = server.connect(1, "u1").await;
+    let p = recv_kind(&mut w, "presence").await;
+    assert_eq!(p["data"]["user"], 1, "{p}");
+    server.connect(2, "u2").await.close().await;
+    let _u3 = server.connect(3, "u3").await;
+    let p = w.recv_any().await;
+    assert_eq!(p["type"], "presence", "one change left: plain {p}");
+    assert_eq!(
+        p["data"],
+        json!({"room": "r", "user": 3, "username": "u3", "status": "online"})
+    );
+    w.expect_silence(Duration::from_millis(300)).await;
+}

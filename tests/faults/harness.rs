@@ -535,7 +535,8 @@ impl Client {
             match msg {
                 Message::Text(t) => {
                     let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                    if v["type"] != "presence" && v["type"] != "typing" && v["type"] != "member" {
+                    let notice = ["presence", "presence_batch", "typing", "member"];
+                    if !notice.iter().any(|n| v["type"] == *n) {
                         return v;
                     }
                 }
@@ -611,7 +612,7 @@ impl Reader {
                                 l.errors.push(e.to_owned());
                                 l.error_times.push(Instant::now());
                             }
-                            Some("presence" | "typing" | "member") => {}
+                            Some("presence" | "presence_batch" | "typing" | "member") => {}
                             _ => l.others.push(v),
                         }
                     }
