@@ -119,18 +119,24 @@ export interface MembersPage {
   more: boolean;
 }
 
-/** A send not acknowledged yet. */
+/** A send, edit or delete not acknowledged yet. */
 export interface PendingSend {
+  type: 'message' | 'dm' | 'edit' | 'delete';
   client_id: string;
-  content: string;
+  /** `message`, `dm`, `edit`. */
+  content?: string;
+  /** `message`. */
   room?: string;
+  /** `dm`. */
   to?: UserId;
+  /** `edit`, `delete`: the message's id. */
+  id?: number;
 }
 
-/** The outcome of a send, as the `sent` event reports it. */
-export interface SentEvent {
-  client_id: string;
-  message?: Message;
+/** The outcome of a send, edit or delete (what was sent, and the stored
+ * message or event, or the server's refusal). */
+export interface SentEvent extends PendingSend {
+  message?: Message | EditEvent | DeleteEvent;
   error?: string;
 }
 
@@ -139,7 +145,7 @@ export interface Snapshot {
   rooms: Record<string, number | null>;
   dm: number | null;
   maxSeen: number;
-  pending: Array<PendingSend & { type: 'message' | 'dm' }>;
+  pending: PendingSend[];
 }
 
 export interface ConnectOptions {

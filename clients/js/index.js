@@ -433,10 +433,12 @@ export class Chat {
   /** The unacknowledged sends, edits and deletes, oldest first:
    * `{type, client_id, room|to|id, content}`. */
   pending() {
-    return [...this._pending.values()].map((p) => {
-      const { ref, ...rest } = p.frame;
-      return rest;
-    });
+    return [...this._pending.values()].map((p) => this._described(p));
+  }
+
+  _described(p) {
+    const { ref, ...rest } = p.frame;
+    return rest;
   }
 
   /** Whether the room's stream is followed (joined here, or seen). */
@@ -825,7 +827,7 @@ export class Chat {
     if (!p) return;
     this._pending.delete(clientId);
     if (p.resolve) p.resolve(message);
-    this._emit('sent', { client_id: clientId, message });
+    this._emit('sent', { ...this._described(p), message });
   }
 
   /** A send refused for now (busy, rate, database): the same again later. */
@@ -842,7 +844,7 @@ export class Chat {
     if (!p) return;
     this._pending.delete(clientId);
     if (p.reject) p.reject(new ChatError(error, 'server'));
-    this._emit('sent', { client_id: clientId, error });
+    this._emit('sent', { ...this._described(p), error });
   }
 
   _presence(d) {
