@@ -32,7 +32,10 @@ fn node_options() -> Option<&'static str> {
         .next()
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
-    assert!(major >= 20, "the SDK needs Node.js 20 or later, found {version}");
+    assert!(
+        major >= 20,
+        "the SDK needs Node.js 20 or later, found {version}"
+    );
     (major < 22).then_some("--experimental-websocket")
 }
 
@@ -54,12 +57,12 @@ async fn sdk_node_tests_against_the_real_server() {
         "test/types.test.mjs",
         "test/sdk.test.mjs",
     ])
-        .current_dir(&sdk)
-        .env("CHAT_SDK_SERVER", env!("CARGO_BIN_EXE_chat_server"))
-        .env("CHAT_SDK_DATABASE_URL", &database)
-        .env("CHAT_SDK_JWT_SECRET", "sdk-test-secret")
-        .env("CHAT_SDK_PSQL", psql)
-        .kill_on_drop(true);
+    .current_dir(&sdk)
+    .env("CHAT_SDK_SERVER", env!("CARGO_BIN_EXE_chat_server"))
+    .env("CHAT_SDK_DATABASE_URL", &database)
+    .env("CHAT_SDK_JWT_SECRET", "sdk-test-secret")
+    .env("CHAT_SDK_PSQL", psql)
+    .kill_on_drop(true);
     if let Some(flag) = node_options() {
         node.env("NODE_OPTIONS", flag);
     }
