@@ -202,9 +202,9 @@ export class Chat {
 
   async _getToken(fresh) {
     const t = this.options.token;
-    if (typeof t !== 'function') return String(t);
+    if (typeof t !== 'function') return String(t).trim();
     if (!fresh && this._token && !this._expiresSoon()) return this._token;
-    return String(await t());
+    return String(await t()).trim();
   }
 
   _expiresSoon() {
@@ -409,8 +409,9 @@ export class Chat {
   /** Closes the connection for good (pending sends are rejected; see `snapshot`). */
   close() {
     if (this.state === 'closed') return;
+    const previous = this.state;
     this.state = 'closed';
-    this._emit('state', { state: 'closed', previous: 'connected', code: 1000, reason: 'closed by the client' });
+    this._emit('state', { state: 'closed', previous, code: 1000, reason: 'closed by the client' });
     this._shutdown('closed by the client');
   }
 
