@@ -242,4 +242,5 @@ export declare class Chat {
 export declare function connect(options: ConnectOptions): Chat;
 export declare function decodeToken(token: string): Record<string, unknown> | null;
 export declare function newClientId(): string;
+export declare function presenceEvents(frame: { type: string; data?: unknown }): PresenceEvent[];
 export declare function backoffDelay(attempt: number, minMs: number, maxMs: number, random?: () => number): number;

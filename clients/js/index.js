@@ -85,6 +85,22 @@ export function newClientId() {
   return 'c' + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/**
+ * The `presence` events of a `presence` frame (one) or of a
+ * `presence_batch` (several changes of a room's presence within the
+ * server's window: one per user who came online, then one per user who
+ * went offline).
+ */
+export function presenceEvents(frame) {
+  const d = frame && frame.data;
+  if (!d || typeof d !== 'object') return [];
+  if (frame.type === 'presence') return [d];
+  if (frame.type !== 'presence_batch') return [];
+  const one = (status) => (u) => ({ room: d.room, user: u.user, username: u.username, status });
+  const list = (v) => (Array.isArray(v) ? v.filter((u) => u && typeof u === 'object') : []);
+  return [...list(d.online).map(one('online')), ...list(d.offline).map(one('offline'))];
+}
+
 /** A delay for reconnect attempt `attempt` (0-based): uniform in
  * [0, min(max, min * 2^attempt)] ("full jitter"). */
 export function backoffDelay(attempt, minMs, maxMs, random = Math.random) {
@@ -798,12 +814,8 @@ export class Chat {
         if (d) this._onMember(d);
         return;
       case 'presence':
-        if (d) this._presence(d);
-        return;
       case 'presence_batch':
-        if (!d) return;
-        for (const u of d.online || []) this._presence({ room: d.room, user: u.user, username: u.username, status: 'online' });
-        for (const u of d.offline || []) this._presence({ room: d.room, user: u.user, username: u.username, status: 'offline' });
+        for (const p of presenceEvents(frame)) this._presence(p);
         return;
       case 'typing':
         if (d) {

@@ -54,6 +54,7 @@ async fn sdk_node_tests_against_the_real_server() {
     node.args([
         "--test",
         "--test-concurrency=1",
+        "test/unit.test.mjs",
         "test/types.test.mjs",
         "test/sdk.test.mjs",
     ])
