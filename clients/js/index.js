@@ -146,6 +146,7 @@ export class Chat {
     this._policyCloses = 0;
     this._expiredCloses = 0;
     this._timer = null;
+    this._resendTimer = null;
     this._refreshTimer = null;
     this._nextRef = 1;
     this._seq = 0;
@@ -402,6 +403,7 @@ export class Chat {
 
   _shutdown(reason) {
     clearTimeout(this._timer);
+    clearTimeout(this._resendTimer);
     clearTimeout(this._connectTimer);
     clearTimeout(this._stableTimer);
     clearTimeout(this._refreshTimer);
@@ -479,6 +481,18 @@ export class Chat {
         this._expiredCloses = 0;
       }
     }, 10000);
+    // Live frames may come before any request (membership is stored):
+    // every stream to re-sync holds them from now on, so that none is
+    // delivered ahead of the replay of what came before it.
+    const fallbackAtOpen = this._maxSeen > 0 ? this._maxSeen : null;
+    for (const s of this._rooms.values()) {
+      s.mode = 'syncing';
+      s.held = [];
+    }
+    if ((this._dm.pos ?? fallbackAtOpen) !== null) {
+      this._dm.mode = 'syncing';
+      this._dm.held = [];
+    }
     let rooms;
     try {
       rooms = await this._call({ type: 'rooms' });
@@ -487,7 +501,7 @@ export class Chat {
       rooms = null;
     }
     if (this._ws !== ws) return;
-    const fallback = this._maxSeen > 0 ? this._maxSeen : null;
+    const fallback = fallbackAtOpen;
     if (Array.isArray(rooms)) {
       // Ids come from one sequence: where to go on from for a stream that
       // delivered nothing yet (see README, "Positions").
@@ -525,8 +539,11 @@ export class Chat {
   }
 
   _syncRequest(frame, s, room) {
-    s.mode = 'syncing';
-    s.held = [];
+    // (Held since the socket opened, for the streams known then.)
+    if (s.mode !== 'syncing') {
+      s.mode = 'syncing';
+      s.held = [];
+    }
     this._call(frame, {
       onSeq: (seq) => {
         s.seq = seq;
@@ -796,7 +813,12 @@ export class Chat {
       if (r && r.send && TRANSIENT.test(message)) this._retrySend(r.frame.client_id);
       else if (r && r.send) this._sendFailed(r.frame.client_id, message);
       else if (r) r.reject(new ChatError(message, 'server'));
-      else this._emit('error', { message });
+      else {
+        // The connection's rate limit answers without `ref`: which request
+        // it refused is unknown, so every unacknowledged send goes again.
+        if (/^rate limited/.test(message)) this._resendUnackedLater();
+        this._emit('error', { message });
+      }
       return;
     }
     switch (frame.type) {
@@ -843,6 +865,19 @@ export class Chat {
     this._emit('sent', { ...this._described(p), message });
   }
 
+  /** Sends every send of this connection not acknowledged yet again, in a
+   * second (once for a burst of refusals): a retry of a stored one only
+   * brings the original back. */
+  _resendUnackedLater() {
+    if (this._resendTimer) return;
+    const ws = this._ws;
+    this._resendTimer = setTimeout(() => {
+      this._resendTimer = null;
+      if (this._ws !== ws || !ws || !this._synced) return;
+      for (const [clientId, p] of this._pending) if (this._inflight.has(clientId)) this._transmitSend(p);
+    }, 1000);
+  }
+
   /** A send refused for now (busy, rate, database): the same again later. */
   _retrySend(clientId) {
     const ws = this._ws;
@@ -877,7 +912,6 @@ export class Chat {
    * dropped (already delivered). */
   _stream(frame) {
     const d = frame.data;
-    if (d.id > this._maxSeen) this._maxSeen = d.id;
     let room = null;
     let s;
     if (frame.type === 'dm' || (frame.type !== 'message' && d.room === undefined)) {
@@ -916,6 +950,7 @@ export class Chat {
     const d = frame.data;
     if (s.pos !== null && d.id <= s.pos) return;
     s.pos = d.id;
+    if (d.id > this._maxSeen) this._maxSeen = d.id;
     const type = { message: 'message', dm: 'dm', message_edited: 'edit', message_deleted: 'delete' }[frame.type];
     this._emit(type, d);
     if (room !== null) this._roomEvent(room, type, d);

@@ -109,6 +109,36 @@ test('exactly once and in id order to the application across a server kill in th
   assert.deepEqual(once, [[String(N), String(N)]], 'every message stored once');
 });
 
+test('exactly once and in order for a reader cut off (4001) and back while the stream goes on', { timeout: 60000 }, async () => {
+  // No per-user message rate: alice's stream is as dense as it can be.
+  const srv = await server({ CHAT_USER_MESSAGE_RATE: '0' });
+  const alice = client(srv, 13, 'alice13');
+  // Bob's tokens live 2 s and are never refreshed in time: the server
+  // closes his connection (4001) again and again; he reconnects at once
+  // with a new one while alice's messages keep coming.
+  const bob = client(srv, 14, 'bob14', { token: () => token(14, 'bob14', 2), refreshBeforeMs: -5000 });
+  const closes = [];
+  bob.on('state', (e) => e.state === 'disconnected' && closes.push(e.code));
+  await connected(alice);
+  await connected(bob);
+  await alice.createRoom('cut');
+  const seen = [];
+  await bob.join('cut', (type, d) => type === 'message' && seen.push(d.id));
+  const sends = [];
+  const started = Date.now();
+  for (let i = 0; Date.now() - started < 5000 || closes.length < 2; i++) {
+    sends.push(alice.send('cut', `c${i}`));
+    if (sends.length >= 32) await sends[sends.length - 32];
+  }
+  await Promise.all(sends);
+  const ids = (await srv.sql("SELECT id FROM messages WHERE room = 'cut' ORDER BY id")).map((r) => Number(r[0]));
+  assert.equal(ids.length, sends.length);
+  await until(() => seen.length >= ids.length || (seen.at(-1) ?? 0) >= ids.at(-1), `bob's ${ids.length} messages (has ${seen.length})`);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(closes.filter((c) => c === 4001).length >= 2, `bob was cut off: ${closes}`);
+  assert.deepEqual(seen, ids, 'bob saw exactly the stored stream, in order');
+});
+
 test('sends not acknowledged when the server dies are resent and stored once', { timeout: 60000 }, async () => {
   const srv = await server();
   const alice = client(srv, 21, 'alice21');
