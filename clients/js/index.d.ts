@@ -168,6 +168,8 @@ export interface ConnectOptions {
   maxPendingSends?: number;
   /** Requests waiting for the connection at most (default 1000). */
   maxQueuedRequests?: number;
+  /** Live frames held back during one replay at most; past it the client reconnects (default 10000). */
+  maxHeldFrames?: number;
   /** 1008 closes in a row before giving up (default 3). */
   maxPolicyCloses?: number;
   /** Where to go on from (a previous `snapshot()`). */

@@ -38,6 +38,7 @@ const DEFAULTS = {
   maxPendingSends: 1000,
   maxQueuedRequests: 1000,
   maxPolicyCloses: 3,
+  maxHeldFrames: 10000,
 };
 
 /** The error a request is rejected with: the server's `error` message, a
@@ -633,6 +634,10 @@ export class Chat {
         reject(new ChatError('not connected', 'disconnected'));
         return;
       }
+      if (this._inflight.size >= this.options.maxQueuedRequests + this._pending.size) {
+        reject(new ChatError('too many requests waiting for their reply', 'limit'));
+        return;
+      }
       this._transmit(r);
     });
   }
@@ -938,6 +943,15 @@ export class Chat {
   }
 
   _hold(s, frame) {
+    if (s.held.length >= this.options.maxHeldFrames) {
+      // Bounded: start over on a new connection (the replay then covers
+      // everything after the last frame delivered).
+      const ws = this._ws;
+      this._ws = null;
+      if (ws) ws.close(1000, 'resync');
+      this._disconnected({ code: 1000, reason: 'too many live frames during a replay', wasOpen: true });
+      return;
+    }
     const id = frame.data.id;
     // Live frames come in id order; keep it so even if not.
     let i = s.held.length;
