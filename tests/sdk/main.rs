@@ -56,6 +56,7 @@ async fn sdk_node_tests_against_the_real_server() {
         "--test-concurrency=1",
         "test/unit.test.mjs",
         "test/types.test.mjs",
+        "test/readme.test.mjs",
         "test/sdk.test.mjs",
     ])
     .current_dir(&sdk)
