@@ -33,7 +33,7 @@ const connected = (c) => until(() => c.state === 'connected', `user ${c.user && 
 
 test('requests are answered by their own reply; errors reject with the server message', { timeout: 60000 }, async () => {
   const srv = await server();
-  const alice = client(srv, 1, 'alice');
+  const alice = client(srv, 91, 'alice91');
   await connected(alice);
   const created = await alice.createRoom('req-a');
   assert.deepEqual(created, { room: 'req-a', visibility: 'public' });
@@ -64,7 +64,7 @@ test('requests are answered by their own reply; errors reject with the server me
   // The connection is still fine after all those errors.
   assert.equal(alice.state, 'connected');
   const members = await alice.members('req-b');
-  assert.deepEqual(members.members.map((m) => [m.user, m.role]), [[1, 'owner']]);
+  assert.deepEqual(members.members.map((m) => [m.user, m.role]), [[91, 'owner']]);
 });
 
 test('exactly once and in id order to the application across a server kill in the middle of a stream', { timeout: 60000 }, async () => {
