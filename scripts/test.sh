@@ -30,7 +30,8 @@ SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', datname)
 FROM pg_database WHERE datname LIKE 'chat\_test\_%' \gexec
 SQL
 
-# The browser test (tests/browser) needs Debian's Chromium, Node.js and the
+# The browser test (tests/browser) and the SDK test (tests/sdk) need Node.js;
+# the browser test also Debian's Chromium and the
 # pinned npm packages; install what is missing, as for PostgreSQL.
 apt_install() {
   local sudo=""
@@ -49,7 +50,12 @@ if [ ! -d tests/browser/node_modules/playwright-core ] && command -v npm >/dev/n
   echo "test.sh: npm ci in tests/browser" >&2
   (cd tests/browser && npm ci --no-audit --no-fund >&2) || true
 fi
-# (When any of this failed, the browser test fails and says what is missing.)
+# The SDK's tests (tests/sdk) check its types with its pinned TypeScript.
+if [ ! -d clients/js/node_modules/typescript ] && command -v npm >/dev/null; then
+  echo "test.sh: npm ci in clients/js" >&2
+  (cd clients/js && npm ci --no-audit --no-fund >&2) || true
+fi
+# (When any of this failed, the browser and SDK tests fail and say what is missing.)
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

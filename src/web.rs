@@ -46,7 +46,8 @@ pub struct Asset {
 const INDEX: &[u8] = include_bytes!("../web/index.html");
 
 /// The web client's files. `app.js` is an ES module: every module it
-/// imports (`from './x.js'`) must be listed here too (a unit test checks).
+/// imports (`from './x.js'`, the SDK as `./sdk/chat.js`) must be listed
+/// here too (a unit test checks).
 pub const ASSETS: &[Asset] = &[
     Asset {
         path: "/",
@@ -72,6 +73,13 @@ pub const ASSETS: &[Asset] = &[
         path: "/members.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../web/members.js"),
+    },
+    // The JavaScript SDK (clients/js), which the page uses for everything
+    // it says to the server.
+    Asset {
+        path: "/sdk/chat.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../clients/js/index.js"),
     },
     Asset {
         path: "/style.css",
@@ -436,7 +444,12 @@ mod tests {
                 imports += 1;
             }
         }
-        assert!(imports >= 2, "app.js imports its modules");
+        assert!(imports >= 3, "app.js imports its modules and the SDK");
+        assert_eq!(
+            &*asset("/sdk/chat.js").body,
+            &include_bytes!("../clients/js/index.js")[..],
+            "the page gets the SDK of clients/js"
+        );
     }
 
     #[test]

@@ -1,33 +1,28 @@
-// The chat page: one WebSocket to the server that served this page.
+// The chat page: one connection to the server that served this page,
+// through the JavaScript SDK (clients/js, served as /sdk/chat.js).
 //
-// Reliability rules:
-// - every message id is shown once (messages are kept in a Map by id);
-// - every send carries a client_id (and a `ref` equal to it); a send that
-//   was not acknowledged (its own copy not seen) is sent again, with the same
-//   client_id, after a reconnect; the server then answers with the original;
-// - on (re)connect the page asks for its rooms, re-joins each known room
-//   with `since` = last seen id, and syncs DMs from the last DM id; where the
-//   server does not know these requests yet, it falls back to reading the
-//   latest history and merging it by id;
-// - edits and deletes are events of a stream with ids of their own: they
-//   move the stream's last seen id forward and are applied in order
-//   (edits.js); history brings each message in its current state.
+// The SDK keeps the protocol's promises: every request is answered by its
+// own reply; every send carries a client_id, is kept until acknowledged
+// and resent after a reconnect (the page shows it as pending meanwhile);
+// on every reconnect it re-joins the rooms with `since` and syncs DMs, so
+// each message, edit and delete reaches the page once and in id order. The
+// page keeps what it shows (messages in a Map by id, so a history page
+// merges with what was delivered), and reads the latest history where the
+// SDK says there is a gap (or on a room's first join).
 //
-// Modules: app.js (state, connection, frames, rendering), edits.js (edits
-// and deletes), members.js (member list, roles, moderation).
+// Modules: app.js (state, rendering, wiring), edits.js (edits and
+// deletes), members.js (member list, roles, moderation), sdk/chat.js (the
+// connection).
+import { connect as connectChat } from './sdk/chat.js';
 import * as edits from './edits.js';
 import * as members from './members.js';
 
 (() => {
-  const RECONNECT_MIN_MS = 500;
-  const RECONNECT_MAX_MS = 8000;
   const HISTORY_PAGE = 50;
-  // The server relays at most one `typing` per user and room every 2 s.
-  const TYPING_EVERY_MS = 2500;
   const TYPING_SHOWN_MS = 4000;
   const STORAGE_KEY = 'chat.session';
   // A development token is renewed this long before it expires (and handed
-  // to the open connection with `refresh` where the server supports it).
+  // to the open connection with `refresh`).
   const RENEW_BEFORE_MS = 120000;
 
   const $ = (id) => document.getElementById(id);
@@ -37,25 +32,19 @@ import * as members from './members.js';
     token: null,
     me: null, // {id, username, exp}
     dev: false, // the token came from /dev/token (renewable)
-    ws: null,
-    open: false,
-    attempt: 0,
-    timer: null,
+    chat: null, // the SDK's client
+    open: false, // the SDK is connected
+    renewNow: false, // the next token asked for must be a new dev token
     rooms: new Map(), // room name -> conversation
     dms: new Map(), // other user id -> conversation
     current: null,
-    pending: new Map(), // client_id -> {frame, conv}
-    refs: new Map(), // ref -> what the reply answers
-    nextRef: 1,
-    lastDmId: 0,
     names: new Map(), // user id -> username
+    // Everything this server supports (members.js asks).
     features: {
       rooms: true, dmSync: true, createRoom: true, read: true, typing: true, leave: true, refresh: true,
       edit: true, delete: true, members: true,
       invite: true, set_role: true, mute: true, unmute: true, kick: true, ban: true, unban: true,
     },
-    renewTimer: null,
-    lastTyping: 0,
     typers: new Map(), // user id -> {username, until, room}
     editing: null, // {conv, id, draft}: the composer edits this message (draft: what it held before)
     showMembers: false,
@@ -70,7 +59,7 @@ import * as members from './members.js';
     join: (room) => join(room),
     leaveLocally: (room) => leaveLocally(room),
     // Asks the server which rooms the user is in (the answer adds and drops).
-    syncRooms: () => S.features.rooms && send({ type: 'rooms' }, { kind: 'rooms' }),
+    syncRooms: () => send({ type: 'rooms' }, { kind: 'rooms' }),
   };
 
   // ---------- conversations ----------
@@ -111,6 +100,13 @@ import * as members from './members.js';
     return min;
   }
 
+  /** The conversation a send (or pending one) belongs to. */
+  function convOf(p) {
+    if (p.type === 'message') return S.rooms.get(p.room) || null;
+    if (p.type === 'dm') return S.dms.get(p.to) || null;
+    return null;
+  }
+
   // ---------- persistence (this tab only) ----------
 
   function save() {
@@ -125,8 +121,7 @@ import * as members from './members.js';
       rooms: [...S.rooms.values()].map((c) => [c.key, c.lastId]),
       dms: [...S.dms.values()].map((c) => [c.key, c.lastId]),
       names: [...S.names.entries()],
-      lastDmId: S.lastDmId,
-      pending: [...S.pending.values()].map((p) => p.frame),
+      pending: S.chat ? S.chat.pending() : S.restoredPending || [],
     };
     sessionStorage.setItem(STORAGE_KEY, JSON.stringify(state));
   }
@@ -143,33 +138,23 @@ import * as members from './members.js';
     for (const [name] of state.rooms || []) conversation('room', name);
     for (const [id] of state.dms || []) conversation('dm', id);
     for (const [id, name] of state.names || []) S.names.set(id, name);
-    for (const frame of state.pending || []) {
-      const c = frame.type === 'message' ? conversation('room', frame.room) : conversation('dm', frame.to);
-      S.pending.set(frame.client_id, { frame, conv: c });
+    // Sends not acknowledged before the reload: the SDK sends them again
+    // with their client_id (the server stores each once).
+    S.restoredPending = (state.pending || []).filter((p) => p && p.client_id && p.type);
+    for (const p of S.restoredPending) {
+      if (p.type === 'message') conversation('room', p.room);
+      if (p.type === 'dm') conversation('dm', p.to);
     }
     if (state.current) {
       const [kind, key] = state.current;
       S.current = conversation(kind, key);
     }
-    // Restored conversations start empty: their history is read again on
-    // connect, so lastId starts at 0 and the latest page is fetched.
+    // Restored conversations start empty: their latest history is read
+    // again on connect.
     return true;
   }
 
   // ---------- tokens ----------
-
-  function decodeJwt(token) {
-    const parts = token.split('.');
-    if (parts.length !== 3) throw new Error('a JWT has three dot-separated parts');
-    const b64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
-    const json = decodeURIComponent(
-      atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4))
-        .split('')
-        .map((ch) => '%' + ch.charCodeAt(0).toString(16).padStart(2, '0'))
-        .join(''),
-    );
-    return JSON.parse(json);
-  }
 
   function useToken(token, dev) {
     let claims;
@@ -191,30 +176,34 @@ import * as members from './members.js';
     S.token = token.trim();
     S.dev = !!dev;
     S.me = { id, username: String(claims.username), exp: claims.exp };
-    scheduleRenewal();
     return true;
   }
 
-  function scheduleRenewal() {
-    clearTimeout(S.renewTimer);
-    if (!S.dev || !S.me || typeof S.me.exp !== 'number') return;
-    const wait = Math.max(5000, S.me.exp * 1000 - Date.now() - RENEW_BEFORE_MS);
-    S.renewTimer = setTimeout(renewDevToken, wait);
+  function decodeJwt(token) {
+    const parts = token.split('.');
+    if (parts.length !== 3) throw new Error('a JWT has three dot-separated parts');
+    const b64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+    const bytes = Uint8Array.from(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4)), (ch) => ch.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
   }
 
-  /** Gets a fresh development token; the open connection switches to it
-   * with `refresh`, or the next connection uses it. */
-  async function renewDevToken() {
-    if (!S.dev || !S.me) return;
-    try {
-      const token = await fetchDevToken(S.me.id, S.me.username);
-      if (!useToken(token, true)) return;
-      save();
-      if (S.features.refresh) send({ type: 'refresh', token }, { kind: 'refresh' });
-    } catch (e) {
-      showError('Could not renew the development token: ' + e.message);
-      scheduleRenewal();
+  /** The SDK's token function for a dev session: a new dev token when the
+   * current one is close to expiry (or was refused), else the current one. */
+  async function devToken() {
+    const soon = typeof S.me.exp === 'number' && S.me.exp * 1000 - Date.now() < RENEW_BEFORE_MS;
+    if (soon || S.renewNow) {
+      try {
+        const token = await fetchDevToken(S.me.id, S.me.username);
+        if (useToken(token, true)) {
+          S.renewNow = false;
+          save();
+        }
+      } catch (e) {
+        showError('Could not renew the development token: ' + e.message);
+        throw e;
+      }
     }
+    return S.token;
   }
 
   async function fetchDevToken(userId, username) {
@@ -225,7 +214,7 @@ import * as members from './members.js';
     return text;
   }
 
-  // ---------- the connection ----------
+  // ---------- the connection (the SDK) ----------
 
   function setStatus(kind, text) {
     const el = $('status');
@@ -234,53 +223,62 @@ import * as members from './members.js';
   }
 
   function connect() {
-    clearTimeout(S.timer);
-    if (!S.token) return;
-    setStatus('connecting', S.attempt ? 'reconnecting…' : 'connecting…');
+    if (!S.token || S.chat) return;
+    setStatus('connecting', 'connecting…');
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const ws = new WebSocket(`${proto}//${location.host}/ws?token=${encodeURIComponent(S.token)}`);
-    S.ws = ws;
-    let opened = false;
-    ws.onopen = () => {
-      opened = true;
-      S.open = true;
-      S.attempt = 0;
-      setStatus('online', 'connected');
-      onConnected();
-    };
-    ws.onmessage = (e) => {
-      let frame;
-      try {
-        frame = JSON.parse(e.data);
-      } catch (_) {
-        return;
-      }
-      handle(frame);
-    };
-    ws.onclose = (e) => {
-      if (S.ws !== ws) return;
-      S.ws = null;
-      S.open = false;
-      S.refs.clear();
-      if (!S.token) return;
-      if (e.code === 4001) {
-        onTokenExpired();
-        return;
-      }
-      if (e.code === 1008 && e.reason) showError('Disconnected: ' + e.reason);
-      if (!opened) {
-        checkRefusal();
-        return;
-      }
-      scheduleReconnect();
-    };
+    const chat = connectChat({
+      url: `${proto}//${location.host}/ws`,
+      // A pasted token is used as it is (when it expires, the session ends);
+      // a dev token is renewed by the page.
+      token: S.dev ? devToken : S.token,
+      refreshBeforeMs: RENEW_BEFORE_MS,
+      resume: { rooms: {}, dm: null, maxSeen: 0, pending: S.restoredPending || [] },
+    });
+    S.restoredPending = null;
+    S.chat = chat;
+    chat.on('state', onState);
+    chat.on('rooms', onRooms);
+    chat.on('joined', onJoined);
+    chat.on('gap', onGap);
+    chat.on('message', (m) => onDelivered(conversation('room', m.room), m));
+    chat.on('dm', (m) => onDelivered(conversation('dm', m.fromUser === S.me.id ? m.to : m.fromUser), m));
+    chat.on('edit', (d) => onStreamEvent('edit', d));
+    chat.on('delete', (d) => onStreamEvent('delete', d));
+    chat.on('member', (d) => members.onMemberEvent(app, d));
+    chat.on('presence', onPresence);
+    chat.on('typing', onTyping);
+    chat.on('sent', onSent);
+    chat.on('error', (e) => {
+      if (e.room === undefined) return;
+      // A room the SDK could not re-join (gone, or private to us now).
+      if (S.rooms.has(e.room)) leaveLocally(e.room);
+      showError(e.message);
+    });
   }
 
-  function scheduleReconnect() {
-    const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** S.attempt);
-    S.attempt += 1;
-    setStatus('offline', `offline, retrying in ${Math.round(delay / 100) / 10}s`);
-    S.timer = setTimeout(connect, delay);
+  function onState(e) {
+    S.open = e.state === 'connected';
+    switch (e.state) {
+      case 'connecting':
+        setStatus('connecting', 'reconnecting…');
+        break;
+      case 'connected':
+        setStatus('online', 'connected');
+        for (const c of S.dms.values()) if (c.messages.size === 0 && c === S.current) loadLatest(c);
+        break;
+      case 'disconnected':
+        if (e.code === 1008 && e.reason) showError('Disconnected: ' + e.reason);
+        setStatus('offline', `offline, retrying in ${Math.round(e.retryInMs / 100) / 10}s`);
+        if (!e.wasOpen) checkRefusal();
+        break;
+      case 'closed':
+        if (e.code === 4001) signOut('Your token expired: sign in again.');
+        else if (e.code !== 1000) signOut('Disconnected: ' + (e.reason || `closed (${e.code})`));
+        break;
+      default:
+        break;
+    }
+    render();
   }
 
   /** The WebSocket never opened: server down, or the token refused? */
@@ -291,61 +289,30 @@ import * as members from './members.js';
     } catch (_) {
       ready = false;
     }
-    if (!ready || !S.token) {
-      scheduleReconnect();
-      return;
-    }
-    if (S.dev) {
-      onTokenExpired();
-      return;
-    }
-    signOut('The server refused the token (expired, or signed with another secret).');
+    if (!ready || !S.token || !S.chat || S.open) return;
+    // A dev token is replaced on the next attempt; a pasted one is refused.
+    if (S.dev) S.renewNow = true;
+    else signOut('The server refused the token (expired, or signed with another secret).');
   }
 
-  async function onTokenExpired() {
-    if (S.dev && S.me) {
-      try {
-        useToken(await fetchDevToken(S.me.id, S.me.username), true);
-        save();
-        connect();
-        return;
-      } catch (e) {
-        showError('Could not renew the development token: ' + e.message);
-      }
-    }
-    signOut('Your token expired: sign in again.');
-  }
-
+  /**
+   * Sends a request through the SDK; its reply (or error) is handled by
+   * `what.kind`. Returns false when not connected (nothing is sent).
+   */
   function send(frame, what) {
-    if (!S.open || !S.ws) return false;
-    if (what) {
-      if (frame.ref === undefined) frame.ref = 'r' + S.nextRef++;
-      S.refs.set(String(frame.ref), what);
-    }
-    S.ws.send(JSON.stringify(frame));
+    if (!S.open || !S.chat) return false;
+    if (frame.type === 'typing') return S.chat.typing(frame.room);
+    S.chat.request(frame).then(
+      (data) => onReply(frame, what || { kind: frame.type }, data),
+      (err) => onRequestError(what || { kind: frame.type }, err),
+    );
     return true;
   }
 
-  function onConnected() {
-    if (S.features.rooms) send({ type: 'rooms' }, { kind: 'rooms' });
-    else rejoinAll();
-    if (S.features.dmSync) send({ type: 'dm_sync', since: S.lastDmId }, { kind: 'dm_sync' });
-    else for (const c of S.dms.values()) loadLatest(c);
-    // Sends not acknowledged before the connection dropped: same client_id,
-    // so a server that already stored one returns the original.
-    for (const p of S.pending.values()) S.ws.send(JSON.stringify(p.frame));
-    render();
-  }
-
-  function rejoinAll() {
-    for (const c of S.rooms.values()) join(c.key);
-  }
-
   function join(room) {
-    const c = conversation('room', room);
-    const frame = { type: 'join', room };
-    if (c.lastId > 0) frame.since = c.lastId;
-    send(frame, { kind: 'join', room });
+    conversation('room', room);
+    if (!S.chat) return;
+    S.chat.join(room).catch((err) => onRequestError({ kind: 'join', room }, err));
   }
 
   function loadLatest(c) {
@@ -363,129 +330,106 @@ import * as members from './members.js';
     renderOlder();
   }
 
-  // ---------- incoming frames ----------
+  // ---------- replies and events ----------
 
-  /** What a reply answers: by its `ref`, else by the oldest open request of that kind. */
-  function answered(frame, kinds) {
-    if (frame.ref !== undefined && S.refs.has(String(frame.ref))) {
-      const what = S.refs.get(String(frame.ref));
-      S.refs.delete(String(frame.ref));
-      return what;
-    }
-    for (const [ref, what] of S.refs) {
-      if (kinds.includes(what.kind)) {
-        S.refs.delete(ref);
-        return what;
-      }
-    }
-    return null;
-  }
-
-  function handle(frame) {
-    const d = frame.data;
-    switch (frame.type) {
-      case 'message':
-        onDelivered(conversation('room', d.room), d, frame.ref);
-        break;
-      case 'dm': {
-        const other = d.fromUser === S.me.id ? d.to : d.fromUser;
-        if (d.id > S.lastDmId) S.lastDmId = d.id;
-        onDelivered(conversation('dm', other), d, frame.ref);
-        break;
-      }
-      case 'message_edited':
-      case 'message_deleted':
-        onStreamEvent(frame);
-        break;
-      case 'member':
-        if (d) members.onMemberEvent(app, d);
-        break;
+  function onReply(frame, what, d) {
+    switch (what.kind) {
       case 'members':
-        answered(frame, ['members']);
         members.onMembers(app, d);
         break;
-      case 'invite_ack':
-      case 'set_role_ack':
-      case 'mute_ack':
-      case 'unmute_ack':
-      case 'kick_ack':
-      case 'ban_ack':
-      case 'unban_ack':
-        answered(frame, [frame.type.replace('_ack', '')]);
+      case 'invite':
+      case 'set_role':
+      case 'mute':
+      case 'unmute':
+      case 'kick':
+      case 'ban':
+      case 'unban':
         members.onModerationAck(app, d);
         break;
-      case 'join_ack': {
-        answered(frame, ['join']);
-        const c = conversation('room', d.room);
-        c.joined = true;
-        if (c === S.current) members.loadMembers(app, c);
-        if (Array.isArray(d.online)) c.online = new Set(d.online);
-        // Without recovery (older server, or a gap too large), read the
-        // latest page and merge it by id.
-        if (d.recovered !== true) loadLatest(c);
-        if (!S.current) select(c);
-        render();
+      case 'history':
+      case 'older':
+        onHistory(what, Array.isArray(d) ? d : []);
         break;
-      }
-      case 'room_history':
-      case 'dm_history':
-        onHistory(answered(frame, ['history', 'older']), Array.isArray(d) ? d : []);
+      case 'rooms':
+        onRooms(d);
         break;
-      case 'rooms': {
-        answered(frame, ['rooms']);
-        // Membership is stored by the server: its list is the truth (a
-        // room left in another tab is not joined again here).
-        const names = new Set((d || []).map((r) => r.room));
-        for (const [name, c] of S.rooms) {
-          if (names.has(name)) continue;
-          S.rooms.delete(name);
-          if (S.current === c) S.current = null;
-        }
-        for (const r of d || []) {
-          const c = conversation('room', r.room);
-          if (typeof r.unread === 'number' && c !== S.current) {
-            c.unread = r.unread;
-            // Replayed messages up to here are already in that count.
-            c.countedUpTo = r.last_id || 0;
-          }
-        }
-        rejoinAll();
-        save();
-        render();
-        break;
-      }
-      case 'dm_sync_ack':
-        answered(frame, ['dm_sync']);
-        if (!d || d.recovered !== true) for (const c of S.dms.values()) loadLatest(c);
-        break;
-      case 'room_created':
-        answered(frame, ['create_room']);
+      case 'create_room':
         join(d.room);
         select(conversation('room', d.room));
         break;
-      case 'leave_ack':
-        answered(frame, ['leave']);
+      case 'leave':
         leaveLocally(d.room);
-        break;
-      case 'presence':
-        onPresence(d);
-        break;
-      case 'presence_batch':
-        for (const u of d.online || []) onPresence({ room: d.room, user: u.user, username: u.username, status: 'online' });
-        for (const u of d.offline || []) onPresence({ room: d.room, user: u.user, username: u.username, status: 'offline' });
-        break;
-      case 'typing':
-        onTyping(d);
-        break;
-      case 'read_ack':
-      case 'refresh_ack':
-        answered(frame, [frame.type.replace('_ack', '')]);
-        break;
-      case 'error':
-        onError(frame, d && d.message ? String(d.message) : 'unknown error');
         break;
       default:
         break;
+    }
+  }
+
+  function onRequestError(what, err) {
+    if (what.kind === 'members') members.onMembersFailed(app, what.room);
+    if (what.kind === 'older') {
+      what.conv.loadingOlder = false;
+      renderOlder();
+    }
+    // Timeouts and replies lost to a reconnect are not the user's business:
+    // the SDK re-joins and resends what matters by itself.
+    if (err.kind !== 'server') return;
+    const missing = /^room '(.*)' does not exist$/.exec(err.message);
+    const gone = what.kind === 'join' ? what.room : missing ? missing[1] : null;
+    if (gone !== null && S.rooms.has(gone)) {
+      if (S.current === S.rooms.get(gone)) S.current = null;
+      S.rooms.delete(gone);
+      save();
+    }
+    showError(err.message);
+    render();
+  }
+
+  /** The user's rooms (after each connect, and when asked): the server's
+   * list is the truth (a room left in another tab is dropped here). */
+  function onRooms(list) {
+    if (!Array.isArray(list)) return;
+    const names = new Set(list.map((r) => r.room));
+    for (const [name, c] of S.rooms) {
+      if (names.has(name)) continue;
+      S.rooms.delete(name);
+      if (S.current === c) S.current = null;
+    }
+    for (const r of list) {
+      const c = conversation('room', r.room);
+      if (!S.chat.following(r.room)) join(r.room);
+      if (typeof r.unread === 'number' && c !== S.current) {
+        c.unread = r.unread;
+        // Messages delivered up to here are already in that count.
+        c.countedUpTo = r.last_id || 0;
+      }
+    }
+    save();
+    render();
+  }
+
+  /** A room's `join_ack` (the page's joins and the SDK's re-joins). */
+  function onJoined(d) {
+    if (!d || !d.room) return;
+    const c = conversation('room', d.room);
+    const first = !c.joined;
+    c.joined = true;
+    if (c === S.current) members.loadMembers(app, c);
+    if (Array.isArray(d.online)) c.online = new Set(d.online);
+    // Without a replay (a first join, or one after a reload), read the
+    // latest page and merge it by id.
+    if (d.recovered !== true && (first || c.messages.size === 0)) loadLatest(c);
+    if (!S.current) select(c);
+    render();
+  }
+
+  /** The server could not replay everything: read the latest page again. */
+  function onGap(g) {
+    if (g.room !== undefined) {
+      const c = S.rooms.get(g.room);
+      if (c) loadLatest(c);
+    } else {
+      for (const c of S.dms.values()) loadLatest(c);
     }
   }
 
@@ -499,45 +443,44 @@ import * as members from './members.js';
     render();
   }
 
-  /** `message_edited` / `message_deleted`, live or replayed. */
-  function onStreamEvent(frame) {
-    const d = frame.data;
-    if (!d) return;
-    if (frame.ref !== undefined) answered(frame, []);
+  /** `message_edited` / `message_deleted`, live or replayed (in id order). */
+  function onStreamEvent(kind, d) {
     let c;
     if (d.room !== undefined) {
       c = S.rooms.get(d.room);
     } else {
-      if (d.id > S.lastDmId) S.lastDmId = d.id;
-      const actor = frame.type === 'message_edited' ? d.fromUser : d.by;
+      const actor = kind === 'edit' ? d.fromUser : d.by;
       c = S.dms.get(actor === S.me.id ? d.to : actor);
     }
     if (!c) return;
-    // Replays go on from the newest id seen, events included.
     if (d.id > c.lastId) c.lastId = d.id;
-    const changed = frame.type === 'message_edited' ? edits.applyEdited(c, d) : edits.applyDeleted(c, d);
-    if (frame.type === 'message_deleted' && S.editing && S.editing.conv === c && S.editing.id === d.target) cancelEdit();
+    const changed = kind === 'edit' ? edits.applyEdited(c, d) : edits.applyDeleted(c, d);
+    if (kind === 'delete' && S.editing && S.editing.conv === c && S.editing.id === d.target) cancelEdit();
     save();
     if (changed && c === S.current) render();
   }
 
-  function onDelivered(c, m, ref) {
-    // Our own copy acknowledges a pending send: by ref (= client_id), else
-    // by content.
-    let ackedBy = ref !== undefined && S.pending.has(String(ref)) ? String(ref) : null;
-    if (!ackedBy && m.fromUser === S.me.id) {
-      for (const [id, p] of S.pending) {
-        if (p.conv === c && p.frame.content === m.content) {
-          ackedBy = id;
-          break;
-        }
-      }
-    }
-    if (ackedBy) S.pending.delete(ackedBy);
+  function onDelivered(c, m) {
     const fresh = addMessage(c, m);
     if (fresh && !m.deleted && c !== S.current && m.fromUser !== S.me.id && m.id > (c.countedUpTo || 0)) c.unread += 1;
     if (fresh && c === S.current) markRead(c);
     S.typers.delete(m.fromUser);
+    save();
+    render();
+  }
+
+  /** A send (or edit, or delete) was acknowledged, or refused for good. */
+  function onSent(e) {
+    if (e.error && (e.type === 'message' || e.type === 'dm')) {
+      const c = convOf(e);
+      if (c) {
+        c.failed = c.failed || [];
+        c.failed.push({ content: e.content, error: e.error });
+      }
+      showError(e.error);
+    } else if (e.error) {
+      showError(e.error);
+    }
     save();
     render();
   }
@@ -575,104 +518,21 @@ import * as members from './members.js';
     setTimeout(renderTyping, TYPING_SHOWN_MS + 50);
   }
 
-  function onError(frame, message) {
-    const unknown = /^unknown request type `(\w+)`/.exec(message);
-    const what = answered(frame, []);
-    if (unknown) {
-      // A request this server does not know yet: fall back quietly.
-      switch (unknown[1]) {
-        case 'rooms':
-          S.features.rooms = false;
-          S.refs.forEach((w, r) => w.kind === 'rooms' && S.refs.delete(r));
-          rejoinAll();
-          return;
-        case 'dm_sync':
-          S.features.dmSync = false;
-          S.refs.forEach((w, r) => w.kind === 'dm_sync' && S.refs.delete(r));
-          for (const c of S.dms.values()) loadLatest(c);
-          return;
-        case 'read':
-          S.features.read = false;
-          return;
-        case 'typing':
-          S.features.typing = false;
-          return;
-        case 'refresh':
-          // The connection keeps its old token until it expires (4001);
-          // the reconnect that follows uses the renewed one.
-          S.features.refresh = false;
-          return;
-        case 'create_room':
-          S.features.createRoom = false;
-          showError('This server cannot create rooms from the page yet: ask an operator (chat_server room create NAME).');
-          return;
-        case 'leave':
-          S.features.leave = false;
-          showError('This server does not support leaving rooms yet.');
-          return;
-        case 'members':
-          S.features.members = false;
-          if (what && what.kind === 'members') members.onMembersFailed(app, what.room);
-          render();
-          return;
-        default:
-          if (unknown[1] in S.features) {
-            S.features[unknown[1]] = false;
-            showError(`This server does not support ${unknown[1]} yet.`);
-            render();
-            return;
-          }
-          break;
-      }
-    }
-    if (what && what.kind === 'members') members.onMembersFailed(app, what.room);
-    const ref = frame.ref !== undefined ? String(frame.ref) : null;
-    if (ref && S.pending.has(ref)) {
-      const p = S.pending.get(ref);
-      S.pending.delete(ref);
-      p.conv.failed = p.conv.failed || [];
-      p.conv.failed.push({ content: p.frame.content, error: message });
-      save();
-      render();
-    }
-    const missing = /^room '(.*)' does not exist$/.exec(message);
-    const gone = what && what.kind === 'join' ? what.room : missing ? missing[1] : null;
-    if (gone !== null && S.rooms.has(gone)) {
-      if (S.current === S.rooms.get(gone)) S.current = null;
-      S.rooms.delete(gone);
-      save();
-    }
-    if (what && what.kind === 'older') {
-      what.conv.loadingOlder = false;
-      renderOlder();
-    }
-    showError(message);
-    render();
-  }
-
   // ---------- actions ----------
-
-  function newClientId() {
-    const bytes = new Uint8Array(12);
-    crypto.getRandomValues(bytes);
-    return 'c' + [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
-  }
 
   function sendMessage(text) {
     const c = S.current;
-    if (!c || !text) return;
+    if (!c || !text || !S.chat) return;
     if (S.editing) {
       sendEdit(text);
       return;
     }
-    const client_id = newClientId();
-    const frame = c.kind === 'room'
-      ? { type: 'message', room: c.key, content: text, client_id, ref: client_id }
-      : { type: 'dm', to: c.key, content: text, client_id, ref: client_id };
-    S.pending.set(client_id, { frame, conv: c });
-    if (S.open) S.ws.send(JSON.stringify(frame));
+    // Kept by the SDK until acknowledged (shown as pending meanwhile);
+    // refusals come back as `sent` events with an error.
+    const sending = c.kind === 'room' ? S.chat.send(c.key, text) : S.chat.sendDm(c.key, text);
+    sending.catch(() => {});
     // Sent: the next keystroke starts a new "typing" at once.
-    S.lastTyping = 0;
+    if (c.kind === 'room') S.chat.resetTyping(c.key);
     save();
     render({ toBottom: true });
   }
@@ -706,8 +566,7 @@ import * as members from './members.js';
       showError('Not connected: the edit was not sent.');
       return;
     }
-    const client_id = newClientId();
-    send({ type: 'edit', id, content: text, client_id }, { kind: 'edit' });
+    S.chat.edit(id, text).catch(() => {});
   }
 
   function deleteMessage(m) {
@@ -716,11 +575,11 @@ import * as members from './members.js';
       return;
     }
     if (!window.confirm('Delete this message for everyone?')) return;
-    send({ type: 'delete', id: m.id, client_id: newClientId() }, { kind: 'delete' });
+    S.chat.delete(m.id).catch(() => {});
   }
 
   function markRead(c) {
-    if (c.kind !== 'room' || !S.features.read || !c.lastId || c.readUpTo === c.lastId) return;
+    if (c.kind !== 'room' || !c.lastId || c.readUpTo === c.lastId || !S.open) return;
     if (!document.hasFocus() && document.visibilityState !== 'visible') return;
     c.readUpTo = c.lastId;
     send({ type: 'read', room: c.key, up_to: c.lastId }, { kind: 'read' });
@@ -740,21 +599,17 @@ import * as members from './members.js';
   }
 
   function signOut(reason) {
-    const ws = S.ws;
-    S.ws = null;
+    const chat = S.chat;
+    S.chat = null;
     S.open = false;
-    if (ws) ws.close(1000, 'signed out');
-    clearTimeout(S.timer);
-    clearTimeout(S.renewTimer);
+    if (chat) chat.close();
     S.token = null;
     S.me = null;
     S.rooms.clear();
     S.dms.clear();
-    S.pending.clear();
-    S.refs.clear();
     S.current = null;
     S.editing = null;
-    S.lastDmId = 0;
+    S.restoredPending = null;
     save();
     setStatus('offline', 'signed out');
     showView();
@@ -921,9 +776,10 @@ import * as members from './members.js';
     for (const f of c.failed || []) {
       items.push(messageItem({ fromUser: S.me.id, username: S.me.username, content: f.content }, { kind: 'failed', note: 'not sent: ' + f.error }));
     }
-    for (const p of S.pending.values()) {
-      if (p.conv !== c) continue;
-      items.push(messageItem({ fromUser: S.me.id, username: S.me.username, content: p.frame.content }, { kind: 'pending', note: S.open ? 'sending…' : 'waiting for the connection…' }));
+    // Sends the SDK keeps until they are acknowledged.
+    for (const p of S.chat ? S.chat.pending() : S.restoredPending || []) {
+      if (convOf(p) !== c) continue;
+      items.push(messageItem({ fromUser: S.me.id, username: S.me.username, content: p.content }, { kind: 'pending', note: S.open ? 'sending…' : 'waiting for the connection…' }));
     }
     list.replaceChildren(...items);
     $('empty').hidden = items.length > 0;
@@ -1006,7 +862,9 @@ import * as members from './members.js';
 
     $('leave-room').addEventListener('click', () => {
       const c = S.current;
-      if (c && c.kind === 'room') send({ type: 'leave', room: c.key }, { kind: 'leave', room: c.key });
+      if (c && c.kind === 'room' && S.open) {
+        S.chat.leave(c.key).then(() => leaveLocally(c.key), (err) => onRequestError({ kind: 'leave', room: c.key }, err));
+      }
     });
 
     const input = $('composer-input');
@@ -1039,10 +897,8 @@ import * as members from './members.js';
     input.addEventListener('input', () => {
       autosize();
       const c = S.current;
-      if (c && c.kind === 'room' && !S.editing && S.features.typing && Date.now() - S.lastTyping > TYPING_EVERY_MS) {
-        S.lastTyping = Date.now();
-        send({ type: 'typing', room: c.key });
-      }
+      // The SDK lets one through per room every 2 s, as the server relays them.
+      if (c && c.kind === 'room' && !S.editing && S.open) S.chat.typing(c.key);
     });
 
     $('messages').addEventListener('scroll', () => {

@@ -4,8 +4,9 @@
 // kick, ban/unban.
 //
 // `app` is the page's core (app.js): {S, send, render, showError, join,
-// leaveLocally, syncRooms}. Every request carries a `ref`; its `<request>_ack` (or
-// error) comes back through app.js's `answered`.
+// leaveLocally, syncRooms}. `app.send` goes through the SDK, which
+// correlates each reply by its `ref`; the `<request>_ack` (or error) comes
+// back through app.js's `onReply` (`onRequestError`).
 
 /** Members asked for per `members` page (the server caps it, 200 by default). */
 const MEMBERS_PAGE = 200;

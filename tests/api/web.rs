@@ -85,7 +85,13 @@ async fn page_and_assets_are_served_with_their_headers() {
         (
             "/app.js",
             "text/javascript; charset=utf-8",
-            "new WebSocket(",
+            "from './sdk/chat.js'",
+        ),
+        // The page's connection: the JavaScript SDK (clients/js).
+        (
+            "/sdk/chat.js",
+            "text/javascript; charset=utf-8",
+            "new this.WebSocket(",
         ),
         (
             "/edits.js",
