@@ -149,6 +149,9 @@ async fn session(s: &Settings, metrics: &Metrics) -> Result<(), DeliverError> {
         metrics.feed.webhook_cursor.set(cursor);
         metrics.feed.webhook_delivered.add(delivered);
         metrics.feed.webhook_lag_events.set((head - cursor).max(0));
+        if head <= cursor {
+            metrics.feed.webhook_lag_ms.set(0);
+        }
         tracing::debug!(
             first = first_seq,
             last = last_seq,
@@ -182,6 +185,11 @@ async fn post(
         if db.is_closed() {
             // Another node may hold the lock now: stop before posting.
             return Err(DeliverError::LockLost);
+        }
+        // While failing, the head moves on: keep the lag in events true.
+        if let Ok(h) = feed::head(db).await {
+            metrics.feed.head.set(h.seq);
+            metrics.feed.webhook_lag_events.set(h.seq - (first - 1));
         }
         let lag = chrono::Utc::now() - oldest_at;
         metrics
