@@ -416,3 +416,21 @@ async fn retention_deletes_only_the_oldest_prefix_in_chunks_one_node_at_a_time()
         .get(0);
     assert_eq!(head, 5, "retention never moves the head");
 }
+
+#[tokio::test]
+async fn a_long_poll_does_not_hold_a_graceful_shutdown() {
+    let mut server = TestServer::start_with(http::with_api).await;
+    let api = Api::of(&server);
+    let poll = tokio::spawn(async move { api.get("/v1/events?after=0&wait=30").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!poll.is_finished());
+    let started = Instant::now();
+    server.stop().await;
+    let (status, body) = poll.await.unwrap();
+    assert_eq!((status, body), (200, json!({"items": []})));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the stop waited for the poll: {:?}",
+        started.elapsed()
+    );
+}
