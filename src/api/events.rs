@@ -124,6 +124,9 @@ async fn list(
                 return Ok(Json(Items { items }));
             }
         }
+        if state.feed.is_closed() {
+            return Ok(Json(Items { items: Vec::new() }));
+        }
         match tokio::time::timeout_at(deadline, waiter.head.changed()).await {
             Ok(Ok(())) => {}
             // Timed out, or the watcher is gone (shutting down): nothing new.

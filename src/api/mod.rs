@@ -189,12 +189,15 @@ pub fn spawn(
                     Err(e) => return warn!(error = %e, "server API listener failed"),
                 };
                 info!(addr = %bound, "serving the server API");
+                let feed = state.feed.clone();
                 let stop = async move {
                     while *phase.borrow() == Phase::Running {
                         if phase.changed().await.is_err() {
                             break;
                         }
                     }
+                    // Long polls answer now rather than hold the shutdown.
+                    feed.close();
                 };
                 if let Err(e) = axum::serve(listener, router(state))
                     .with_graceful_shutdown(stop)

@@ -34,6 +34,10 @@ use backoff::Backoff;
 /// How often a node that does not hold the lock tries to take it.
 pub const LOCK_RETRY: Duration = Duration::from_millis(500);
 
+/// Most bytes of a 2xx answer's body read (the rest is dropped with the
+/// connection).
+const MAX_ANSWER_READ: usize = 64 * 1024;
+
 /// What the deliverer needs.
 #[derive(Clone)]
 pub struct Settings {
@@ -95,6 +99,9 @@ async fn session(s: &Settings, metrics: &Metrics) -> Result<(), DeliverError> {
     let http = reqwest::Client::builder()
         .timeout(s.timeout)
         .connect_timeout(s.timeout)
+        // A redirect is not an acknowledgement (and the body is not
+        // re-sent elsewhere): 3xx is retried like any other failure.
+        .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let db = crate::store::connect(&s.database_url).await?;
     while !upkeep::try_webhook_lock(&db, &s.url).await? {
@@ -149,6 +156,9 @@ async fn session(s: &Settings, metrics: &Metrics) -> Result<(), DeliverError> {
         metrics.feed.webhook_cursor.set(cursor);
         metrics.feed.webhook_delivered.add(delivered);
         metrics.feed.webhook_lag_events.set((head - cursor).max(0));
+        if head <= cursor {
+            metrics.feed.webhook_lag_ms.set(0);
+        }
         tracing::debug!(
             first = first_seq,
             last = last_seq,
@@ -183,6 +193,11 @@ async fn post(
             // Another node may hold the lock now: stop before posting.
             return Err(DeliverError::LockLost);
         }
+        // While failing, the head moves on: keep the lag in events true.
+        if let Ok(h) = feed::head(db).await {
+            metrics.feed.head.set(h.seq);
+            metrics.feed.webhook_lag_events.set(h.seq - (first - 1));
+        }
         let lag = chrono::Utc::now() - oldest_at;
         metrics
             .feed
@@ -198,7 +213,18 @@ async fn post(
             .send()
             .await;
         let failure = match sent {
-            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(mut r) if r.status().is_success() => {
+                // Read a little of the answer (bounded), so the
+                // connection can be reused for the next batch.
+                let mut read = 0;
+                while let Ok(Some(chunk)) = r.chunk().await {
+                    read += chunk.len();
+                    if read > MAX_ANSWER_READ {
+                        break;
+                    }
+                }
+                return Ok(());
+            }
             Ok(r) => format!("status {}", r.status()),
             Err(e) if e.is_timeout() => format!("timed out after {:?}", s.timeout),
             Err(e) => format!("{e}"),

@@ -358,3 +358,79 @@ async fn events_older_than_retention_are_gone_with_the_oldest_kept() {
     assert_eq!(items.len(), 1, "{items:?}");
     assert_eq!(items[0]["message"]["content"], "new");
 }
+
+#[tokio::test]
+async fn retention_deletes_only_the_oldest_prefix_in_chunks_one_node_at_a_time() {
+    use chat_server::store::feed::{sql, upkeep};
+    let server = TestServer::start().await;
+    let mut db = server.db().await;
+    // Old, old, young, old, old: only the first two may go.
+    db.batch_execute(
+        "INSERT INTO feed (seq, type, at) VALUES \
+           (1, 6, now() - interval '10 days'), (2, 6, now() - interval '10 days'), \
+           (3, 6, now() - interval '1 hour'), \
+           (4, 6, now() - interval '10 days'), (5, 6, now() - interval '10 days'); \
+         UPDATE feed_head SET seq = 5;",
+    )
+    .await
+    .unwrap();
+    let week = Duration::from_secs(7 * 86_400);
+
+    // Another node holds the retention lock: nothing is done.
+    let mut other = server.db().await;
+    let tx = other.transaction().await.unwrap();
+    let locked: bool = tx
+        .query_one(
+            sql::TRY_RETENTION_LOCK,
+            &[&sql::LOCK_CLASS, &sql::RETENTION_LOCK],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(locked);
+    assert_eq!(upkeep::purge(&mut db, week, 1).await.unwrap(), 0);
+    tx.rollback().await.unwrap();
+
+    // One event per transaction (chunk 1), and never past the young one.
+    assert_eq!(upkeep::purge(&mut db, week, 1).await.unwrap(), 1);
+    assert_eq!(upkeep::purge(&mut db, week, 1).await.unwrap(), 1);
+    assert_eq!(upkeep::purge(&mut db, week, 100).await.unwrap(), 0);
+    let kept: Vec<i64> = db
+        .query("SELECT seq FROM feed ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kept, [3, 4, 5]);
+    let purged: i64 = db
+        .query_one("SELECT purged_through FROM feed_head", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(purged, 2);
+    let head: i64 = db
+        .query_one("SELECT seq FROM feed_head", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(head, 5, "retention never moves the head");
+}
+
+#[tokio::test]
+async fn a_long_poll_does_not_hold_a_graceful_shutdown() {
+    let mut server = TestServer::start_with(http::with_api).await;
+    let api = Api::of(&server);
+    let poll = tokio::spawn(async move { api.get("/v1/events?after=0&wait=30").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!poll.is_finished());
+    let started = Instant::now();
+    server.stop().await;
+    let (status, body) = poll.await.unwrap();
+    assert_eq!((status, body), (200, json!({"items": []})));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the stop waited for the poll: {:?}",
+        started.elapsed()
+    );
+}

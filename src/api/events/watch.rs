@@ -29,6 +29,8 @@ struct Inner {
     /// At most `--feed-max-waiters` waiters at once.
     slots: Arc<Semaphore>,
     started: AtomicBool,
+    /// Set when the API stops: waiters answer at once.
+    closed: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -52,9 +54,22 @@ impl HeadWatch {
                 arrived: Notify::new(),
                 slots: Arc::new(Semaphore::new(max_waiters)),
                 started: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
                 metrics,
             }),
         }
+    }
+
+    /// The API is stopping: wakes every waiter (they answer what they
+    /// have), so a long poll never holds a graceful shutdown for `wait`.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.head.send_modify(|_| {});
+    }
+
+    /// True once [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
     }
 
     /// Registers a waiter (`None`: `--feed-max-waiters` are waiting already).
