@@ -139,7 +139,7 @@ pub async fn serve<S: Transport>(
                     Tick::Wait => {}
                     Tick::Ping => {
                         let ping = ws.send(Message::Ping(Default::default()));
-                        if tokio::time::timeout(write_timeout, ping).await.is_err() {
+                        if Box::pin(tokio::time::timeout(write_timeout, ping)).await.is_err() {
                             break Closed::WriteTimedOut;
                         }
                     }
@@ -184,7 +184,9 @@ pub async fn serve<S: Transport>(
                     // Replays and histories go straight to the socket, page
                     // by page: the outbox bounds are for live traffic.
                     Reply::Stream(stream) => {
-                        let written = write_stream(&mut ws, &outbox, stream, write_timeout, metrics, limits).await;
+                        // Boxed: a rare state, it would otherwise size every
+                        // connection's task (issue 16: memory per connection).
+                        let written = Box::pin(write_stream(&mut ws, &outbox, stream, write_timeout, metrics, limits)).await;
                         match written {
                             // The client read the whole reply: that is hearing from it
                             // (its pongs waited unread meanwhile).
@@ -555,6 +557,17 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// can destroy the close frame before the client reads it: a client cut off
 /// mid-stream (flooding, shutdown) would see 1006 instead of the code.
 async fn close<S: Transport>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str) {
+    // Boxed: it runs once, at the end; inline it would size every
+    // connection's task for its whole life.
+    Box::pin(close_now(ws, code, reason)).await;
+}
+
+/// [`close`], unboxed.
+async fn close_now<S: Transport>(
+    ws: &mut WebSocketStream<S>,
+    code: CloseCode,
+    reason: &'static str,
+) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),

@@ -59,3 +59,53 @@ fn refresh_moves_the_expiry() {
         "pings go on"
     );
 }
+
+/// The size of the future `f` returns, without building its arguments.
+fn future_size<A, F: std::future::Future>(_: impl FnOnce(A) -> F) -> usize {
+    std::mem::size_of::<F>()
+}
+
+#[test]
+fn print_future_sizes() {
+    type Ws = WebSocketStream<tokio::net::TcpStream>;
+    let serve =
+        future_size(|(h, ws, o, s): (Host<'_>, Ws, Rc<Outbox>, Session)| serve(h, ws, o, s));
+    let accept = crate::accept::connection_task_size();
+    let wq = future_size(|(ws, o, m): (&mut Ws, &Outbox, &ShardMetrics)| {
+        write_queued(
+            ws,
+            o,
+            Duration::ZERO,
+            m,
+            OutboxLimits {
+                frames: 0,
+                bytes: 0,
+                grace: Duration::ZERO,
+            },
+        )
+    });
+    let ws_ = future_size(
+        |(ws, o, st, m): (&mut Ws, &Outbox, ReplyStream, &ShardMetrics)| {
+            write_stream(
+                ws,
+                o,
+                st,
+                Duration::ZERO,
+                m,
+                OutboxLimits {
+                    frames: 0,
+                    bytes: 0,
+                    grace: Duration::ZERO,
+                },
+            )
+        },
+    );
+    let cl = future_size(|ws: &mut Ws| close(ws, CloseCode::Away, ""));
+    eprintln!("SIZES write_queued {wq} write_stream {ws_} close {cl}");
+    eprintln!(
+        "SIZES serve {serve} accept {accept} ws {} session {} outbox {}",
+        std::mem::size_of::<Ws>(),
+        std::mem::size_of::<Session>(),
+        std::mem::size_of::<Outbox>()
+    );
+}
