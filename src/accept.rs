@@ -376,13 +376,6 @@ where
     // What lives as long as the connection is only what serves it.
     drop(response);
     if written.is_ok() {
-        let ws = WebSocketStream::from_partially_read(
-            stream,
-            rest,
-            Role::Server,
-            Some(connection::ws_config(&shard.config)),
-        )
-        .await;
         let origin = Origin {
             shard: shard.index,
             conn: id,
@@ -396,7 +389,7 @@ where
             username,
             slot,
         };
-        tokio::task::spawn_local(life.serve(ws, session).instrument(span));
+        tokio::task::spawn_local(life.serve(stream, rest, session).instrument(span));
         return;
     }
     Life {
@@ -419,13 +412,25 @@ struct Life {
 }
 
 impl Life {
-    /// Serves the WebSocket until it closes, then ends the connection.
+    /// Serves the WebSocket over `stream` (`rest`: what was read past the
+    /// HTTP request) until it closes, then ends the connection.
+    ///
+    /// The WebSocket is built here, not passed in: an argument would keep
+    /// its own slot in this future beside the one in `connection::serve`.
     async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         self,
-        ws: WebSocketStream<S>,
+        stream: S,
+        rest: Vec<u8>,
         session: Session,
     ) {
         let shard = &self.shard;
+        let ws = WebSocketStream::from_partially_read(
+            stream,
+            rest,
+            Role::Server,
+            Some(connection::ws_config(&shard.config)),
+        )
+        .await;
         let host = Host {
             config: &shard.config,
             metrics: shard.metrics(),
@@ -459,11 +464,10 @@ pub(crate) fn connection_task_size() -> usize {
     fn size<A, F: std::future::Future>(_: impl FnOnce(A) -> F) -> usize {
         std::mem::size_of::<F>()
     }
-    size(
-        |(life, ws, session): (Life, WebSocketStream<TcpStream>, Session)| {
-            life.serve(ws, session).instrument(tracing::Span::none())
-        },
-    )
+    size(|(life, stream, session): (Life, TcpStream, Session)| {
+        life.serve(stream, Vec::new(), session)
+            .instrument(tracing::Span::none())
+    })
 }
 
 #[cfg(test)]

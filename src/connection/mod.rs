@@ -155,7 +155,10 @@ pub async fn serve<S: Transport>(
                 ticker.as_mut().reset(clock.next_deadline());
             }
             _ = outbox.changed() => match outbox.state() {
-                OutboxState::Open => match write_queued(&mut ws, &outbox, write_timeout, metrics, limits).await {
+                // Boxed, here and below: inline, a write's states would size
+                // every connection's task for its whole life (issue 16); one
+                // small allocation per write batch is the price.
+                OutboxState::Open => match Box::pin(write_queued(&mut ws, &outbox, write_timeout, metrics, limits)).await {
                     Ok(()) => {}
                     Err(WriteError::SlowConsumer) => {
                         close(&mut ws, CloseCode::Policy, "slow consumer").await;
@@ -168,7 +171,7 @@ pub async fn serve<S: Transport>(
                     break Closed::SlowConsumer;
                 }
                 OutboxState::GoingAway => {
-                    let _ = write_queued(&mut ws, &outbox, write_timeout, metrics, limits).await;
+                    let _ = Box::pin(write_queued(&mut ws, &outbox, write_timeout, metrics, limits)).await;
                     close(&mut ws, CloseCode::Away, "going away").await;
                     break Closed::ShuttingDown;
                 }
@@ -253,7 +256,7 @@ pub async fn serve<S: Transport>(
                             Outcome::Later(deferred) => pending = Some(deferred),
                             Outcome::CloseUnauthorized(frame) => {
                                 outbox.push(frame, limits);
-                                let _ = write_queued(&mut ws, &outbox, write_timeout, metrics, limits).await;
+                                let _ = Box::pin(write_queued(&mut ws, &outbox, write_timeout, metrics, limits)).await;
                                 close(&mut ws, CloseCode::from(TOKEN_EXPIRED), "token user mismatch").await;
                                 break Closed::TokenUserMismatch;
                             }

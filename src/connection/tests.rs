@@ -101,6 +101,17 @@ fn print_future_sizes() {
         },
     );
     let cl = future_size(|ws: &mut Ws| close(ws, CloseCode::Away, ""));
+    eprintln!(
+        "SIZES reply {} wserr {} msg {} outcome {} sleep {} notified {} limiter {} heartbeat {}",
+        std::mem::size_of::<Reply>(),
+        std::mem::size_of::<WsError>(),
+        std::mem::size_of::<Message>(),
+        std::mem::size_of::<Outcome>(),
+        std::mem::size_of::<tokio::time::Sleep>(),
+        std::mem::size_of::<tokio::sync::futures::Notified<'static>>(),
+        std::mem::size_of::<RateLimiter>(),
+        std::mem::size_of::<Heartbeat>(),
+    );
     eprintln!("SIZES write_queued {wq} write_stream {ws_} close {cl}");
     eprintln!(
         "SIZES serve {serve} accept {accept} ws {} session {} outbox {}",

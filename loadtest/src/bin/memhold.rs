@@ -138,7 +138,8 @@ async fn run(cli: Cli, addr: std::net::SocketAddr) -> anyhow::Result<()> {
     for i in 0..cli.connections {
         let at = start + Duration::from_secs_f64(f64::from(i) / cli.rate);
         let user = cli.user_base + i64::from(i);
-        let claims = serde_json::json!({"user_id": user, "username": format!("mh{user}"), "exp": exp});
+        let claims =
+            serde_json::json!({"user_id": user, "username": format!("mh{user}"), "exp": exp});
         let token = jsonwebtoken::encode(&Header::default(), &claims, &key)?;
         let room = rooms[(i % cli.rooms) as usize].clone();
         let url = cli.url.clone();
