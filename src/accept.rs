@@ -326,8 +326,9 @@ async fn open_session(
     Ok(rooms)
 }
 
-/// Registers an admitted connection, writes `101`, serves the WebSocket,
-/// and unregisters it when it ends.
+/// Registers an admitted connection, writes `101`, and hands the
+/// connection to a task of its own ([`Life::serve`]), which serves the
+/// WebSocket and unregisters it when it ends.
 async fn open<S>(shard: Rc<Shard>, mut stream: S, key: String, rest: Vec<u8>, admitted: Admitted)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
