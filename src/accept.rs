@@ -69,11 +69,25 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     match shard.credentials.tls_acceptor() {
         None => serve_http(shard, stream, deadline, pending).await,
-        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => serve_http(shard, tls, deadline, pending).await,
-            Ok(Err(e)) => debug!(shard = shard.index, error = %e, "tls handshake failed"),
-            Err(_) => debug!(shard = shard.index, "tls handshake timed out"),
-        },
+        // Boxed: a TLS connection's states (rustls, the TLS stream) would
+        // otherwise size every plain connection's task too.
+        Some(acceptor) => Box::pin(serve_tls(shard, acceptor, stream, deadline, pending)).await,
+    }
+}
+
+/// [`serve`] over TLS: the TLS handshake within `deadline`, then
+/// [`serve_http`] over the TLS stream.
+async fn serve_tls(
+    shard: Rc<Shard>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    deadline: Instant,
+    pending: PendingGuard,
+) {
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_http(shard, tls, deadline, pending).await,
+        Ok(Err(e)) => debug!(shard = shard.index, error = %e, "tls handshake failed"),
+        Err(_) => debug!(shard = shard.index, "tls handshake timed out"),
     }
 }
 
@@ -178,46 +192,57 @@ struct Admitted {
 /// (or probe, or page), admission, registration, `101`, then the WebSocket.
 async fn serve_http<S>(shard: Rc<Shard>, mut stream: S, deadline: Instant, pending: PendingGuard)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let max = shard.config.max_handshake_bytes;
     let left = deadline.saturating_duration_since(Instant::now());
-    let (request, rest) = match read_upgrade(&mut stream, max, left).await {
+    // The handshake's states (request buffer, admission queries) are boxed
+    // and freed once it ends: a connection's task keeps only what serving
+    // the WebSocket needs (issue 16: memory per connection).
+    let (request, rest) = match Box::pin(read_upgrade(&mut stream, max, left)).await {
         Ok(r) => r,
-        Err(HandshakeError::Probe(probe)) => {
+        Err(e) => return Box::pin(not_upgraded(&shard, &mut stream, e)).await,
+    };
+    let admitted = match Box::pin(admit(&shard, &request)).await {
+        Ok(a) => a,
+        Err(refused) => return Box::pin(refused.answer(&shard, &mut stream)).await,
+    };
+    // From here it counts as a connection of the shard, no longer as pending.
+    drop(pending);
+    // Only the key outlives the handshake (the token and headers do not).
+    let UpgradeRequest { key, .. } = request;
+    open(shard, stream, key, rest, admitted).await;
+}
+
+/// What a request that is not a WebSocket upgrade gets: a probe or a page
+/// is answered, a bad upgrade refused.
+async fn not_upgraded<S>(shard: &Shard, stream: &mut S, e: HandshakeError)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match e {
+        HandshakeError::Probe(probe) => {
             let readiness = match probe {
                 crate::handshake::Probe::Health => None,
                 crate::handshake::Probe::Ready => Some(shard.readiness().await),
             };
-            web::probe(readiness).write(&mut stream).await;
-            return;
+            web::probe(readiness).write(stream).await;
         }
-        Err(HandshakeError::Plain(request)) => {
+        HandshakeError::Plain(request) => {
             debug!(shard = shard.index, path = %request.path, "plain HTTP request");
             web::answer(&request, &shard.config, || shard.render_metrics())
-                .write(&mut stream)
+                .write(stream)
                 .await;
-            return;
         }
-        Err(e) => {
-            match e.refusal() {
-                Some(kind) => {
-                    Refused::with_body(kind, e.to_string())
-                        .answer(&shard, &mut stream)
-                        .await
-                }
-                None => debug!(shard = shard.index, error = %e, "handshake failed"),
+        e => match e.refusal() {
+            Some(kind) => {
+                Refused::with_body(kind, e.to_string())
+                    .answer(shard, stream)
+                    .await
             }
-            return;
-        }
-    };
-    let admitted = match admit(&shard, &request).await {
-        Ok(a) => a,
-        Err(refused) => return refused.answer(&shard, &mut stream).await,
-    };
-    // From here it counts as a connection of the shard, no longer as pending.
-    drop(pending);
-    open(shard, stream, &request, rest, admitted).await;
+            None => debug!(shard = shard.index, error = %e, "handshake failed"),
+        },
+    }
 }
 
 /// Every check a WebSocket upgrade passes, in order: the server is not
@@ -302,16 +327,12 @@ async fn open_session(
     Ok(rooms)
 }
 
-/// Registers an admitted connection, writes `101`, serves the WebSocket,
-/// and unregisters it when it ends.
-async fn open<S>(
-    shard: Rc<Shard>,
-    mut stream: S,
-    request: &UpgradeRequest,
-    rest: Vec<u8>,
-    admitted: Admitted,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
+/// Registers an admitted connection, writes `101`, and hands the
+/// connection to a task of its own ([`Life::serve`]), which serves the
+/// WebSocket and unregisters it when it ends.
+async fn open<S>(shard: Rc<Shard>, mut stream: S, key: String, rest: Vec<u8>, admitted: Admitted)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let Admitted {
         identity,
@@ -330,12 +351,14 @@ async fn open<S>(
         rooms.into_iter().map(Arc::from),
         &floors,
     );
+    drop(floors);
     for (room, mute) in &mutes {
         shard
             .registry
             .borrow_mut()
             .set_mute(user, room, MuteChange::Muted(*mute));
     }
+    drop(mutes);
     shard.metrics().handshakes_accepted.inc();
     shard.metrics().connections.inc();
     let username: Arc<str> = Arc::from(identity.username.as_str());
@@ -343,14 +366,66 @@ async fn open<S>(
     if shard.presence.connected(user, &rooms) {
         shard.announce_presence(user, &username, true, &rooms);
     }
+    drop(rooms);
     let span = debug_span!("conn", shard = shard.index, id, user);
-    let response = switching_protocols(&request.key, shard.index);
+    let response = switching_protocols(&key, shard.index);
+    drop(key);
     // The flush matters over TLS (a no-op on a plain socket).
     let written = match stream.write_all(response.as_bytes()).await {
         Ok(()) => stream.flush().await,
         Err(e) => Err(e),
     };
+    // What lives as long as the connection is only what serves it.
+    drop(response);
     if written.is_ok() {
+        let origin = Origin {
+            shard: shard.index,
+            conn: id,
+        };
+        let session = Session::new(shard.clone(), origin, &identity, slot.budget());
+        // The connection gets a task of its own, sized for serving it: this
+        // one (the handshake's states, however large) ends here.
+        let life = Life {
+            shard,
+            outbox,
+            username,
+            slot,
+        };
+        tokio::task::spawn_local(life.serve(stream, rest, session).instrument(span));
+        return;
+    }
+    Life {
+        shard,
+        outbox,
+        username,
+        slot,
+    }
+    .end();
+}
+
+/// What a registered connection holds until it ends: its shard, its
+/// outbox, its user's name (for the offline announcement) and its slot
+/// among the user's connections.
+struct Life {
+    shard: Rc<Shard>,
+    outbox: Rc<Outbox>,
+    username: Arc<str>,
+    slot: ConnectionSlot,
+}
+
+impl Life {
+    /// Serves the WebSocket over `stream` (`rest`: what was read past the
+    /// HTTP request) until it closes, then ends the connection.
+    ///
+    /// The WebSocket is built here, not passed in: an argument would keep
+    /// its own slot in this future beside the one in `connection::serve`.
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        self,
+        stream: S,
+        rest: Vec<u8>,
+        session: Session,
+    ) {
+        let shard = &self.shard;
         let ws = WebSocketStream::from_partially_read(
             stream,
             rest,
@@ -358,27 +433,43 @@ async fn open<S>(
             Some(connection::ws_config(&shard.config)),
         )
         .await;
-        let origin = Origin {
-            shard: shard.index,
-            conn: id,
-        };
-        let session = Session::new(shard.clone(), origin, &identity, slot.budget());
         let host = Host {
             config: &shard.config,
             metrics: shard.metrics(),
             draining: shard.draining_flag(),
             outbox_limits: shard.outbox_limits,
         };
-        connection::serve(host, ws, outbox, session)
-            .instrument(span)
-            .await;
+        connection::serve(host, ws, self.outbox.clone(), session).await;
+        self.end();
     }
-    shard.registry.borrow_mut().unregister(id);
-    shard.metrics().connections.dec();
-    if let Some(rooms) = shard.presence.disconnected(user) {
-        shard.announce_presence(user, &username, false, &rooms);
+
+    /// Unregisters the connection; the last one of its user announces it offline.
+    fn end(self) {
+        let Life {
+            shard,
+            outbox,
+            username,
+            slot,
+        } = self;
+        shard.registry.borrow_mut().unregister(outbox.id);
+        shard.metrics().connections.dec();
+        if let Some(rooms) = shard.presence.disconnected(outbox.user) {
+            shard.announce_presence(outbox.user, &username, false, &rooms);
+        }
+        drop(slot);
     }
-    drop(slot);
+}
+
+/// Test probe: bytes of a plain connection's task future while it serves.
+#[cfg(test)]
+pub(crate) fn connection_task_size() -> usize {
+    fn size<A, F: std::future::Future>(_: impl FnOnce(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    size(|(life, stream, session): (Life, TcpStream, Session)| {
+        life.serve(stream, Vec::new(), session)
+            .instrument(tracing::Span::none())
+    })
 }
 
 #[cfg(test)]

@@ -160,8 +160,10 @@ pub struct Config {
     pub outbox_bytes: usize,
 
     /// WebSocket read buffer per connection, in bytes (tungstenite's default
-    /// of 128 KiB costs far too much per idle connection).
-    #[arg(long, env = "CHAT_WS_READ_BUFFER", default_value_t = 2048)]
+    /// of 128 KiB costs far too much per idle connection). Allocated for the
+    /// connection's whole life; a larger frame grows it to its size. Chat
+    /// requests are far below 1 KiB (issue 16: memory per connection).
+    #[arg(long, env = "CHAT_WS_READ_BUFFER", default_value_t = 1024)]
     pub ws_read_buffer: usize,
 
     /// WebSocket write buffer target per connection, in bytes (frames are

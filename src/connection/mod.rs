@@ -142,7 +142,7 @@ pub async fn serve<S: Transport>(
                     Tick::Wait => {}
                     Tick::Ping => {
                         let ping = ws.send(Message::Ping(Default::default()));
-                        if tokio::time::timeout(write_timeout, ping).await.is_err() {
+                        if Box::pin(tokio::time::timeout(write_timeout, ping)).await.is_err() {
                             break Closed::WriteTimedOut;
                         }
                     }
@@ -158,7 +158,10 @@ pub async fn serve<S: Transport>(
                 ticker.as_mut().reset(clock.next_deadline());
             }
             _ = outbox.changed() => match outbox.state() {
-                OutboxState::Open => match write_queued(&mut ws, &outbox, write_timeout, metrics, limits).await {
+                // Boxed, here and below: inline, a write's states would size
+                // every connection's task for its whole life (issue 16); one
+                // small allocation per write batch is the price.
+                OutboxState::Open => match Box::pin(write_queued(&mut ws, &outbox, write_timeout, metrics, limits)).await {
                     Ok(()) => {}
                     Err(WriteError::SlowConsumer) => {
                         close(&mut ws, CloseCode::Policy, "slow consumer").await;
@@ -171,7 +174,7 @@ pub async fn serve<S: Transport>(
                     break Closed::SlowConsumer;
                 }
                 OutboxState::GoingAway => {
-                    let _ = write_queued(&mut ws, &outbox, write_timeout, metrics, limits).await;
+                    let _ = Box::pin(write_queued(&mut ws, &outbox, write_timeout, metrics, limits)).await;
                     close(&mut ws, CloseCode::Away, "going away").await;
                     break Closed::ShuttingDown;
                 }
@@ -191,7 +194,9 @@ pub async fn serve<S: Transport>(
                     // Replays and histories go straight to the socket, page
                     // by page: the outbox bounds are for live traffic.
                     Reply::Stream(stream) => {
-                        let written = write_stream(&mut ws, &outbox, stream, write_timeout, metrics, limits).await;
+                        // Boxed: a rare state, it would otherwise size every
+                        // connection's task (issue 16: memory per connection).
+                        let written = Box::pin(write_stream(&mut ws, &outbox, stream, write_timeout, metrics, limits)).await;
                         match written {
                             // The client read the whole reply: that is hearing from it
                             // (its pongs waited unread meanwhile).
@@ -258,7 +263,7 @@ pub async fn serve<S: Transport>(
                             Outcome::Later(deferred) => pending = Some(deferred),
                             Outcome::CloseUnauthorized(frame) => {
                                 outbox.push(frame, limits);
-                                let _ = write_queued(&mut ws, &outbox, write_timeout, metrics, limits).await;
+                                let _ = Box::pin(write_queued(&mut ws, &outbox, write_timeout, metrics, limits)).await;
                                 close(&mut ws, CloseCode::from(TOKEN_EXPIRED), "token user mismatch").await;
                                 break Closed::TokenUserMismatch;
                             }
@@ -566,6 +571,17 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// can destroy the close frame before the client reads it: a client cut off
 /// mid-stream (flooding, shutdown) would see 1006 instead of the code.
 async fn close<S: Transport>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str) {
+    // Boxed: it runs once, at the end; inline it would size every
+    // connection's task for its whole life.
+    Box::pin(close_now(ws, code, reason)).await;
+}
+
+/// [`close`], unboxed.
+async fn close_now<S: Transport>(
+    ws: &mut WebSocketStream<S>,
+    code: CloseCode,
+    reason: &'static str,
+) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
