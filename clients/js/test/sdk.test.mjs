@@ -3,7 +3,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, ChatError, backoffDelay } from '../index.js';
-import { Server, token, until, WAIT_MS } from './server.mjs';
+import { Server, token, until, freePort, WAIT_MS } from './server.mjs';
 
 const servers = [];
 const clients = [];
@@ -292,4 +292,27 @@ test('presence and typing reach the application as events', { timeout: 60000 }, 
   await until(() => presence.some(([u, s]) => u === 52 && s === 'online'), 'bob online');
   assert.deepEqual(typing, [52]);
   assert.ok(WAIT_MS > 0);
+});
+
+test('a disconnect by the server API (close 4003) is final: no reconnect, state closed', { timeout: 60000 }, async () => {
+  const apiPort = await freePort();
+  const key = 'sdk-test-api-key-0123456789';
+  const srv = await server({ CHAT_API_BIND: `127.0.0.1:${apiPort}`, CHAT_API_KEYS: key });
+  const carol = client(srv, 95, 'carol95');
+  const states = [];
+  carol.on('state', (e) => states.push(e));
+  await connected(carol);
+  const r = await fetch(`http://127.0.0.1:${apiPort}/v1/users/95/disconnect`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ reason: 'compromised' }),
+  });
+  assert.equal(r.status, 200, await r.text());
+  await until(() => carol.state === 'closed', 'carol closed');
+  const closed = states.find((e) => e.state === 'closed');
+  assert.equal(closed.code, 4003);
+  // Final: no attempt follows, even though the user is not blocked.
+  await new Promise((res) => setTimeout(res, 1500));
+  assert.equal(carol.state, 'closed');
+  assert.ok(!states.some((e) => e.state === 'connecting' && e.previous === 'closed'), JSON.stringify(states));
 });

@@ -30,7 +30,7 @@ export function token(userId, username, ttlSecs = 3600) {
   return `${header}.${claims}.${sig}`;
 }
 
-async function freePort() {
+export async function freePort() {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.on('error', reject);
