@@ -7,8 +7,18 @@ use serde::{Serialize, Serializer};
 
 use super::{Frame, Kind, Ref, RoomSummary, StoredMessage, Target, UserId};
 
-pub(super) fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+/// Serializes a time as every frame shows it: RFC 3339, UTC, microseconds
+/// (`2025-01-01T12:00:00.000000Z`). Also the event feed's format.
+pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+/// [`rfc3339`] for an optional time (`None`: `null`).
+pub fn rfc3339_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339(t, s),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Serialize)]
@@ -20,7 +30,7 @@ struct Envelope<'a, T> {
     data: T,
 }
 
-fn rfc3339_opt<S: Serializer>(t: &Option<&DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+fn rfc3339_opt_ref<S: Serializer>(t: &Option<&DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => rfc3339(t, s),
         None => s.serialize_none(),
@@ -45,7 +55,7 @@ struct RoomMessageData<'a> {
     #[serde(
         rename = "edited_at",
         skip_serializing_if = "Option::is_none",
-        serialize_with = "rfc3339_opt"
+        serialize_with = "rfc3339_opt_ref"
     )]
     edited_at: Option<&'a DateTime<Utc>>,
     #[serde(skip_serializing_if = "is_false")]
@@ -66,7 +76,7 @@ struct DmData<'a> {
     #[serde(
         rename = "edited_at",
         skip_serializing_if = "Option::is_none",
-        serialize_with = "rfc3339_opt"
+        serialize_with = "rfc3339_opt_ref"
     )]
     edited_at: Option<&'a DateTime<Utc>>,
     #[serde(skip_serializing_if = "is_false")]

@@ -4,15 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::frame::{rfc3339, to_frame};
+use super::frame::{rfc3339_opt, to_frame};
 use super::{Frame, Ref, UserId};
-
-fn rfc3339_opt<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => rfc3339(t, s),
-        None => s.serialize_none(),
-    }
-}
 
 /// A change of membership or standing in a room, for the room's members
 /// and the affected user's connections.

@@ -34,8 +34,8 @@ pub use frame::{
     encode_dm_sync_ack, encode_error, encode_error_for, encode_history, encode_join_ack,
     encode_leave_ack, encode_message, encode_message_data, encode_message_for, encode_presence,
     encode_presence_batch, encode_read_ack, encode_refresh_ack, encode_room_created, encode_rooms,
-    encode_typing, history_head, push_history_entry, HistoryKind, JoinAck, PresenceEntry,
-    HISTORY_TAIL,
+    encode_typing, history_head, push_history_entry, rfc3339, rfc3339_opt, HistoryKind, JoinAck,
+    PresenceEntry, HISTORY_TAIL,
 };
 pub use member::{encode_access_ack, encode_member, encode_members, MemberEvent, MemberInfo};
 pub use request::{decode, decode_with_ref, DecodeError, Page, Request, MAX_MUTE_SECONDS};

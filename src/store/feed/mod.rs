@@ -15,13 +15,17 @@
 pub mod sql;
 pub mod upkeep;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_postgres::types::Json;
 use tokio_postgres::{GenericClient, Row, Statement};
 
-use crate::protocol::{encode_message_data, Kind, StoredMessage, Target, UserId};
+use crate::protocol::{
+    encode_message_data, rfc3339, rfc3339_opt, Kind, StoredMessage, Target, UserId,
+};
 
 /// What kind of change an event is. The numbers are the `feed.type`
 /// column's (`sql/V8__feed_api.sql`).
@@ -131,7 +135,10 @@ pub struct Detail {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     /// `member.muted`, `user.blocked`: when it ends (`None`: never).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339_opt"
+    )]
     pub until: Option<DateTime<Utc>>,
     /// Why (as the operator or moderator gave it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -153,8 +160,9 @@ impl Detail {
 pub struct NewEvent {
     /// What happened.
     pub kind: EventType,
-    /// The room it happened in, if any.
-    pub room: Option<String>,
+    /// The room it happened in, if any (shared with the request's target:
+    /// no copy per message).
+    pub room: Option<Arc<str>>,
     /// The user it happened to, if any.
     pub user: Option<UserId>,
     /// Who did it (`None`: the user itself, the operator, or not told).
@@ -170,7 +178,7 @@ impl NewEvent {
     pub fn member(kind: EventType, room: &str, user: UserId, by: Option<UserId>) -> NewEvent {
         NewEvent {
             kind,
-            room: Some(room.to_owned()),
+            room: Some(Arc::from(room)),
             user: Some(user),
             by,
             message: None,
@@ -183,7 +191,7 @@ impl NewEvent {
     /// delete, kick or ban, its `user` for a message or edit).
     pub fn of_row(id: i64, kind: Kind, from: UserId, target: &Target) -> NewEvent {
         let room = match target {
-            Target::Room(r) => Some(r.to_string()),
+            Target::Room(r) => Some(r.clone()),
             Target::User(_) => None,
         };
         let actor = (from != crate::protocol::OPERATOR).then_some(from);
@@ -256,10 +264,6 @@ pub struct Event {
     /// Extra facts (`role`, `until`, `reason`, `visibility`).
     #[serde(flatten)]
     pub detail: Detail,
-}
-
-fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
 
 /// The feed's ends: the last seq committed (0: none) and the last seq
