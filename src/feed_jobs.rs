@@ -32,51 +32,34 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     mut phase: watch::Receiver<Phase>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("feed".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return warn!(error = %e, "event feed jobs: no runtime"),
-            };
-            rt.block_on(async move {
-                let stop = async move {
-                    while *phase.borrow() == Phase::Running {
-                        if phase.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let deliver = async {
-                    match (&config.webhook_url, &config.webhook_secret) {
-                        (Some(url), Some(secret)) => {
-                            webhook::run(
-                                webhook::Settings {
-                                    url: url.clone(),
-                                    secret: secret.clone(),
-                                    batch: config.webhook_batch,
-                                    timeout: config.webhook_timeout,
-                                    backoff_max: config.webhook_backoff_max,
-                                    poll: config.feed_poll(),
-                                    database_url: config.database_url.clone(),
-                                },
-                                metrics.clone(),
-                            )
-                            .await
-                        }
-                        _ => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    _ = stop => {}
-                    _ = deliver => {}
-                    _ = retention(&config, &metrics) => {}
+    crate::service_thread::spawn("feed", move || async move {
+        let stop = crate::service_thread::until_draining(&mut phase);
+        let deliver = async {
+            match (&config.webhook_url, &config.webhook_secret) {
+                (Some(url), Some(secret)) => {
+                    webhook::run(
+                        webhook::Settings {
+                            url: url.clone(),
+                            secret: secret.clone(),
+                            batch: config.webhook_batch,
+                            timeout: config.webhook_timeout,
+                            backoff_max: config.webhook_backoff_max,
+                            poll: config.feed_poll(),
+                            database_url: config.database_url.clone(),
+                        },
+                        metrics.clone(),
+                    )
+                    .await
                 }
-            });
-        })
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop => {}
+            _ = deliver => {}
+            _ = retention(&config, &metrics) => {}
+        }
+    })
 }
 
 /// Deletes what is older than `--feed-retention`, forever.

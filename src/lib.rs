@@ -75,6 +75,7 @@ pub mod ratelimit;
 pub mod rooms;
 pub mod router;
 pub mod server;
+pub mod service_thread;
 pub mod session;
 pub mod shard;
 pub mod store;

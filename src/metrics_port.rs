@@ -9,9 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::Config;
 use crate::handshake::{read_upgrade, HandshakeError};
@@ -37,51 +36,32 @@ pub fn spawn(
     render: Render,
     mut phase: watch::Receiver<Phase>,
 ) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    let bound = listener.local_addr()?;
-    let thread = std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return warn!(error = %e, "metrics listener: no runtime"),
-            };
-            rt.block_on(async move {
-                let listener = match TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => return warn!(error = %e, "metrics listener failed"),
-                };
-                info!(addr = %bound, "serving /metrics");
-                let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
-                loop {
-                    tokio::select! {
-                        accepted = listener.accept() => match accepted {
-                            Ok((stream, _)) => {
-                                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                                    continue; // dropped: closed at once
-                                };
-                                let (config, render) = (config.clone(), render.clone());
-                                tokio::spawn(async move {
-                                    serve(stream, &config, &render).await;
-                                    drop(slot);
-                                });
-                            }
-                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                        },
-                        changed = phase.changed() => {
-                            if changed.is_err() || *phase.borrow() == Phase::Closing {
-                                break;
-                            }
-                        }
+    crate::service_thread::spawn_listener("metrics", addr, move |listener, bound| async move {
+        info!(addr = %bound, "serving /metrics");
+        let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            continue; // dropped: closed at once
+                        };
+                        let (config, render) = (config.clone(), render.clone());
+                        tokio::spawn(async move {
+                            serve(stream, &config, &render).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                },
+                changed = phase.changed() => {
+                    if changed.is_err() || *phase.borrow() == Phase::Closing {
+                        break;
                     }
                 }
-            });
-        })?;
-    Ok((bound, thread))
+            }
+        }
+    })
 }
 
 async fn serve(mut stream: tokio::net::TcpStream, config: &Config, render: &Render) {

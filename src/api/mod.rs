@@ -170,42 +170,19 @@ pub fn spawn(
     state: ApiState,
     mut phase: watch::Receiver<Phase>,
 ) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    let bound = listener.local_addr()?;
-    let thread = std::thread::Builder::new()
-        .name("api".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return warn!(error = %e, "server API: no runtime"),
-            };
-            rt.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => return warn!(error = %e, "server API listener failed"),
-                };
-                info!(addr = %bound, "serving the server API");
-                let feed = state.feed.clone();
-                let stop = async move {
-                    while *phase.borrow() == Phase::Running {
-                        if phase.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                    // Long polls answer now rather than hold the shutdown.
-                    feed.close();
-                };
-                if let Err(e) = axum::serve(listener, router(state))
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    warn!(error = %e, "server API stopped");
-                }
-            });
-        })?;
-    Ok((bound, thread))
+    crate::service_thread::spawn_listener("api", addr, move |listener, bound| async move {
+        info!(addr = %bound, "serving the server API");
+        let feed = state.feed.clone();
+        let stop = async move {
+            crate::service_thread::until_draining(&mut phase).await;
+            // Long polls answer now rather than hold the shutdown.
+            feed.close();
+        };
+        if let Err(e) = axum::serve(listener, router(state))
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            warn!(error = %e, "server API stopped");
+        }
+    })
 }
