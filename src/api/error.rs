@@ -44,6 +44,16 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// 404: room `room` does not exist (or is not one the API can name).
+    pub fn no_room(room: &str) -> ApiError {
+        ApiError::NotFound(format!("room '{room}' does not exist"))
+    }
+
+    /// 404: user `user` does not exist.
+    pub fn no_user(user: crate::protocol::UserId) -> ApiError {
+        ApiError::NotFound(format!("user {user} does not exist"))
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -1,5 +1,5 @@
-//! Extractors of the users and rooms routes whose rejections are
-//! [`ApiError`]s (JSON bodies, never axum's plain text): [`OptionalJson`],
+//! The API's extractors, whose rejections are [`ApiError`]s (JSON bodies,
+//! never axum's plain text): [`ApiJson`], a JSON body; [`OptionalJson`],
 //! a JSON body that may be left out (`PUT /v1/rooms/{room}/bans/{user}`
 //! with no body bans until unbanned), and [`path`] / [`query`], which turn
 //! a path or query rejection into a 400.
@@ -10,6 +10,23 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
+
+/// A JSON body whose rejection is an [`ApiError`] (400, or 413 past
+/// `--api-max-body`).
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(ApiJson(value))
+    }
+}
 
 /// A JSON body, or `T::default()` when the request has none. Its
 /// rejection is an [`ApiError`]: 400 for a body that is not `T`, 413 past

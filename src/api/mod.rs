@@ -34,17 +34,17 @@ pub mod users;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::MethodRouter;
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub use auth::{ApiKeys, KeysError};
 pub use error::ApiError;
+pub use extract::ApiJson;
 
 use crate::cluster::ClusterHandle;
 use crate::config::Config;
@@ -143,23 +143,6 @@ async fn require_key(
         return Err(ApiError::Unauthorized);
     }
     Ok(next.run(request).await)
-}
-
-/// A JSON body whose rejection is an [`ApiError`] (400, or 413 past
-/// `--api-max-body`).
-pub struct ApiJson<T>(pub T);
-
-impl<T, S> FromRequest<S> for ApiJson<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
-        Ok(ApiJson(value))
-    }
 }
 
 /// Binds `addr` now (a bad address fails the start) and serves the API

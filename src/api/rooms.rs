@@ -161,7 +161,7 @@ async fn one(
     let room = room_name(path(p)?)?;
     match state.store.room(&room).await? {
         Some(r) => Ok(Json(room_json(&r))),
-        None => Err(ApiError::NotFound(format!("room '{room}' does not exist"))),
+        None => Err(ApiError::no_room(&room)),
     }
 }
 

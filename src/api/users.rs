@@ -100,7 +100,7 @@ async fn get_user(
         .store
         .username(id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
+        .ok_or_else(|| ApiError::no_user(id))?;
     let connections = tell::connections(&state, id).await;
     Ok(Json(json!({
         "id": id,
@@ -127,11 +127,11 @@ async fn disconnect(
             .await?
         {
             Some(until) => Some(until),
-            None => return Err(ApiError::NotFound(format!("user {id} does not exist"))),
+            None => return Err(ApiError::no_user(id)),
         },
         None => {
             if !state.store.user_exists(id).await? {
-                return Err(ApiError::NotFound(format!("user {id} does not exist")));
+                return Err(ApiError::no_user(id));
             }
             None
         }
@@ -157,7 +157,7 @@ async fn unblock(
     let id = user_id(&path(p)?)?;
     match state.store.unblock_user(id).await? {
         Some(held) => Ok(Json(json!({ "id": id, "unblocked": held }))),
-        None => Err(ApiError::NotFound(format!("user {id} does not exist"))),
+        None => Err(ApiError::no_user(id)),
     }
 }
 

@@ -27,6 +27,7 @@ use axum::routing::{delete, get, patch, post};
 use serde::Deserialize;
 use tracing::{debug_span, Instrument};
 
+use super::extract::path;
 use super::{ApiError, ApiJson, ApiState, Route};
 use crate::changes::{self, Changer, Refusal};
 use crate::protocol::{
@@ -116,7 +117,7 @@ async fn post_room(
     let room = path(room)?;
     let (content, client_id) = checked(&state, body.content, body.client_id)?;
     if !valid_room_name(&room) {
-        return Err(no_room(&room));
+        return Err(ApiError::no_room(&room));
     }
     let username = sender(&state, body.from_user, Some(&room), None).await?;
     let request = api_request(
@@ -136,7 +137,7 @@ async fn post_dm(
 ) -> Result<Response, ApiError> {
     let (content, client_id) = checked(&state, body.content, body.client_id)?;
     if !valid_user_id(body.to) {
-        return Err(no_user(body.to));
+        return Err(ApiError::no_user(body.to));
     }
     let username = sender(&state, body.from_user, None, Some(body.to)).await?;
     let request = api_request(
@@ -168,7 +169,7 @@ async fn room_history(
         .history_limit(q.limit)
         .map_err(|e| ApiError::Invalid(e.to_owned()))?;
     if !valid_room_name(&room) {
-        return Err(no_room(&room));
+        return Err(ApiError::no_room(&room));
     }
     let window = Window {
         limit,
@@ -176,7 +177,7 @@ async fn room_history(
         after: q.after,
     };
     let Some(rows) = state.store.operator_room_history(&room, window).await? else {
-        return Err(no_room(&room));
+        return Err(ApiError::no_room(&room));
     };
     let mut body = String::from("{\"items\":[");
     for (i, m) in rows.iter().enumerate() {
@@ -276,17 +277,17 @@ async fn sender(
     to: Option<UserId>,
 ) -> Result<Arc<str>, ApiError> {
     if !valid_user_id(from) {
-        return Err(no_user(from));
+        return Err(ApiError::no_user(from));
     }
     let found = state.store.sender(from, room, to).await?;
     let Some(username) = found.username else {
-        return Err(no_user(from));
+        return Err(ApiError::no_user(from));
     };
     if let (false, Some(room)) = (found.room, room) {
-        return Err(no_room(room));
+        return Err(ApiError::no_room(room));
     }
     if let (false, Some(to)) = (found.to, to) {
-        return Err(no_user(to));
+        return Err(ApiError::no_user(to));
     }
     Ok(Arc::from(username))
 }
@@ -365,21 +366,8 @@ fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn path(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    p.map(|Path(s)| s)
-        .map_err(|e| ApiError::Invalid(e.body_text()))
-}
-
 fn message_id(p: Result<Path<String>, PathRejection>) -> Result<i64, ApiError> {
     let raw = path(p)?;
     raw.parse::<i64>()
         .map_err(|_| ApiError::Invalid(format!("message id must be an integer, not '{raw}'")))
-}
-
-fn no_room(room: &str) -> ApiError {
-    ApiError::NotFound(format!("room '{room}' does not exist"))
-}
-
-fn no_user(user: UserId) -> ApiError {
-    ApiError::NotFound(format!("user {user} does not exist"))
 }

@@ -208,7 +208,7 @@ async fn ban(
 async fn unban(State(state): State<ApiState>, p: RoomUser) -> Result<Json<Value>, ApiError> {
     let (room, user) = room_user(p)?;
     if !state.store.user_exists(user).await? {
-        return Err(ApiError::NotFound(format!("user {user} does not exist")));
+        return Err(ApiError::no_user(user));
     }
     let changed = match act_and_tell(&state, &room, user, Change::Unban, None).await? {
         Applied::Unbanned { changed } => changed,
@@ -260,7 +260,7 @@ async fn existing_room(state: &ApiState, room: &str) -> Result<(), ApiError> {
     if state.store.room_exists(room).await? {
         Ok(())
     } else {
-        Err(ApiError::NotFound(format!("room '{room}' does not exist")))
+        Err(ApiError::no_room(room))
     }
 }
 
