@@ -22,6 +22,11 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::budget::ReplyGauges;
 
 pub use crate::handshake::Refusal;
+pub use feed::FeedMetrics;
+
+use feed::FeedSnapshot;
+
+mod feed;
 
 /// The `Content-Type` of the scrape response.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -276,30 +281,6 @@ impl SharedCounter {
     }
 }
 
-/// The event feed's and the webhook deliverer's values (written by the
-/// API's head poller, the feed thread's retention and deliverer).
-#[derive(Debug, Default)]
-pub struct FeedMetrics {
-    /// The last seq committed to the feed, as this node last read it.
-    pub head: Level,
-    /// 1 while this node holds the webhook lock and delivers, else 0.
-    pub webhook_delivering: Level,
-    /// The last seq the webhook acknowledged (the stored cursor).
-    pub webhook_cursor: Level,
-    /// Events committed and not yet acknowledged by the webhook.
-    pub webhook_lag_events: Level,
-    /// Age of the oldest event not yet acknowledged, in milliseconds (0: none).
-    pub webhook_lag_ms: Level,
-    /// Webhook POSTs sent (retries included).
-    pub webhook_attempts: SharedCounter,
-    /// Webhook POSTs that failed (non-2xx, timeout, refused, ...).
-    pub webhook_failures: SharedCounter,
-    /// Events acknowledged by the webhook.
-    pub webhook_delivered: SharedCounter,
-    /// Events retention deleted.
-    pub purged: SharedCounter,
-}
-
 /// Every shard's and writer's counters; shared (`Arc`) by all threads.
 #[derive(Debug)]
 pub struct Metrics {
@@ -374,20 +355,6 @@ struct Snapshot {
     feed: FeedSnapshot,
 }
 
-/// [`FeedMetrics`] read at one scrape.
-#[derive(Debug)]
-struct FeedSnapshot {
-    head: i64,
-    delivering: i64,
-    cursor: i64,
-    lag_events: i64,
-    lag_ms: i64,
-    attempts: u64,
-    failures: u64,
-    delivered: u64,
-    purged: u64,
-}
-
 #[derive(Debug)]
 struct ShardSnapshot {
     connections: i64,
@@ -460,17 +427,7 @@ impl Snapshot {
                 m.replies.high_water(),
                 m.replies.refused(),
             ),
-            feed: FeedSnapshot {
-                head: m.feed.head.get(),
-                delivering: m.feed.webhook_delivering.get(),
-                cursor: m.feed.webhook_cursor.get(),
-                lag_events: m.feed.webhook_lag_events.get(),
-                lag_ms: m.feed.webhook_lag_ms.get(),
-                attempts: m.feed.webhook_attempts.get(),
-                failures: m.feed.webhook_failures.get(),
-                delivered: m.feed.webhook_delivered.get(),
-                purged: m.feed.purged.get(),
-            },
+            feed: FeedSnapshot::read(&m.feed),
         }
     }
 }
@@ -698,72 +655,6 @@ impl Collector for Snapshot {
             &self.delivery_seconds,
         )?;
         self.feed.encode(&mut e)
-    }
-}
-
-impl FeedSnapshot {
-    fn encode(&self, e: &mut DescriptorEncoder) -> Fmt {
-        let one = |v: i64| [(vec![], v)];
-        let count = |v: u64| [(vec![], v)];
-        gauges(
-            e,
-            "chat_feed_head",
-            "The last seq committed to the event feed, as this node last read it.",
-            one(self.head),
-        )?;
-        gauges(
-            e,
-            "chat_webhook_delivering",
-            "1 while this node holds the webhook lock and delivers the feed.",
-            one(self.delivering),
-        )?;
-        gauges(
-            e,
-            "chat_webhook_cursor",
-            "The last seq the webhook acknowledged (its stored cursor).",
-            one(self.cursor),
-        )?;
-        gauges(
-            e,
-            "chat_webhook_lag_events",
-            "Events committed to the feed and not yet acknowledged by the webhook.",
-            one(self.lag_events),
-        )?;
-        let mut family = e.encode_descriptor(
-            "chat_webhook_lag",
-            "Age of the oldest event not yet acknowledged by the webhook (0: none).",
-            Some(&Unit::Seconds),
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(self.lag_ms as f64 / 1000.0).encode(family.encode_family(&Vec::<(
-            &str,
-            String,
-        )>::new(
-        ))?)?;
-        counters(
-            e,
-            "chat_webhook_attempts",
-            "Webhook POSTs sent, retries included.",
-            count(self.attempts),
-        )?;
-        counters(
-            e,
-            "chat_webhook_failures",
-            "Webhook POSTs that failed (not 2xx, timed out, refused).",
-            count(self.failures),
-        )?;
-        counters(
-            e,
-            "chat_webhook_delivered_events",
-            "Events acknowledged by the webhook.",
-            count(self.delivered),
-        )?;
-        counters(
-            e,
-            "chat_feed_purged_events",
-            "Events deleted from the feed by retention.",
-            count(self.purged),
-        )
     }
 }
 
