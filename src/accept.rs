@@ -419,7 +419,7 @@ impl Life {
     ///
     /// The WebSocket is built here, not passed in: an argument would keep
     /// its own slot in this future beside the one in `connection::serve`.
-    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin + 'static>(
         self,
         stream: S,
         rest: Vec<u8>,
@@ -438,6 +438,7 @@ impl Life {
             metrics: shard.metrics(),
             draining: shard.draining_flag(),
             outbox_limits: shard.outbox_limits,
+            flusher: &shard.flusher,
         };
         connection::serve(host, ws, self.outbox.clone(), session).await;
         self.end();

@@ -1,6 +1,7 @@
 //! The transport of one WebSocket connection: reads frames and hands them
 //! to its [`Session`], and writes whatever its [`Outbox`] holds — feeding
-//! every queued frame, then flushing once.
+//! every queued frame, then flushing once — when the shard's flusher could
+//! not write it directly (issue 16: [`shared`], `shard::flush`).
 //!
 //! A connection's error ends that connection and nothing else.
 
@@ -24,7 +25,11 @@ use crate::metrics::ShardMetrics;
 use crate::protocol::encode_error;
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::session::{Deferred, Outcome, Reply, ReplyStream, Session};
+use crate::shard::flush::Flusher;
 use crate::shard::outbox::{Outbox, OutboxLimits, OutboxState};
+
+pub mod shared;
+pub use shared::SharedWs;
 
 /// A byte stream a WebSocket runs over: a plain `TcpStream` or a TLS stream.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin {}
@@ -42,6 +47,9 @@ pub struct Host<'a> {
     pub draining: &'a Cell<bool>,
     /// Bounds of the connection's outbox.
     pub outbox_limits: OutboxLimits,
+    /// The shard's direct writer, which the connection's outbox uses while
+    /// the connection task is not writing.
+    pub flusher: &'a Rc<Flusher>,
 }
 
 /// Why a connection ended.
@@ -112,13 +120,15 @@ impl Closed {
 
 /// Serves one registered connection until the client leaves, the
 /// connection fails, or the server closes it.
-pub async fn serve<S: Transport>(
+pub async fn serve<S: Transport + 'static>(
     host: Host<'_>,
-    mut ws: WebSocketStream<S>,
+    ws: WebSocketStream<S>,
     outbox: Rc<Outbox>,
     session: Session,
 ) -> Closed {
     debug!("connection opened");
+    let mut ws = SharedWs::new(ws);
+    outbox.attach(Rc::new(ws.clone()), host.flusher.clone());
     let config = host.config;
     let metrics = host.metrics;
     let limits = host.outbox_limits;
@@ -141,17 +151,18 @@ pub async fn serve<S: Transport>(
                 match clock.tick(Instant::now()) {
                     Tick::Wait => {}
                     Tick::Ping => {
+                        let _busy = outbox.busy();
                         let ping = ws.send(Message::Ping(Default::default()));
                         if Box::pin(tokio::time::timeout(write_timeout, ping)).await.is_err() {
                             break Closed::WriteTimedOut;
                         }
                     }
                     Tick::Idle => {
-                        close(&mut ws, CloseCode::Away, "idle timeout").await;
+                        close(&mut ws, &outbox, CloseCode::Away, "idle timeout").await;
                         break Closed::Idle;
                     }
                     Tick::Expired => {
-                        close(&mut ws, CloseCode::from(TOKEN_EXPIRED), "token expired").await;
+                        close(&mut ws, &outbox, CloseCode::from(TOKEN_EXPIRED), "token expired").await;
                         break Closed::TokenExpired;
                     }
                 }
@@ -164,22 +175,22 @@ pub async fn serve<S: Transport>(
                 OutboxState::Open => match Box::pin(write_queued(&mut ws, &outbox, write_timeout, metrics, limits)).await {
                     Ok(()) => {}
                     Err(WriteError::SlowConsumer) => {
-                        close(&mut ws, CloseCode::Policy, "slow consumer").await;
+                        close(&mut ws, &outbox, CloseCode::Policy, "slow consumer").await;
                         break Closed::SlowConsumer;
                     }
                     Err(e) => break e.into(),
                 },
                 OutboxState::SlowConsumer => {
-                    close(&mut ws, CloseCode::Policy, "slow consumer").await;
+                    close(&mut ws, &outbox, CloseCode::Policy, "slow consumer").await;
                     break Closed::SlowConsumer;
                 }
                 OutboxState::GoingAway => {
                     let _ = Box::pin(write_queued(&mut ws, &outbox, write_timeout, metrics, limits)).await;
-                    close(&mut ws, CloseCode::Away, "going away").await;
+                    close(&mut ws, &outbox, CloseCode::Away, "going away").await;
                     break Closed::ShuttingDown;
                 }
                 OutboxState::Disconnected => {
-                    close(&mut ws, CloseCode::from(DISCONNECTED), "disconnected by the operator").await;
+                    close(&mut ws, &outbox, CloseCode::from(DISCONNECTED), "disconnected by the operator").await;
                     break Closed::Disconnected;
                 }
             },
@@ -202,12 +213,12 @@ pub async fn serve<S: Transport>(
                             // (its pongs waited unread meanwhile).
                             Ok(()) => clock.heard_from_client(Instant::now()),
                             Err(StreamError::Write(WriteError::SlowConsumer)) => {
-                                close(&mut ws, CloseCode::Policy, "slow consumer").await;
+                                close(&mut ws, &outbox, CloseCode::Policy, "slow consumer").await;
                                 break Closed::SlowConsumer;
                             }
                             Err(StreamError::Write(e)) => break e.into(),
                             Err(StreamError::Database) => {
-                                close(&mut ws, CloseCode::Error, "database unavailable").await;
+                                close(&mut ws, &outbox, CloseCode::Error, "database unavailable").await;
                                 break Closed::ReplyFailed;
                             }
                         }
@@ -245,7 +256,7 @@ pub async fn serve<S: Transport>(
                             continue;
                         }
                         Verdict::Disconnect => {
-                            close(&mut ws, CloseCode::Policy, "rate limit exceeded").await;
+                            close(&mut ws, &outbox, CloseCode::Policy, "rate limit exceeded").await;
                             break Closed::Flood;
                         }
                     }
@@ -264,7 +275,7 @@ pub async fn serve<S: Transport>(
                             Outcome::CloseUnauthorized(frame) => {
                                 outbox.push(frame, limits);
                                 let _ = Box::pin(write_queued(&mut ws, &outbox, write_timeout, metrics, limits)).await;
-                                close(&mut ws, CloseCode::from(TOKEN_EXPIRED), "token user mismatch").await;
+                                close(&mut ws, &outbox, CloseCode::from(TOKEN_EXPIRED), "token user mismatch").await;
                                 break Closed::TokenUserMismatch;
                             }
                         },
@@ -288,12 +299,15 @@ pub async fn serve<S: Transport>(
                         _ => break Closed::Error,
                     };
                     debug!(error = %e, "closing on bad input");
-                    close(&mut ws, code, reason).await;
+                    close(&mut ws, &outbox, code, reason).await;
                     break Closed::BadInput(reason);
                 }
             },
         }
     };
+    // The outbox may outlive the connection in the registry for a moment:
+    // it must not keep the socket open.
+    outbox.detach();
     reason.count(metrics);
     debug!(reason = reason.as_str(), "connection closed");
     reason
@@ -422,18 +436,24 @@ impl From<WriteError> for Closed {
 /// or as soon as the shard marks the connection a slow consumer (the
 /// socket is then typically full, so waiting for it would be pointless).
 async fn write_queued<S: Transport>(
-    ws: &mut WebSocketStream<S>,
+    ws: &mut SharedWs<S>,
     outbox: &Outbox,
     timeout: Duration,
     metrics: &ShardMetrics,
     limits: OutboxLimits,
 ) -> Result<(), WriteError> {
+    let _busy = outbox.busy();
+    if outbox.failed() {
+        return Err(WriteError::Failed);
+    }
     let frames = outbox.take();
-    if frames.is_empty() {
+    // What a direct write left in the socket's buffer is flushed here too.
+    let unflushed = outbox.take_unflushed();
+    if frames.is_empty() && unflushed == 0 {
         return Ok(());
     }
     metrics.frames_out.add(frames.len() as u64);
-    let bytes: usize = frames.iter().map(|f| f.len()).sum();
+    let bytes: usize = frames.iter().map(|f| f.len()).sum::<usize>() + unflushed;
     let write = async {
         for frame in frames {
             ws.feed(Message::Text(frame)).await?;
@@ -483,7 +503,7 @@ enum StreamError {
 /// the client. Stops early when the outbox is marked slow or going away
 /// (the caller sees it next).
 async fn write_stream<S: Transport>(
-    ws: &mut WebSocketStream<S>,
+    ws: &mut SharedWs<S>,
     outbox: &Outbox,
     mut stream: ReplyStream,
     timeout: Duration,
@@ -494,6 +514,8 @@ async fn write_stream<S: Transport>(
         // Closing anyway: the caller sees why next.
         return Ok(());
     }
+    // Live frames wait behind the reply: no direct write until it ends.
+    let _busy = outbox.busy();
     write_queued(ws, outbox, timeout, metrics, limits)
         .await
         .map_err(StreamError::Write)?;
@@ -541,7 +563,7 @@ async fn closing(outbox: &Outbox) {
 /// Feeds `messages` in order (encoded as they are taken) and flushes,
 /// within `timeout`.
 async fn write_all<S: Transport>(
-    ws: &mut WebSocketStream<S>,
+    ws: &mut SharedWs<S>,
     messages: impl Iterator<Item = Message>,
     timeout: Duration,
     metrics: &ShardMetrics,
@@ -570,25 +592,29 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Closing a socket with unread input makes the kernel reset it, and a reset
 /// can destroy the close frame before the client reads it: a client cut off
 /// mid-stream (flooding, shutdown) would see 1006 instead of the code.
-async fn close<S: Transport>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str) {
+async fn close<S: Transport>(
+    ws: &mut SharedWs<S>,
+    outbox: &Outbox,
+    code: CloseCode,
+    reason: &'static str,
+) {
+    // Nothing may follow the close frame: the flusher stops writing here.
+    outbox.detach();
     // Boxed: it runs once, at the end; inline it would size every
     // connection's task for its whole life.
     Box::pin(close_now(ws, code, reason)).await;
 }
 
 /// [`close`], unboxed.
-async fn close_now<S: Transport>(
-    ws: &mut WebSocketStream<S>,
-    code: CloseCode,
-    reason: &'static str,
-) {
+async fn close_now<S: Transport>(ws: &mut SharedWs<S>, code: CloseCode, reason: &'static str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
     // Queues the close frame; while the client's window is full this may
     // not finish, and the frame stays queued for the drain below to flush.
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
     // Read and discard, and keep flushing what is queued (the close frame),
     // until the client answers the close or goes, or the linger ends.
     let mut flushed = false;

@@ -25,8 +25,25 @@ where
     F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    run_on(config, ttl, 1 << 16, prepare, |ws, _| client(ws)).await
+}
+
+/// [`run`] over a socket that buffers `buffer` bytes each way, with the
+/// connection's outbox given to the client script (to queue frames as the
+/// shard would, while the connection runs).
+async fn run_on<F, Fut>(
+    config: Config,
+    ttl: i64,
+    buffer: usize,
+    prepare: impl FnOnce(&Shard, &Outbox),
+    client: F,
+) -> (Closed, Rc<Shard>)
+where
+    F: FnOnce(Client, Rc<Outbox>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let (shard, _inbox, _writer) = testing::shard(config);
-    let (server_io, client_io) = tokio::io::duplex(1 << 16);
+    let (server_io, client_io) = tokio::io::duplex(buffer);
     let outbox = Rc::new(Outbox::new(0, 7));
     shard.registry.borrow_mut().register(outbox.clone(), []);
     prepare(&shard, &outbox);
@@ -50,12 +67,18 @@ where
         metrics: shard.metrics(),
         draining: shard.draining_flag(),
         outbox_limits: shard.outbox_limits,
+        flusher: &shard.flusher,
     };
     let server_ws =
         WebSocketStream::from_raw_socket(server_io, Role::Server, Some(ws_config(&shard.config)))
             .await;
     let client_ws = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-    let (closed, ()) = tokio::join!(serve(host, server_ws, outbox, session), client(client_ws));
+    // The shard's flusher runs beside the connection, as on a real shard.
+    let flusher = shard.flusher.run(shard.metrics(), shard.outbox_limits);
+    let (closed, ()) = tokio::select! {
+        both = async { tokio::join!(serve(host, server_ws, outbox.clone(), session), client(client_ws, outbox)) } => both,
+        () = flusher => unreachable!("the flusher runs for the shard's life"),
+    };
     (closed, shard)
 }
 
@@ -211,4 +234,90 @@ async fn going_away_writes_what_is_queued_then_closes_with_1001() {
     )
     .await;
     assert_eq!(closed, Closed::ShuttingDown);
+}
+
+/// Issue 16: frames the shard queues for an idle connection are written by
+/// the shard's flusher, straight to the socket, in order.
+#[tokio::test]
+async fn frames_for_an_idle_connection_are_written_directly_in_order() {
+    let (closed, shard) = run_on(
+        testing::config(),
+        3600,
+        1 << 16,
+        |_, _| {},
+        |mut ws, outbox| async move {
+            let limits = OutboxLimits::from_config(&testing::config());
+            for i in 0..3 {
+                outbox.push(encode_error(&format!("live {i}")), limits);
+            }
+            for i in 0..3 {
+                let v = next_text(&mut ws).await;
+                assert_eq!(v["data"]["message"], format!("live {i}"));
+            }
+            assert_eq!(outbox.bytes(), 0, "written bytes no longer count");
+            ws.close(None).await.unwrap();
+            while ws.next().await.is_some() {}
+        },
+    )
+    .await;
+    assert_eq!(closed, Closed::ByClient);
+    assert_eq!(shard.metrics().frames_out_direct.get(), 3);
+}
+
+/// Issue 16: when the socket is full, a direct write hands over to the
+/// connection task, which finishes the flush: every frame arrives, whole
+/// and in order, and the outbox's byte count comes back to zero.
+#[tokio::test]
+async fn a_full_socket_hands_the_rest_to_the_connection_task() {
+    let bounded = std::time::Duration::from_secs(10);
+    let (closed, shard) = tokio::time::timeout(
+        bounded,
+        run_on(
+            testing::config(),
+            3600,
+            256,
+            |_, _| {},
+            |mut ws, outbox| async move {
+                let limits = OutboxLimits::from_config(&testing::config());
+                // Several passes while the client reads nothing: far more than
+                // the socket's 256 bytes.
+                for pass in 0..5 {
+                    for i in 0..10 {
+                        outbox.push(
+                            encode_error(&format!("{pass}:{i}:{}", "x".repeat(100))),
+                            limits,
+                        );
+                    }
+                    tokio::task::yield_now().await;
+                }
+                for pass in 0..5 {
+                    for i in 0..10 {
+                        let v = next_text(&mut ws).await;
+                        let text = v["data"]["message"].as_str().expect("message").to_owned();
+                        assert!(text.starts_with(&format!("{pass}:{i}:")), "{text}");
+                    }
+                }
+                // The last flush may complete just after the client read it all.
+                for _ in 0..100 {
+                    if outbox.bytes() == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                assert_eq!(outbox.bytes(), 0, "every byte written is accounted for");
+                ws.close(None).await.unwrap();
+                while ws.next().await.is_some() {}
+            },
+        ),
+    )
+    .await
+    .expect("every frame arrives");
+    assert_eq!(closed, Closed::ByClient);
+    let direct = shard.metrics().frames_out_direct.get();
+    assert!(direct > 0, "the first frames went directly");
+    assert_eq!(
+        shard.metrics().frames_out.get(),
+        50,
+        "each frame written once"
+    );
 }

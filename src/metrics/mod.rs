@@ -180,6 +180,9 @@ pub struct ShardMetrics {
     pub frames_in: Counter,
     /// WebSocket frames written to clients.
     pub frames_out: Counter,
+    /// Of those, frames the shard's flusher wrote straight to the socket,
+    /// without waking the connection's task (issue 16).
+    pub frames_out_direct: Counter,
     /// Connections closed because their outbox overflowed.
     pub slow_consumers: Counter,
     /// Requests refused by the per-connection rate limit.
@@ -362,6 +365,7 @@ struct ShardSnapshot {
     refused: [u64; Refusal::ALL.len()],
     frames_in: u64,
     frames_out: u64,
+    frames_out_direct: u64,
     slow_consumers: u64,
     rate_limited: u64,
     flood_disconnects: u64,
@@ -390,6 +394,7 @@ impl Snapshot {
                     refused: std::array::from_fn(|i| s.refused[i].get()),
                     frames_in: s.frames_in.get(),
                     frames_out: s.frames_out.get(),
+                    frames_out_direct: s.frames_out_direct.get(),
                     slow_consumers: s.slow_consumers.get(),
                     rate_limited: s.rate_limited.get(),
                     flood_disconnects: s.flood_disconnects.get(),
@@ -560,6 +565,12 @@ impl Collector for Snapshot {
             "chat_frames_out",
             "WebSocket frames written to clients, per shard.",
             shards().map(|(i, s)| (by_shard(i), s.frames_out)),
+        )?;
+        counters(
+            &mut e,
+            "chat_frames_out_direct",
+            "Of chat_frames_out, frames written straight from the delivery pass (no connection task woken), per shard.",
+            shards().map(|(i, s)| (by_shard(i), s.frames_out_direct)),
         )?;
         counters(
             &mut e,

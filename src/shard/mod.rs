@@ -10,6 +10,8 @@
 //!   link and other shards);
 //! - [`registry`]: local connections, users and room subscriptions;
 //! - [`outbox`]: one connection's bounded queue and its recovery cursors;
+//! - [`flush`]: direct writes of queued frames to idle connections' sockets,
+//!   one flusher wake-up per delivery pass;
 //! - [`announce`]: what this shard tells other shards and nodes (joins,
 //!   leaves, ephemeral notices), never waiting on them;
 //! - [`presence`]: online/offline announcements and `join_ack`'s online
@@ -32,6 +34,7 @@
 
 pub mod announce;
 pub mod backoff;
+pub mod flush;
 pub mod outbox;
 pub mod presence;
 pub mod presence_batch;
@@ -63,6 +66,7 @@ use crate::store::{Store, StoreError};
 use crate::userlimits::UserLimits;
 use crate::web::Readiness;
 use backoff::AcceptBackoff;
+use flush::Flusher;
 use outbox::OutboxLimits;
 use presence_batch::PresenceBatches;
 use registry::Registry;
@@ -114,6 +118,8 @@ pub struct Shard {
     pub reply_budget: Arc<ReplyBudget>,
     /// This shard's presence batching windows, per room (issue 16).
     pub presence_batches: RefCell<PresenceBatches>,
+    /// Connections due for a direct write after this pass (issue 16).
+    pub flusher: Rc<Flusher>,
     next_conn: Cell<ConnId>,
     draining: Cell<bool>,
 }
@@ -207,6 +213,7 @@ impl Shard {
                 config.presence_batch(),
                 config.presence_max_members,
             )),
+            flusher: Rc::new(Flusher::default()),
             next_conn: Cell::new(0),
             draining: Cell::new(false),
             credentials,
@@ -414,6 +421,14 @@ async fn run<F, Fut>(
     };
     let inbox = Rc::new(inbox);
     let inbox_task = tokio::task::spawn_local(drain_inbox(shard.clone(), inbox.clone()));
+    let flusher = shard.clone();
+    // Lives as long as the shard's runtime (its list empties when idle).
+    tokio::task::spawn_local(async move {
+        flusher
+            .flusher
+            .run(flusher.metrics(), flusher.outbox_limits)
+            .await
+    });
     let _ = ready.send(Ok(index));
     debug!(shard = index, "shard accepting");
 

@@ -1,13 +1,16 @@
 //! A connection's bounded outbound queue, shared (shard-locally) between the
-//! shard, which fills it, and the connection task, which drains it to the
-//! socket.
+//! shard, which fills it, and whoever drains it to the socket: the shard's
+//! [`Flusher`] writes it directly when the connection is idle (issue 16),
+//! the connection task otherwise (a full socket, a reply under way, closing).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::flush::{Direct, DirectWrite, Flusher};
 use crate::protocol::{Frame, UserId};
 use crate::router::ConnId;
 
@@ -77,6 +80,46 @@ pub struct Outbox {
     wake: Notify,
     /// What this connection was sent of its user's DMs.
     pub dms: Cursor,
+    /// The connection's socket and its shard's flusher, while the
+    /// connection may be written directly (see [`Flusher`]).
+    direct: RefCell<Option<Attached>>,
+    /// Waiting in the flusher's list (at most once).
+    scheduled: Cell<bool>,
+    /// The connection task is writing (a batch, a reply, a ping): the
+    /// flusher leaves the socket to it.
+    busy: Cell<bool>,
+    /// Bytes a direct write handed to the socket's buffer that did not all
+    /// reach the socket: the connection task finishes the flush.
+    unflushed: Cell<usize>,
+    /// A direct write failed: the connection task ends the connection.
+    failed: Cell<bool>,
+}
+
+/// What a direct write needs, attached by the connection task.
+struct Attached {
+    writer: Rc<dyn DirectWrite>,
+    flusher: Rc<Flusher>,
+    me: Weak<Outbox>,
+}
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Attached")
+    }
+}
+
+/// Marks the connection task as writing until dropped (then restores what
+/// was there before, so guards nest).
+#[derive(Debug)]
+pub struct Busy<'a> {
+    outbox: &'a Outbox,
+    was: bool,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.outbox.busy.set(self.was);
+    }
 }
 
 /// What one connection has been sent of one ordered stream (a room's
@@ -140,11 +183,120 @@ impl Outbox {
             state: Cell::new(OutboxState::Open),
             wake: Notify::new(),
             dms: Cursor::default(),
+            direct: RefCell::new(None),
+            scheduled: Cell::new(false),
+            busy: Cell::new(false),
+            unflushed: Cell::new(0),
+            failed: Cell::new(false),
         }
     }
 
-    /// Queues a frame and wakes the connection task. Returns false when this
-    /// push made the connection a slow consumer: the queue is then dropped.
+    /// Lets the shard's `flusher` write this connection's frames straight
+    /// to `writer` (its socket) while the connection task is idle.
+    pub fn attach(self: &Rc<Self>, writer: Rc<dyn DirectWrite>, flusher: Rc<Flusher>) {
+        *self.direct.borrow_mut() = Some(Attached {
+            writer,
+            flusher,
+            me: Rc::downgrade(self),
+        });
+    }
+
+    /// From now on only the connection task writes (it is closing); drops
+    /// the outbox's handle on the socket.
+    pub fn detach(&self) {
+        self.direct.borrow_mut().take();
+    }
+
+    /// The connection task writes until the guard is dropped.
+    pub fn busy(&self) -> Busy<'_> {
+        Busy {
+            outbox: self,
+            was: self.busy.replace(true),
+        }
+    }
+
+    /// Something was queued into an empty outbox: schedules a direct write
+    /// when the connection can take one, else wakes the connection task.
+    fn kick(&self) {
+        if !self.busy.get() && self.state.get() == OutboxState::Open {
+            if let Some(attached) = &*self.direct.borrow() {
+                if self.scheduled.get() {
+                    return;
+                }
+                if let Some(me) = attached.me.upgrade() {
+                    self.scheduled.set(true);
+                    attached.flusher.schedule(me);
+                    return;
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// The flusher's turn: writes what is queued straight to the socket
+    /// (no task wake-up) when the connection is idle; hands over to the
+    /// connection task when it is not, when the socket is full, or when the
+    /// write failed. Returns the frames written.
+    pub fn write_direct(&self, limits: OutboxLimits) -> usize {
+        self.scheduled.set(false);
+        if self.queue.borrow().is_empty() {
+            // The connection task took it meanwhile.
+            return 0;
+        }
+        let writer = match &*self.direct.borrow() {
+            Some(a) if !self.busy.get() && self.state.get() == OutboxState::Open => {
+                a.writer.clone()
+            }
+            _ => {
+                self.wake.notify_one();
+                return 0;
+            }
+        };
+        match writer.write_direct(self) {
+            Direct::Flushed { frames, bytes } => {
+                self.written(bytes + self.unflushed.replace(0), limits);
+                frames
+            }
+            Direct::Pending { frames, bytes } => {
+                self.unflushed.set(self.unflushed.get() + bytes);
+                self.wake.notify_one();
+                frames
+            }
+            Direct::Busy => {
+                self.wake.notify_one();
+                0
+            }
+            Direct::Failed => {
+                self.failed.set(true);
+                self.wake.notify_one();
+                0
+            }
+        }
+    }
+
+    /// Puts frames a direct write could not hand to the socket back at the
+    /// front of the queue, in order.
+    pub fn requeue_front(&self, mut frames: VecDeque<Frame>) {
+        let mut queue = self.queue.borrow_mut();
+        frames.append(&mut queue);
+        *queue = frames;
+    }
+
+    /// Bytes a direct write left for the connection task to flush (they
+    /// still count in [`bytes`](Self::bytes)); resets it.
+    pub fn take_unflushed(&self) -> usize {
+        self.unflushed.replace(0)
+    }
+
+    /// True once a direct write failed (the socket is gone).
+    pub fn failed(&self) -> bool {
+        self.failed.get()
+    }
+
+    /// Queues a frame; into an empty queue, has it written (by the shard's
+    /// flusher when the connection is idle, else by the connection task).
+    /// Returns false when this push made the connection a slow consumer:
+    /// the queue is then dropped.
     pub fn push(&self, frame: Frame, limits: OutboxLimits) -> bool {
         self.push_at(frame, limits, Instant::now)
     }
@@ -182,7 +334,8 @@ impl Outbox {
         queue.push_back(frame);
         self.bytes.set(bytes);
         if queue.len() == 1 {
-            self.wake.notify_one();
+            drop(queue);
+            self.kick();
         }
         true
     }
