@@ -141,7 +141,11 @@ pub struct Config {
     pub no_client_room_create: bool,
 
     /// Rooms with more members online than this get no `presence` events
-    /// and no `online` list in `join_ack` (both cost grows with it).
+    /// and no `online` list in `join_ack` (both cost grows with it), and
+    /// (issue 16) a member's own `joined`/`left` reaches only that member's
+    /// own connections, not the room (counting the member: a join after
+    /// it, a leave before it; without the cap, n members joining cost
+    /// n²/2 frames).
     #[arg(long, env = "CHAT_PRESENCE_MAX_MEMBERS", default_value_t = 1000)]
     pub presence_max_members: usize,
 

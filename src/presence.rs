@@ -149,6 +149,17 @@ impl Presence {
         self.lock().rooms.get(room).map_or(0, HashSet::len)
     }
 
+    /// How many members of `room` are online, counting `user` whether it
+    /// is online in the room or not (issue 16: the count a member's own
+    /// join or leave is capped by, `rooms::effects::audience`).
+    pub fn online_count_with(&self, room: &str, user: UserId) -> usize {
+        let inner = self.lock();
+        match inner.rooms.get(room) {
+            Some(m) => m.len() + usize::from(!m.contains(&user)),
+            None => 1,
+        }
+    }
+
     /// True when `user` may signal typing in `room` now (then records it):
     /// at most once per [`TYPING_INTERVAL`].
     pub fn allow_typing(&self, user: UserId, room: &str, now: Instant) -> bool {

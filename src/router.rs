@@ -143,7 +143,8 @@ pub enum ShardEvent {
     },
     /// A member event (issue 14): update `user`'s cached mute in `room`,
     /// then write `frame` (if any) to the room's local member connections
-    /// and to `user`'s local connections. Not stored, no id.
+    /// (unless `audience` is the user's own) and to `user`'s local
+    /// connections. Not stored, no id.
     Member {
         /// Room name.
         room: Arc<str>,
@@ -153,6 +154,9 @@ pub enum ShardEvent {
         mute: crate::rooms::MuteChange,
         /// The encoded `member` frame, shared (`None`: a cache update only).
         frame: Option<Frame>,
+        /// Who gets `frame`: the room's members and the user's connections,
+        /// or (issue 16, a `joined`/`left` over the cap) the user's only.
+        audience: crate::rooms::effects::Audience,
         /// The connection whose request caused it: it gets its ack instead.
         skip: Option<Origin>,
     },

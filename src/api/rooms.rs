@@ -23,7 +23,7 @@ use super::openapi::error;
 use super::users::user_id;
 use super::{tell, ApiError, ApiJson, ApiState, Route};
 use crate::protocol::{valid_new_room_name, valid_room_name, UserId};
-use crate::rooms::effects::Effects;
+use crate::rooms::effects::{Audience, Effects};
 use crate::rooms::{MuteChange, Refusal, Refused, Visibility};
 use crate::store::{AdminCreated, RoomRow};
 
@@ -124,6 +124,7 @@ async fn create(
             mute: MuteChange::Unchanged,
             frame: None,
             until: None,
+            audience: Audience::Room,
         };
         tell::member_effects(&state, &body.name, owner, fx).await;
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::ApiState;
 use crate::cluster::{Membership, RemoteMembership, RemoteNotice};
 use crate::protocol::UserId;
-use crate::rooms::effects::Effects;
+use crate::rooms::effects::{Audience, Effects};
 use crate::rooms::MuteChange;
 use crate::router::ShardEvent;
 
@@ -18,7 +18,9 @@ use crate::router::ShardEvent;
 /// connections follow the room (before the member frame, in each inbox's
 /// order), its cached mute changes, and the `member` frame reaches the
 /// room's members and the target's connections (there is no requester to
-/// skip).
+/// skip). `fx.audience` says whether the room hears it (issue 16: a
+/// `joined`/`left` built with `rooms::effects::audience` over the cap
+/// reaches the target's own connections only, as from a WebSocket).
 pub async fn member_effects(state: &ApiState, room: &str, target: UserId, fx: Effects) {
     let room: Arc<str> = Arc::from(room);
     if fx.joined.is_some() {
@@ -45,7 +47,9 @@ pub async fn member_effects(state: &ApiState, room: &str, target: UserId, fx: Ef
         return;
     }
     if let Some(cluster) = &state.cluster {
-        if let Some(frame) = &fx.frame {
+        // Issue 16: a frame for the target's own connections only (a
+        // `joined`/`left` over the cap) is no notice for the room.
+        if let Some(frame) = fx.frame.as_ref().filter(|_| fx.audience == Audience::Room) {
             // No user has id 0: every member of the room gets it.
             cluster.notice(RemoteNotice {
                 room: room.clone(),
@@ -70,6 +74,7 @@ pub async fn member_effects(state: &ApiState, room: &str, target: UserId, fx: Ef
             user: target,
             mute: fx.mute,
             frame: fx.frame,
+            audience: fx.audience,
             skip: None,
         })
         .await;

@@ -24,6 +24,7 @@ use super::link::Link;
 use super::wire::{self, Remote};
 use super::{Committed, Membership, RemoteMembership, RemoteNotice, Stream};
 use crate::presence::Presence;
+use crate::rooms::effects::Audience;
 use crate::router::{Router, ShardEvent};
 use crate::userlimits::UserLimits;
 
@@ -61,6 +62,7 @@ impl Link {
                         user: m.user,
                         mute,
                         frame: None,
+                        audience: Audience::Room,
                         skip: None,
                     },
                 };

@@ -5,10 +5,15 @@
 //! follows the room. Each door applies [`Effects`] its own way (a shard
 //! at once and through its announcements, the API through the router and
 //! the cluster link), so the frames are the same whichever door acted.
+//!
+//! It also holds the one rule for *who* hears a member's own `joined` or
+//! `left` (issue 16, [`audience`]): both doors call it, so a hot room's
+//! membership churn costs the same bounded fan-out whichever door acted.
 
 use chrono::{DateTime, Utc};
 
 use super::MuteChange;
+use crate::presence::Presence;
 use crate::protocol::{encode_member, Frame, MemberEvent, UserId};
 use crate::store::{Applied, Change};
 
@@ -25,6 +30,73 @@ pub struct Effects {
     pub frame: Option<Frame>,
     /// A mute's end (the ack's `until`).
     pub until: Option<DateTime<Utc>>,
+    /// Who gets `frame` (issue 16: [`Audience::Room`] but for a `joined`
+    /// or `left` in a room over the cap, see [`audience`]).
+    pub audience: Audience,
+}
+
+/// Who gets a `member` frame (issue 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Audience {
+    /// The room's members (every shard and, in cluster mode, every node)
+    /// and the target's own connections, members of the room or not.
+    #[default]
+    Room,
+    /// Only the target's own connections on this node (every shard):
+    /// a `joined` or `left` in a room with more members online than
+    /// `--presence-max-members` ([`audience`]).
+    Own,
+}
+
+/// Issue 16, the one rule both doors apply to a member's own `joined` and
+/// `left` (every other action reaches the room, see [`of`]): when `room`
+/// has more than `max` (`--presence-max-members`) members online on this
+/// node, counting `user` itself (so a join counts after it and a leave
+/// before it, as presence does), only `user`'s own connections are told;
+/// else the room is. Without the cap, `n` members joining a room cost
+/// n²/2 frames (each join tells everyone already there).
+pub fn audience(presence: &Presence, room: &str, user: UserId, max: usize) -> Audience {
+    over_cap(presence.online_count_with(room, user), max)
+}
+
+/// [`audience`] for `online` members online, the user counted.
+fn over_cap(online: usize, max: usize) -> Audience {
+    if online > max {
+        Audience::Own
+    } else {
+        Audience::Room
+    }
+}
+
+/// The effects of `user`'s own `join` of `room` (the session door; the
+/// server API has no join of a user's own): a `joined` frame when the
+/// membership is `new`, the `mute` it loaded, told to `audience`.
+pub fn joined(
+    room: &str,
+    user: UserId,
+    new: bool,
+    mute: MuteChange,
+    audience: Audience,
+) -> Effects {
+    Effects {
+        joined: None,
+        mute,
+        frame: new.then(|| member_frame(room, user, "joined", Some(user), None, None)),
+        until: None,
+        audience,
+    }
+}
+
+/// The effects of `user`'s own `leave` of `room`: a `left` frame, told to
+/// `audience`.
+pub fn left(room: &str, user: UserId, audience: Audience) -> Effects {
+    Effects {
+        joined: None,
+        mute: MuteChange::Unchanged,
+        frame: Some(member_frame(room, user, "left", Some(user), None, None)),
+        until: None,
+        audience,
+    }
 }
 
 impl Effects {
@@ -49,6 +121,7 @@ pub fn of(
         mute: MuteChange::Unchanged,
         frame: None,
         until: None,
+        audience: Audience::Room,
     };
     match applied {
         Applied::Role { changed: false }
@@ -73,12 +146,14 @@ pub fn of(
             mute: mute.map_or(MuteChange::Unchanged, MuteChange::Muted),
             frame: event("invited", None, None),
             until: None,
+            audience: Audience::Room,
         },
         Applied::Muted(m) => Effects {
             joined: None,
             mute: MuteChange::Muted(m),
             frame: event("muted", None, m.until),
             until: m.until,
+            audience: Audience::Room,
         },
         Applied::Unmuted { changed: true } => Effects {
             mute: MuteChange::Unmuted,
@@ -148,5 +223,37 @@ mod tests {
             Applied::Role { changed: true },
         );
         assert!(fx.frame.expect("frame").as_str().contains("moderator"));
+    }
+
+    #[test]
+    fn joins_and_leaves_reach_only_the_user_over_the_cap_counting_the_user() {
+        assert_eq!(over_cap(2, 2), Audience::Room, "at the cap");
+        assert_eq!(over_cap(3, 2), Audience::Own);
+        let presence = Presence::new();
+        let room: std::sync::Arc<str> = std::sync::Arc::from("r");
+        for user in [1, 2] {
+            presence.connected(user, std::slice::from_ref(&room));
+        }
+        // User 3, offline or not yet in the room, is counted all the same.
+        assert_eq!(audience(&presence, "r", 3, 2), Audience::Own);
+        assert_eq!(audience(&presence, "r", 2, 2), Audience::Room);
+        presence.connected(3, &[]);
+        presence.joined(3, &room);
+        assert_eq!(
+            audience(&presence, "r", 3, 2),
+            Audience::Own,
+            "after a join"
+        );
+        presence.left(3, "r");
+        assert_eq!(
+            audience(&presence, "r", 3, 2),
+            Audience::Own,
+            "before a leave"
+        );
+        assert_eq!(audience(&presence, "r", 3, 3), Audience::Room);
+        let fx = left("r", 3, Audience::Own);
+        assert!(fx.tells() && fx.audience == Audience::Own);
+        let fx = joined("r", 3, false, MuteChange::Unchanged, Audience::Room);
+        assert!(!fx.tells(), "an old membership: nothing to tell");
     }
 }

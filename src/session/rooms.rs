@@ -179,25 +179,32 @@ pub(super) fn banned(room: &str, until: Option<chrono::DateTime<Utc>>) -> String
 
 /// After a `join` the store accepted (the user is registered already):
 /// loads the user's mute here at once and on its other shards, and tells
-/// the room when the membership is new.
+/// the room when the membership is new (issue 16: only the user's own
+/// connections when the room is over the cap, `rooms::effects::audience`).
 pub(super) fn after_join(shard: &Shard, origin: Origin, user: UserId, room: &str, joined: Joined) {
     let mute = match joined.mute {
         Some(m) => MuteChange::Muted(m),
         None => MuteChange::Unchanged,
     };
     shard.registry.borrow_mut().set_mute(user, room, mute);
-    let frame = joined
-        .new
-        .then(|| rooms::effects::member_frame(room, user, "joined", Some(user), None, None));
-    if frame.is_some() || mute != MuteChange::Unchanged {
-        shard.member_event(room, user, mute, frame, Some(origin));
+    let audience = own_audience(shard, room, user);
+    let fx = rooms::effects::joined(room, user, joined.new, mute, audience);
+    if fx.tells() {
+        shard.member_event(room, user, fx.mute, fx.frame, fx.audience, Some(origin));
     }
 }
 
-/// After a `leave`: tells the room and the user's other connections.
+/// After a `leave`: tells the room (issue 16: unless over the cap) and the
+/// user's other connections.
 pub(super) fn after_leave(shard: &Shard, origin: Origin, user: UserId, room: &str) {
-    let frame = rooms::effects::member_frame(room, user, "left", Some(user), None, None);
-    shard.member_event(room, user, MuteChange::Unchanged, Some(frame), Some(origin));
+    let fx = rooms::effects::left(room, user, own_audience(shard, room, user));
+    shard.member_event(room, user, fx.mute, fx.frame, fx.audience, Some(origin));
+}
+
+/// Who hears `user`'s own join or leave of `room` (issue 16).
+fn own_audience(shard: &Shard, room: &str, user: UserId) -> rooms::effects::Audience {
+    let max = shard.config.presence_max_members;
+    rooms::effects::audience(&shard.presence, room, user, max)
 }
 
 /// Makes a committed change take effect (subscriptions, cached mutes) and
@@ -229,7 +236,7 @@ fn announce(
         shard.registry.borrow_mut().set_mute(target, room, fx.mute);
     }
     if fx.tells() {
-        shard.member_event(room, target, fx.mute, fx.frame, origin);
+        shard.member_event(room, target, fx.mute, fx.frame, fx.audience, origin);
     }
     encode_access_ack(kind, room, target, fx.until, r)
 }

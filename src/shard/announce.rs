@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::Shard;
 use crate::cluster::{Membership, RemoteMembership, RemoteNotice};
 use crate::protocol::{Frame, UserId};
+use crate::rooms::effects::Audience;
 use crate::rooms::MuteChange;
 use crate::router::{Origin, ShardEvent};
 
@@ -47,16 +48,22 @@ impl Shard {
     /// notice), and a mute change to the user's connections on other nodes
     /// on the user's subject (never dropped, like joins).
     /// `skip` is the requesting connection (it gets its ack instead).
+    ///
+    /// Issue 16: with [`Audience::Own`] (a `joined`/`left` in a room over
+    /// the cap, `rooms::effects::audience`) only the user's connections on
+    /// this node's shards get `frame`: no room notice to the other nodes.
     pub fn member_event(
         &self,
         room: &str,
         user: UserId,
         mute: MuteChange,
         frame: Option<Frame>,
+        audience: Audience,
         skip: Option<Origin>,
     ) {
         let room: Arc<str> = Arc::from(room);
-        if let (Some(cluster), Some(frame)) = (&self.cluster, &frame) {
+        let notice = frame.as_ref().filter(|_| audience == Audience::Room);
+        if let (Some(cluster), Some(frame)) = (&self.cluster, notice) {
             // No user has id 0: every member of the room gets it.
             cluster.notice(RemoteNotice {
                 room: room.clone(),
@@ -73,6 +80,7 @@ impl Shard {
             user,
             mute,
             frame,
+            audience,
             skip,
         };
         let refused = self.router.broadcast(&event);

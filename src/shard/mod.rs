@@ -344,10 +344,11 @@ impl Shard {
                 user,
                 mute,
                 frame,
+                audience,
                 skip,
             } => {
                 let skip = skip.filter(|o| o.shard == self.index).map(|o| o.conn);
-                registry.member_event(&room, user, mute, frame.as_ref(), skip);
+                registry.member_event(&room, user, mute, frame.as_ref(), audience, skip);
             }
             ShardEvent::Disconnect { user } => {
                 // The next handshake reads the user's row (and its block).

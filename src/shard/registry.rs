@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::outbox::{Cursor, Outbox, OutboxLimits};
 use crate::cluster::{Interest, Stream};
 use crate::protocol::{Frame, UserId};
+use crate::rooms::effects::Audience;
 use crate::rooms::{Mute, MuteChange};
 use crate::router::{ConnId, OwnCopy};
 use crate::store::Floors;
@@ -263,28 +264,32 @@ impl Registry {
     }
 
     /// Applies a member event: updates `user`'s cached mute, then queues
-    /// `frame` for the room's local member connections and for `user`'s
-    /// local connections (once each, also when `user` left the room), but
-    /// connection `skip` (the requester, answered with its ack).
+    /// `frame` for the room's local member connections (unless `audience`
+    /// is [`Audience::Own`], issue 16) and for `user`'s local connections
+    /// (once each, also when `user` left the room), but connection `skip`
+    /// (the requester, answered with its ack).
     pub fn member_event(
         &mut self,
         room: &str,
         user: UserId,
         mute: MuteChange,
         frame: Option<&Frame>,
+        audience: Audience,
         skip: Option<ConnId>,
     ) {
         self.set_mute(user, room, mute);
         let Some(frame) = frame else {
             return;
         };
-        if let Some(members) = self.rooms.get(room) {
+        let to_room = audience == Audience::Room;
+        if let Some(members) = self.rooms.get(room).filter(|_| to_room) {
             for m in members.iter().filter(|m| Some(m.conn.id) != skip) {
                 m.conn.push(frame.clone(), self.limits);
             }
         }
         if let Some(local) = self.users.get(&user) {
-            if !local.rooms.contains(room) {
+            // Room members got it above (when the room was told).
+            if !to_room || !local.rooms.contains(room) {
                 for conn in local.conns.iter().filter(|c| Some(c.id) != skip) {
                     conn.push(frame.clone(), self.limits);
                 }
@@ -490,13 +495,14 @@ mod tests {
             10,
             MuteChange::Muted(m),
             Some(&Frame::from("muted")),
+            Audience::Room,
             None,
         );
         assert_eq!(r.member_room_muted(10, "x").unwrap().1, Some(m));
         assert_eq!((a.len(), b.len()), (1, 1), "once per connection");
         r.set_mute(10, "y", MuteChange::Muted(m));
         assert_eq!(r.member_room_muted(10, "y"), None, "not a member of y");
-        r.member_event("x", 10, MuteChange::Unmuted, None, None);
+        r.member_event("x", 10, MuteChange::Unmuted, None, Audience::Room, None);
         assert_eq!(r.member_room_muted(10, "x").unwrap().1, None);
         r.set_mute(10, "x", MuteChange::Muted(m));
         assert!(r.leave(10, "x"));
@@ -512,6 +518,7 @@ mod tests {
             10,
             MuteChange::Unchanged,
             Some(&Frame::from("left")),
+            Audience::Room,
             None,
         );
         assert_eq!((a.len(), b.len()), (2, 2), "the leaver hears of it too");
@@ -520,12 +527,64 @@ mod tests {
             20,
             MuteChange::Unchanged,
             Some(&Frame::from("role")),
+            Audience::Room,
             Some(2),
         );
         assert_eq!(
             (a.len(), b.len()),
             (2, 2),
             "the requester gets its ack instead"
+        );
+    }
+
+    #[test]
+    fn an_own_member_event_reaches_only_the_users_connections_in_the_room_or_not() {
+        let mut r = Registry::new(LIMITS);
+        let (a1, a2, b) = (conn(1, 10), conn(2, 10), conn(3, 20));
+        r.register(a1.clone(), [Arc::from("x")]);
+        r.register(a2.clone(), [Arc::from("x")]);
+        r.register(b.clone(), [Arc::from("x")]);
+        let joined = Frame::from("joined");
+        r.member_event(
+            "x",
+            10,
+            MuteChange::Unchanged,
+            Some(&joined),
+            Audience::Own,
+            Some(1),
+        );
+        assert_eq!(
+            (a1.len(), a2.len(), b.len()),
+            (0, 1, 0),
+            "a member: its own only"
+        );
+        assert!(r.leave(10, "x"));
+        let left = Frame::from("left");
+        r.member_event(
+            "x",
+            10,
+            MuteChange::Unchanged,
+            Some(&left),
+            Audience::Own,
+            None,
+        );
+        assert_eq!(
+            (a1.len(), a2.len(), b.len()),
+            (1, 2, 0),
+            "no longer a member"
+        );
+        r.member_event(
+            "x",
+            20,
+            MuteChange::Unchanged,
+            Some(&left),
+            Audience::Room,
+            None,
+        );
+        assert_eq!(
+            (a1.len(), a2.len(), b.len()),
+            (1, 2, 1),
+            "the room's way: members"
         );
     }
 

@@ -24,6 +24,7 @@ mod identity;
 mod kick;
 mod limits;
 mod load;
+mod member_cap;
 mod presence;
 mod recovery;
 mod replies;

@@ -23,5 +23,6 @@ mod edits;
 mod fanout;
 mod faults;
 mod kick;
+mod member_cap;
 mod webhook;
 mod writer;
