@@ -426,13 +426,17 @@ impl Life {
         session: Session,
     ) {
         let shard = &self.shard;
-        let ws = WebSocketStream::from_partially_read(
-            stream,
-            rest,
-            Role::Server,
-            Some(connection::ws_config(&shard.config)),
-        )
-        .await;
+        // Shared with the shard's flusher (issue 16), and built in place:
+        // only a handle lives in the task.
+        let ws = connection::SharedWs::new(
+            WebSocketStream::from_partially_read(
+                stream,
+                rest,
+                Role::Server,
+                Some(connection::ws_config(&shard.config)),
+            )
+            .await,
+        );
         let host = Host {
             config: &shard.config,
             metrics: shard.metrics(),

@@ -122,12 +122,11 @@ impl Closed {
 /// connection fails, or the server closes it.
 pub async fn serve<S: Transport + 'static>(
     host: Host<'_>,
-    ws: WebSocketStream<S>,
+    mut ws: SharedWs<S>,
     outbox: Rc<Outbox>,
     session: Session,
 ) -> Closed {
     debug!("connection opened");
-    let mut ws = SharedWs::new(ws);
     outbox.attach(Rc::new(ws.clone()), host.flusher.clone());
     let config = host.config;
     let metrics = host.metrics;

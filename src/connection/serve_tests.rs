@@ -76,7 +76,7 @@ where
     // The shard's flusher runs beside the connection, as on a real shard.
     let flusher = shard.flusher.run(shard.metrics(), shard.outbox_limits);
     let (closed, ()) = tokio::select! {
-        both = async { tokio::join!(serve(host, server_ws, outbox.clone(), session), client(client_ws, outbox)) } => both,
+        both = async { tokio::join!(serve(host, SharedWs::new(server_ws), outbox.clone(), session), client(client_ws, outbox)) } => both,
         () = flusher => unreachable!("the flusher runs for the shard's life"),
     };
     (closed, shard)
