@@ -477,7 +477,20 @@ fn histogram(
     unit: Option<&Unit>,
     h: &HistogramSnapshot,
 ) -> Fmt {
-    let mut buckets = h.buckets.clone();
+    // prometheus-client sums the counts it is given into cumulative ones:
+    // hand it each bucket's own count (passing the snapshot's cumulative
+    // counts made every bucket past the first too high, up to
+    // `+Inf` > `_count`).
+    let mut below = 0;
+    let mut buckets: Vec<(f64, u64)> = h
+        .buckets
+        .iter()
+        .map(|&(bound, cumulative)| {
+            let own = cumulative - below;
+            below = cumulative;
+            (bound, own)
+        })
+        .collect();
     if let Some(last) = buckets.last_mut() {
         last.0 = f64::INFINITY;
     }
@@ -697,6 +710,8 @@ mod tests {
         m.shard(1).refused(Refusal::ExpiredToken);
         m.writer(0).persisted.add(3);
         m.writer(0).batch_size.observe(3.0);
+        m.writer(0).batch_size.observe(30.0);
+        m.writer(0).batch_size.observe(30.0);
         m.writer(0)
             .commit_seconds
             .observe_duration(Duration::from_millis(3));
@@ -711,7 +726,14 @@ mod tests {
             "chat_messages_persisted_total{writer=\"0\"} 3",
             "chat_shard_inbox_depth{shard=\"1\"} 7",
             "chat_writer_queue_depth{writer=\"0\"} 2",
+            // Cumulative, each observation counted once: `+Inf` = count.
+            "chat_batch_size_bucket{le=\"1.0\"} 0",
             "chat_batch_size_bucket{le=\"5.0\"} 1",
+            "chat_batch_size_bucket{le=\"20.0\"} 1",
+            "chat_batch_size_bucket{le=\"50.0\"} 3",
+            "chat_batch_size_bucket{le=\"1000.0\"} 3",
+            "chat_batch_size_bucket{le=\"+Inf\"} 3",
+            "chat_batch_size_count 3",
             "chat_commit_latency_seconds_count 1",
             "chat_delivery_latency_seconds_bucket{le=\"+Inf\"} 0",
             "chat_feed_head 9",
