@@ -9,6 +9,7 @@ use crate::shard::Shard;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::DuplexStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
 
 type Client = WebSocketStream<DuplexStream>;
 
