@@ -322,3 +322,44 @@ async fn a_full_socket_hands_the_rest_to_the_connection_task() {
         "each frame written once"
     );
 }
+
+/// Issue 16: one delivery pass to hundreds of idle connections (a hot
+/// room) writes every one of them directly: tokio's cooperative budget
+/// (128 socket operations per poll) must not turn the writes past it into
+/// hand-offs to the connections' tasks.
+#[tokio::test]
+async fn one_pass_writes_hundreds_of_connections_directly() {
+    const CONNS: usize = 300;
+    let (shard, _inbox, _writer) = testing::shard(testing::config());
+    let mut clients = Vec::new();
+    let mut outboxes = Vec::new();
+    for i in 0..CONNS {
+        let (server_io, client_io) = tokio::io::duplex(1 << 12);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let outbox = Rc::new(Outbox::new(i as u64, 7));
+        outbox.attach(Rc::new(SharedWs::new(server)), shard.flusher.clone());
+        outboxes.push(outbox);
+        clients.push(WebSocketStream::from_raw_socket(client_io, Role::Client, None).await);
+    }
+    for outbox in &outboxes {
+        outbox.push(encode_error("to everyone"), shard.outbox_limits);
+    }
+    let flusher = shard.flusher.run(shard.metrics(), shard.outbox_limits);
+    let read_all = async {
+        for client in &mut clients {
+            assert_eq!(next_text(client).await["data"]["message"], "to everyone");
+        }
+    };
+    tokio::select! {
+        () = flusher => unreachable!("the flusher runs for the shard's life"),
+        read = tokio::time::timeout(std::time::Duration::from_secs(10), read_all) => {
+            read.expect("every connection got its frame");
+        }
+    }
+    assert_eq!(shard.metrics().frames_out_direct.get(), CONNS as u64);
+    assert_eq!(
+        shard.metrics().direct_handoffs.get(),
+        0,
+        "no connection task had to write"
+    );
+}

@@ -183,6 +183,9 @@ pub struct ShardMetrics {
     /// Of those, frames the shard's flusher wrote straight to the socket,
     /// without waking the connection's task (issue 16).
     pub frames_out_direct: Counter,
+    /// Direct writes that could not finish (the socket was full, or the
+    /// connection task was writing) and went to the connection task.
+    pub direct_handoffs: Counter,
     /// Connections closed because their outbox overflowed.
     pub slow_consumers: Counter,
     /// Requests refused by the per-connection rate limit.
@@ -366,6 +369,7 @@ struct ShardSnapshot {
     frames_in: u64,
     frames_out: u64,
     frames_out_direct: u64,
+    direct_handoffs: u64,
     slow_consumers: u64,
     rate_limited: u64,
     flood_disconnects: u64,
@@ -395,6 +399,7 @@ impl Snapshot {
                     frames_in: s.frames_in.get(),
                     frames_out: s.frames_out.get(),
                     frames_out_direct: s.frames_out_direct.get(),
+                    direct_handoffs: s.direct_handoffs.get(),
                     slow_consumers: s.slow_consumers.get(),
                     rate_limited: s.rate_limited.get(),
                     flood_disconnects: s.flood_disconnects.get(),
@@ -584,6 +589,12 @@ impl Collector for Snapshot {
             "chat_frames_out_direct",
             "Of chat_frames_out, frames written straight from the delivery pass (no connection task woken), per shard.",
             shards().map(|(i, s)| (by_shard(i), s.frames_out_direct)),
+        )?;
+        counters(
+            &mut e,
+            "chat_direct_handoffs",
+            "Direct writes handed to the connection's task (socket full, or the task was writing), per shard.",
+            shards().map(|(i, s)| (by_shard(i), s.direct_handoffs)),
         )?;
         counters(
             &mut e,

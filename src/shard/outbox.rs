@@ -236,12 +236,13 @@ impl Outbox {
     /// The flusher's turn: writes what is queued straight to the socket
     /// (no task wake-up) when the connection is idle; hands over to the
     /// connection task when it is not, when the socket is full, or when the
-    /// write failed. Returns the frames written.
-    pub fn write_direct(&self, limits: OutboxLimits) -> usize {
+    /// write failed. Returns the frames written and whether the connection
+    /// task was handed the rest.
+    pub fn write_direct(&self, limits: OutboxLimits) -> (usize, bool) {
         self.scheduled.set(false);
         if self.queue.borrow().is_empty() {
             // The connection task took it meanwhile.
-            return 0;
+            return (0, false);
         }
         let writer = match &*self.direct.borrow() {
             Some(a) if !self.busy.get() && self.state.get() == OutboxState::Open => {
@@ -249,27 +250,27 @@ impl Outbox {
             }
             _ => {
                 self.wake.notify_one();
-                return 0;
+                return (0, true);
             }
         };
         match writer.write_direct(self) {
             Direct::Flushed { frames, bytes } => {
                 self.written(bytes + self.unflushed.replace(0), limits);
-                frames
+                (frames, false)
             }
             Direct::Pending { frames, bytes } => {
                 self.unflushed.set(self.unflushed.get() + bytes);
                 self.wake.notify_one();
-                frames
+                (frames, true)
             }
             Direct::Busy => {
                 self.wake.notify_one();
-                0
+                (0, true)
             }
             Direct::Failed => {
                 self.failed.set(true);
                 self.wake.notify_one();
-                0
+                (0, true)
             }
         }
     }
