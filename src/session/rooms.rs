@@ -187,7 +187,13 @@ pub(super) fn after_join(shard: &Shard, origin: Origin, user: UserId, room: &str
         None => MuteChange::Unchanged,
     };
     shard.registry.borrow_mut().set_mute(user, room, mute);
-    let audience = own_audience(shard, room, user);
+    // Only a new membership has a frame to tell: a member's re-join (every
+    // reconnect) skips the count and its lock on the presence table.
+    let audience = if joined.new {
+        own_audience(shard, room, user)
+    } else {
+        rooms::effects::Audience::Room
+    };
     let fx = rooms::effects::joined(room, user, joined.new, mute, audience);
     if fx.tells() {
         shard.member_event(room, user, fx.mute, fx.frame, fx.audience, Some(origin));

@@ -218,7 +218,7 @@ impl Outbox {
     /// Something was queued into an empty outbox: schedules a direct write
     /// when the connection can take one, else wakes the connection task.
     fn kick(&self) {
-        if !self.busy.get() && self.state.get() == OutboxState::Open {
+        if self.idle_and_open() {
             if let Some(attached) = &*self.direct.borrow() {
                 if self.scheduled.get() {
                     return;
@@ -245,9 +245,7 @@ impl Outbox {
             return (0, false);
         }
         let writer = match &*self.direct.borrow() {
-            Some(a) if !self.busy.get() && self.state.get() == OutboxState::Open => {
-                a.writer.clone()
-            }
+            Some(a) if self.idle_and_open() => a.writer.clone(),
             _ => {
                 self.wake.notify_one();
                 return (0, true);
@@ -273,6 +271,12 @@ impl Outbox {
                 (0, true)
             }
         }
+    }
+
+    /// The flusher may write now: the connection task is not writing and
+    /// the connection is not closing.
+    fn idle_and_open(&self) -> bool {
+        !self.busy.get() && self.state.get() == OutboxState::Open
     }
 
     /// Puts frames a direct write could not hand to the socket back at the
