@@ -163,23 +163,7 @@ async fn every_event_arrives_signed_in_order_through_failures_timeouts_refusals_
             .iter()
             .all(|(_, b)| !b.is_empty() && b.len() <= 7));
         // In order, every seq once (a batch may only be re-sent whole).
-        let mut next = 1;
-        for (seq, batch) in &s.accepted {
-            let first = batch[0]["seq"].as_i64().unwrap();
-            if first < next {
-                assert!(
-                    s.accepted.iter().filter(|(q, _)| q == seq).count() > 1,
-                    "batch {seq} overlaps what came before it"
-                );
-                continue;
-            }
-            assert_eq!(first, next, "batch {seq} skips events");
-            for e in batch {
-                assert_eq!(e["seq"].as_i64().unwrap(), next, "{seq}");
-                next += 1;
-            }
-        }
-        assert_eq!(next - 1, h);
+        assert_eq!(s.assert_every_seq_in_order(), h);
         // The restarted server resumed from the stored cursor.
         let (_, resumed) = &s.accepted[accepted_before];
         assert_eq!(resumed[0]["seq"].as_i64().unwrap(), cursor_at_restart + 1);

@@ -113,21 +113,7 @@ async fn another_node_takes_over_webhook_delivery_when_the_holder_dies() {
     receiver.seen(|s| {
         assert!(s.bad.is_empty(), "{:?}", s.bad);
         // Every seq in order; a batch re-sent whole after the kill is allowed.
-        let mut next = 1;
-        for (seq, batch) in &s.accepted {
-            let first = batch[0]["seq"].as_i64().unwrap();
-            if first < next {
-                assert!(
-                    s.accepted.iter().filter(|(q, _)| q == seq).count() > 1,
-                    "batch {seq} overlaps what came before it"
-                );
-                continue;
-            }
-            assert_eq!(first, next, "batch {seq} skips events");
-            next += batch.len() as i64;
-            assert_eq!(batch.last().unwrap()["seq"].as_i64().unwrap(), next - 1);
-        }
-        assert_eq!(next - 1, h);
+        assert_eq!(s.assert_every_seq_in_order(), h);
     });
     let c = chat_server::store::connect(&db.url).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

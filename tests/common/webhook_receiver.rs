@@ -52,6 +52,29 @@ impl Seen {
     pub fn last(&self) -> i64 {
         self.seqs().into_iter().max().unwrap_or(0)
     }
+
+    /// Asserts that the accepted batches hold every seq from 1 once, in
+    /// order, except that a batch may be re-sent whole (at-least-once after
+    /// a crash, a restart or a take-over); returns the last seq.
+    pub fn assert_every_seq_in_order(&self) -> i64 {
+        let mut next = 1;
+        for (seq, batch) in &self.accepted {
+            let first = batch[0]["seq"].as_i64().unwrap();
+            if first < next {
+                assert!(
+                    self.accepted.iter().filter(|(q, _)| q == seq).count() > 1,
+                    "batch {seq} overlaps what came before it"
+                );
+                continue;
+            }
+            assert_eq!(first, next, "batch {seq} skips events");
+            for e in batch {
+                assert_eq!(e["seq"].as_i64().unwrap(), next, "{seq}");
+                next += 1;
+            }
+        }
+        next - 1
+    }
 }
 
 struct Shared {
