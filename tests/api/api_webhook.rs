@@ -162,7 +162,7 @@ async fn every_event_arrives_signed_in_order_through_failures_timeouts_refusals_
             .accepted
             .iter()
             .all(|(_, b)| !b.is_empty() && b.len() <= 7));
-        // In order, every seq once (a batch may only be re-sent whole).
+        // In order, every seq; a re-send starts at a batch's start.
         assert_eq!(s.assert_every_seq_in_order(), h);
         // The restarted server resumed from the stored cursor.
         let (_, resumed) = &s.accepted[accepted_before];

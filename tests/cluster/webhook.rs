@@ -112,7 +112,8 @@ async fn another_node_takes_over_webhook_delivery_when_the_holder_dies() {
 
     receiver.seen(|s| {
         assert!(s.bad.is_empty(), "{:?}", s.bad);
-        // Every seq in order; a batch re-sent whole after the kill is allowed.
+        // Every seq in order. After the kill the survivor re-sends from the
+        // stored cursor: the batch in flight again, possibly with more events.
         assert_eq!(s.assert_every_seq_in_order(), h);
     });
     let c = chat_server::store::connect(&db.url).await.unwrap();
