@@ -193,6 +193,12 @@ impl Session {
                 return error(&r, e);
             }
         }
+        // From this request on, nothing up to `since` reaches this
+        // connection live (a lagging node's delivery of what it already has).
+        if let (Some(since), Some(cursor)) = (since, registry.room_cursor(self.origin.conn, &room))
+        {
+            cursor.seen_through(since);
+        }
         drop(registry);
         let shard = self.shard.clone();
         let (user, conn, origin) = (self.user, self.origin.conn, self.origin);
@@ -205,6 +211,11 @@ impl Session {
                     }
                     Ok(Some(joined)) => {
                         shard.joined(user, &room, Some(joined.last));
+                        if let (Some(since), Some(cursor)) =
+                            (since, shard.registry.borrow().room_cursor(conn, &room))
+                        {
+                            cursor.seen_through(since);
+                        }
                         rooms::after_join(&shard, origin, user, &room, joined);
                     }
                     Ok(None) => {
@@ -402,6 +413,10 @@ impl Session {
     fn dm_sync(&self, since: i64, r: Option<Ref>) -> Outcome {
         let shard = self.shard.clone();
         let (user, conn) = (self.user, self.origin.conn);
+        // As for `join` with `since`: nothing up to it follows live.
+        if let Some(cursor) = shard.registry.borrow().dm_cursor(conn) {
+            cursor.seen_through(since);
+        }
         later_reply(async move {
             let max = shard.config.recovery_max;
             let missed = match shard

@@ -260,6 +260,24 @@ fn a_member_rejoining_is_answered_at_once_with_who_is_online() {
 }
 
 #[test]
+fn after_a_join_or_dm_sync_with_since_nothing_up_to_it_arrives_live() {
+    // A node behind the one the client left can still have messages the
+    // client has (cluster mode): from the request on, they are skipped.
+    let f = fixture(&["general"]);
+    let _later = f
+        .session
+        .handle(r#"{"type":"join","room":"general","since":120}"#);
+    let _later = f.session.handle(r#"{"type":"dm_sync","since":50}"#);
+    let registry = f.shard.registry.borrow();
+    let room = registry.room_cursor(0, "general").expect("subscribed");
+    assert!(!room.admit(119) && !room.admit(120), "the client has these");
+    assert!(room.admit(121));
+    let dms = registry.dm_cursor(0).expect("connected");
+    assert!(!dms.admit(50));
+    assert!(dms.admit(51));
+}
+
+#[test]
 fn requests_on_a_room_need_membership() {
     let f = fixture(&["general"]);
     for (request, expected) in [

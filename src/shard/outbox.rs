@@ -152,6 +152,14 @@ impl Cursor {
         true
     }
 
+    /// The client says it has every id up to `since` (a `join` with
+    /// `since`, a `dm_sync`): live messages up to it are skipped from now
+    /// on. Live delivery is in id order, so only a node behind the one the
+    /// client left (cluster mode) can still have such messages to send.
+    pub fn seen_through(&self, since: i64) {
+        self.floor.set(self.floor.get().max(since));
+    }
+
     /// Of `missed` (stored messages newer than the client's `since`, oldest
     /// first, read *after* this cursor started tracking), keeps what the
     /// connection has not been sent live: the ids below the first live one.

@@ -575,6 +575,8 @@ pub struct Log {
     pub error_times: Vec<Instant>,
     /// Other text frames (e.g. history).
     pub others: Vec<Value>,
+    /// For each of `others`, how many messages had arrived before it.
+    pub others_after: Vec<usize>,
     /// The close frame, if one came: code and reason.
     pub close: Option<(u16, String)>,
     /// How the stream ended (`None`: still open).
@@ -613,7 +615,11 @@ impl Reader {
                                 l.error_times.push(Instant::now());
                             }
                             Some("presence" | "presence_batch" | "typing" | "member") => {}
-                            _ => l.others.push(v),
+                            _ => {
+                                let seen = l.messages.len();
+                                l.others.push(v);
+                                l.others_after.push(seen);
+                            }
                         }
                     }
                     Some(Ok(Message::Close(c))) => {
