@@ -195,9 +195,8 @@ impl Session {
         }
         // From this request on, nothing up to `since` reaches this
         // connection live (a lagging node's delivery of what it already has).
-        if let (Some(since), Some(cursor)) = (since, registry.room_cursor(self.origin.conn, &room))
-        {
-            cursor.seen_through(since);
+        if let Some(since) = since {
+            registry.room_seen_through(self.origin.conn, &room, since);
         }
         drop(registry);
         let shard = self.shard.clone();
@@ -211,10 +210,11 @@ impl Session {
                     }
                     Ok(Some(joined)) => {
                         shard.joined(user, &room, Some(joined.last));
-                        if let (Some(since), Some(cursor)) =
-                            (since, shard.registry.borrow().room_cursor(conn, &room))
-                        {
-                            cursor.seen_through(since);
+                        if let Some(since) = since {
+                            shard
+                                .registry
+                                .borrow()
+                                .room_seen_through(conn, &room, since);
                         }
                         rooms::after_join(&shard, origin, user, &room, joined);
                     }

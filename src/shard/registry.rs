@@ -217,6 +217,15 @@ impl Registry {
             .map(|m| &m.cursor)
     }
 
+    /// The client of connection `conn` has every message of `room` up to
+    /// `since` (it sent `join` with `since`): see [`Cursor::seen_through`].
+    /// Nothing when the connection does not follow the room (yet).
+    pub fn room_seen_through(&self, conn: ConnId, room: &str, since: i64) {
+        if let Some(cursor) = self.room_cursor(conn, room) {
+            cursor.seen_through(since);
+        }
+    }
+
     /// What connection `conn` was sent of its user's DMs.
     pub fn dm_cursor(&self, conn: ConnId) -> Option<&Cursor> {
         self.conns.get(&conn).map(|c| &c.dms)
